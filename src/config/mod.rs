@@ -1,0 +1,281 @@
+//! The TOML configuration file, read and validated into typed values.
+//!
+//! Every error names the file, the 1-based line and the field, as
+//! `portcullis.toml:14: route[1].backends[0]: <problem>`, so an operator can
+//! jump straight to it. Validation happens once at load; the rest of the
+//! gateway trusts these types.
+//!
+//! Layout: `tree` turns TOML into a tree of values that know their line,
+//! `build` walks it into [`Config`], `units` and `addr` parse the small
+//! languages inside strings (durations, sizes, socket addresses).
+
+mod addr;
+mod build;
+mod tree;
+mod units;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use units::{parse_duration, parse_size};
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The file it came from (as given, not canonicalised).
+    pub source: PathBuf,
+    pub server: ServerSettings,
+    /// At least one.
+    pub listeners: Vec<ListenerConfig>,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub pool: PoolSettings,
+    /// At least one, in file order.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`: process-wide settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerSettings {
+    pub workers: Workers,
+    pub driver: DriverChoice,
+    pub log_format: LogFormat,
+    /// A `tracing_subscriber::EnvFilter` directive, already checked to parse.
+    pub log_level: String,
+    pub access_log: bool,
+    /// How long in-flight requests may run after a shutdown signal.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workers {
+    /// One per available core.
+    Auto,
+    /// At least 1.
+    Count(usize),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriverChoice {
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// One `[[listener]]`. Paths are resolved against the config file's directory
+/// and were readable at load time; their contents are not parsed here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub address: SocketAddr,
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    /// Non-empty.
+    pub client_ca: Vec<PathBuf>,
+    pub tls_versions: TlsVersions,
+}
+
+/// At least one of the two is true.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsVersions {
+    pub tls12: bool,
+    pub tls13: bool,
+}
+
+/// `[limits]`: request size limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// 1 KiB ..= 1 MiB.
+    pub max_header_bytes: usize,
+    /// 1 ..= 512.
+    pub max_headers: usize,
+    /// Default for routes that don't set their own.
+    pub max_body_bytes: u64,
+}
+
+/// `[timeouts]`: all greater than zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub handshake: Duration,
+    pub request_head: Duration,
+    pub idle: Duration,
+    pub backend_connect: Duration,
+    pub backend_response: Duration,
+}
+
+/// `[pool]`: idle backend connections, kept per worker (core).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// 0 turns pooling off.
+    pub max_idle_per_backend: usize,
+    /// Greater than zero.
+    pub idle_timeout: Duration,
+}
+
+/// One `[[route]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// None matches any host.
+    pub host: Option<HostMatch>,
+    /// Starts with "/"; matched as a plain string prefix.
+    pub path: String,
+    /// Uppercased HTTP tokens, no duplicates; None matches any method.
+    pub methods: Option<Vec<String>>,
+    /// Non-empty; host names were resolved at load.
+    pub backends: Vec<SocketAddr>,
+    /// Host header to send to the backend instead of the client's.
+    pub set_host: Option<String>,
+    /// The route's own value, or `limits.max_body_bytes`.
+    pub max_body_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostMatch {
+    /// Lowercased host name or IP literal.
+    Exact(String),
+    /// From "*.example.com": holds ".example.com", lowercased. Matches any
+    /// depth of subdomain ("a.b.example.com"), but not "example.com" itself.
+    WildcardSuffix(String),
+}
+
+impl HostMatch {
+    /// `host` must already be lowercased and stripped of any port.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Exact(exact) => host == exact,
+            HostMatch::WildcardSuffix(suffix) => {
+                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+            }
+        }
+    }
+}
+
+/// Reads, parses and validates the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and validates `text` as if read from `source_name`: errors name it,
+/// and relative paths in it are resolved against its parent directory.
+pub fn parse(source_name: &Path, text: &str) -> Result<Config, ConfigError> {
+    let invalid = |line, field, problem| ConfigError::Invalid {
+        path: source_name.to_path_buf(),
+        line,
+        field,
+        problem,
+    };
+    let root = tree::parse(text).map_err(|e| invalid(e.line, e.field, e.problem))?;
+    let base_dir = source_name.parent().unwrap_or(Path::new(""));
+    build::build(root, source_name, base_dir).map_err(|p| invalid(p.line, p.field, p.problem))
+}
+
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file itself could not be read.
+    Read { path: PathBuf, source: std::io::Error },
+    /// The file was read but something in it is wrong.
+    Invalid {
+        path: PathBuf,
+        /// 1-based.
+        line: usize,
+        /// Dotted path such as `route[2].methods[1]`.
+        field: String,
+        problem: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => {
+                write!(f, "{}: cannot read: {source}", path.display())
+            }
+            ConfigError::Invalid {
+                path,
+                line,
+                field,
+                problem,
+            } => write!(f, "{}:{line}: {field}: {problem}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Read { source, .. } => Some(source),
+            ConfigError::Invalid { .. } => None,
+        }
+    }
+}
+
+// Defaults, public so that running without a config file (dev mode) uses the
+// same values a config file would get.
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            workers: Workers::Auto,
+            driver: DriverChoice::Auto,
+            log_format: LogFormat::Text,
+            log_level: "info".to_string(),
+            access_log: false,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for TlsVersions {
+    fn default() -> Self {
+        TlsVersions {
+            tls12: true,
+            tls13: true,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            max_body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            handshake: Duration::from_secs(10),
+            request_head: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            backend_connect: Duration::from_secs(3),
+            backend_response: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            max_idle_per_backend: 64,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

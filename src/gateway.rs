@@ -1,0 +1,212 @@
+//! Assembles a running gateway from a validated config: TLS configs per core,
+//! SO_REUSEPORT listeners per core, workers, graceful drain.
+
+use std::cell::Cell;
+use std::net::{SocketAddr, TcpListener};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+use rustls::server::ProducesTickets;
+use rustls::ServerConfig;
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, ListenerConfig, Workers};
+use crate::drain::Drain;
+use crate::proxy::{self, GatewaySettings, WorkerContext};
+use crate::router::RouteTable;
+use crate::runtime::{self, Driver};
+use crate::tls::{self, reason, HandshakeFailure, TlsStream};
+use crate::upstream::Pool;
+
+/// A gateway whose sockets are bound and whose TLS material has loaded:
+/// everything that can fail on bad input has failed (or not) by now.
+pub struct Prepared {
+    config: Config,
+    driver: Driver,
+    workers: usize,
+    ticketer: Arc<dyn ProducesTickets>,
+    /// listeners[worker] = that worker's socket for each configured listener.
+    listeners: Vec<Vec<TcpListener>>,
+    pub bound: Vec<SocketAddr>,
+}
+
+pub fn prepare(config: Config) -> Result<Prepared, String> {
+    let workers = match config.server.workers {
+        Workers::Auto => runtime::available_cores(),
+        Workers::Count(n) => n,
+    };
+    let choice = runtime::driver_choice_from_env(config.server.driver)?;
+    let driver = runtime::select_driver(choice)?;
+    let ticketer = tls::server_config::shared_ticketer().map_err(|e| format!("cannot create the TLS ticket key: {e}"))?;
+    for l in &config.listeners {
+        tls::server_config::build(l, ticketer.clone()).map_err(|e| e.to_string())?;
+    }
+    let mut listeners: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    for l in &config.listeners {
+        let sockets = runtime::bind_reuseport(l.address, workers)
+            .map_err(|e| format!("cannot listen on {}: {e}", l.address))?;
+        if let Some(first) = sockets.first() {
+            bound.push(first.local_addr().map_err(|e| e.to_string())?);
+        }
+        for (w, s) in sockets.into_iter().enumerate() {
+            listeners[w].push(s);
+        }
+    }
+    Ok(Prepared { config, driver, workers, ticketer, listeners, bound })
+}
+
+/// Runs until SIGTERM/SIGINT and the drain that follows.
+pub fn run(prepared: Prepared) -> Result<(), String> {
+    let Prepared { config, driver, workers, ticketer, listeners, bound } = prepared;
+    runtime::install_signal_handlers().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    for addr in &bound {
+        info!(address = %addr, workers, driver = %driver.name(), "listening (mTLS, HTTP/1.1)");
+    }
+    let settings = Arc::new(GatewaySettings {
+        routes: RouteTable::new(&config.routes),
+        limits: config.limits.clone(),
+        timeouts: config.timeouts.clone(),
+        access_log: config.server.access_log,
+    });
+    let shared = Arc::new(WorkerShared {
+        listeners: Mutex::new(listeners.into_iter().map(Some).collect()),
+        listener_configs: config.listeners.clone(),
+        ticketer,
+        settings,
+        pool: (config.pool.max_idle_per_backend, config.pool.idle_timeout),
+        drain_timeout: config.server.drain_timeout,
+        driver,
+    });
+    let handles = runtime::spawn_workers("portcullis", driver, workers, move |index| {
+        worker_main(index, shared.clone())
+    })
+    .map_err(|e| format!("cannot start worker threads: {e}"))?;
+    for h in handles {
+        let _ = h.join();
+    }
+    info!("stopped");
+    Ok(())
+}
+
+struct WorkerShared {
+    /// Taken once by each worker at start-up.
+    listeners: Mutex<Vec<Option<Vec<TcpListener>>>>,
+    listener_configs: Vec<ListenerConfig>,
+    ticketer: Arc<dyn ProducesTickets>,
+    settings: Arc<GatewaySettings>,
+    pool: (usize, Duration),
+    drain_timeout: Duration,
+    driver: Driver,
+}
+
+async fn worker_main(index: usize, shared: Arc<WorkerShared>) {
+    let sockets = match shared.listeners.lock() {
+        Ok(mut all) => all.get_mut(index).and_then(Option::take).unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let drain = Rc::new(Drain::default());
+    let ctx = Rc::new(WorkerContext::new(
+        index,
+        shared.settings.clone(),
+        Pool::new(shared.pool.0, shared.pool.1),
+        drain.clone(),
+    ));
+    let accepted = Rc::new(Cell::new(0u64));
+    for (socket, listener_config) in sockets.into_iter().zip(&shared.listener_configs) {
+        // One TLS config per core: its session cache stays core-local.
+        let tls = match tls::server_config::build(listener_config, shared.ticketer.clone()) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(worker = index, error = %e, "cannot load TLS material");
+                continue;
+            }
+        };
+        match runtime::adopt_listener(socket, shared.driver) {
+            Ok(listener) => {
+                monoio::spawn(accept_loop(listener, tls, ctx.clone(), accepted.clone()));
+            }
+            Err(e) => tracing::error!(worker = index, error = %e, "cannot adopt listener"),
+        }
+    }
+    let evict_ctx = ctx.clone();
+    monoio::spawn(async move {
+        while !evict_ctx.drain.is_draining() {
+            monoio::time::sleep(Duration::from_secs(1)).await;
+            evict_ctx.pool.borrow_mut().evict_expired();
+        }
+    });
+    info!(worker = index, driver = %shared.driver.name(), "worker started");
+
+    runtime::shutdown_requested().await;
+    drain.start();
+    let deadline = Instant::now() + shared.drain_timeout;
+    while drain.in_flight() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if drain.in_flight() > 0 {
+        warn!(worker = index, in_flight = drain.in_flight(), "drain timeout reached; closing remaining requests");
+    }
+    let hist = ctx.latency.borrow();
+    info!(
+        worker = index,
+        connections = accepted.get(),
+        requests = ctx.requests.get(),
+        p50_us = hist.value_at_quantile(0.5),
+        p99_us = hist.value_at_quantile(0.99),
+        "worker stopped"
+    );
+}
+
+async fn accept_loop(
+    listener: monoio::net::TcpListener,
+    tls: Arc<ServerConfig>,
+    ctx: Rc<WorkerContext>,
+    accepted: Rc<Cell<u64>>,
+) {
+    let mut stop = std::pin::pin!(ctx.drain.started());
+    loop {
+        monoio::select! {
+            _ = &mut stop => break,
+            res = listener.accept() => match res {
+                Ok((tcp, peer)) => {
+                    accepted.set(accepted.get() + 1);
+                    let _ = tcp.set_nodelay(true);
+                    monoio::spawn(handle_connection(tcp, peer, tls.clone(), ctx.clone()));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(worker = ctx.index, error = %e, "accept failed");
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+}
+
+async fn handle_connection(tcp: TcpStream, peer: SocketAddr, tls: Arc<ServerConfig>, ctx: Rc<WorkerContext>) {
+    let timeout = ctx.settings.timeouts.handshake;
+    match monoio::time::timeout(timeout, TlsStream::accept(tcp, tls)).await {
+        Ok(Ok((stream, identity))) => {
+            debug!(peer = %peer, sni = ?identity.sni, version = ?identity.version, "TLS handshake complete");
+            proxy::serve(stream, peer, identity, ctx).await;
+        }
+        Ok(Err((failure, sni))) => log_handshake_failure(peer, sni.as_deref(), &failure),
+        Err(_) => info!(peer = %peer, "TLS handshake timed out"),
+    }
+}
+
+fn log_handshake_failure(peer: SocketAddr, sni: Option<&str>, failure: &HandshakeFailure) {
+    let sni = sni.unwrap_or("-");
+    match failure {
+        HandshakeFailure::Tls(e) if reason::is_client_certificate_error(e) => {
+            warn!(peer = %peer, sni, reason = %reason::describe(e), "client certificate refused")
+        }
+        HandshakeFailure::Tls(e) => info!(peer = %peer, sni, reason = %reason::describe(e), "TLS handshake failed"),
+        HandshakeFailure::NotTls => info!(peer = %peer, "TLS handshake failed: client did not speak TLS (plain HTTP to the TLS port?)"),
+        HandshakeFailure::Io(e) => debug!(peer = %peer, sni, error = %e, "TLS handshake aborted"),
+    }
+}

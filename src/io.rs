@@ -1,0 +1,60 @@
+//! The byte-stream seam between the proxy and its two sides.
+//!
+//! The proxy is written once against [`Transport`]; the client side is a
+//! userspace-TLS stream today and a plain kernel-TLS socket tomorrow, the
+//! backend side a plain TCP socket. Buffers are owned and passed through the
+//! I/O call and back (monoio's completion model), so one buffer per
+//! connection is reused for its whole life.
+
+use std::io;
+use std::ops::Range;
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+/// Smallest free space a read asks the kernel to fill: below this, the read
+/// buffer grows once (and keeps its capacity for the rest of the connection).
+pub const MIN_READ: usize = 16 * 1024;
+
+/// A bidirectional byte stream with ownership-passing buffers.
+#[allow(async_fn_in_trait)] // single-threaded runtime: futures need not be Send
+pub trait Transport {
+    /// Reads once, appending to `buf` past its current length. Ok(0) is EOF.
+    async fn read_append(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
+
+    /// Writes all of `buf[range]`.
+    async fn write_range(&mut self, buf: Vec<u8>, range: Range<usize>) -> (io::Result<()>, Vec<u8>);
+
+    /// Ends the stream cleanly (TLS close_notify where there is TLS, then FIN).
+    async fn close(&mut self);
+}
+
+impl Transport for TcpStream {
+    async fn read_append(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        if buf.capacity() - buf.len() < MIN_READ {
+            buf.reserve(MIN_READ);
+        }
+        let (start, end) = (buf.len(), buf.capacity());
+        let (res, slice) = self.read(buf.slice_mut(start..end)).await;
+        (res, slice.into_inner())
+    }
+
+    async fn write_range(&mut self, buf: Vec<u8>, range: Range<usize>) -> (io::Result<()>, Vec<u8>) {
+        if range.is_empty() {
+            return (Ok(()), buf);
+        }
+        let (res, slice) = self.write_all(monoio::buf::IoBuf::slice(buf, range)).await;
+        (res.map(|_| ()), slice.into_inner())
+    }
+
+    async fn close(&mut self) {
+        let _ = self.shutdown().await;
+    }
+}
+
+/// Writes the whole of `buf`.
+pub async fn write_all<T: Transport>(t: &mut T, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+    let len = buf.len();
+    t.write_range(buf, 0..len).await
+}

@@ -1,0 +1,22 @@
+//! Portcullis: a thread-per-core mTLS API gateway.
+//!
+//! Layering (imports point down): `cli -> gateway -> runtime, proxy -> {tls,
+//! http, upstream, router, error}`; `config` compiles the TOML into the types
+//! the rest uses. `http` and the TLS parsers do no I/O, so they are tested
+//! byte by byte.
+
+pub mod certs;
+pub mod cli;
+pub mod config;
+pub mod drain;
+pub mod echo;
+pub mod error;
+pub mod gateway;
+pub mod http;
+pub mod io;
+pub mod logging;
+pub mod proxy;
+pub mod router;
+pub mod runtime;
+pub mod tls;
+pub mod upstream;

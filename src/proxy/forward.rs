@@ -1,0 +1,394 @@
+//! One request/response exchange with a backend: send the head and stream the
+//! body, read the response head, stream the response body back.
+
+use std::io;
+use std::time::Instant;
+
+use tracing::debug;
+
+use super::{access_log, io_timeout, log_error, respond_error, ClientConn, RequestPlan, WorkerContext, MAX_HEADERS_CAP};
+use crate::error::ProxyError;
+use crate::http::chunked::{write_chunk_header, ChunkedDecoder, LAST_CHUNK};
+use crate::http::response::{parse_response, write_client_response_head};
+use crate::http::{BodyFraming, Parsed};
+use crate::io::Transport;
+use crate::upstream::{connect, BackendConn, PoolKey};
+
+const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// How an exchange failed, which decides what the client still gets.
+enum Failure {
+    /// Nothing of a response was sent to the client: send an error response.
+    BeforeResponse(ProxyError),
+    /// The response head is out: the only honest signal left is closing.
+    AfterResponse(ProxyError),
+    /// The client went away or stalled; nobody to answer.
+    ClientGone,
+}
+
+/// Runs the exchange; returns whether the client connection stays open.
+pub(super) async fn exchange<S: Transport>(c: &mut ClientConn<S>, plan: &RequestPlan, ctx: &WorkerContext) -> bool {
+    let key = PoolKey { addr: plan.backend };
+    let mut body_started = false;
+    let mut sent_continue = false;
+    let mut retried = false;
+    loop {
+        let pooled = ctx.pool.borrow_mut().checkout(&key);
+        let mut backend = match pooled {
+            Some(b) => b,
+            None => {
+                {
+                    let pool = ctx.pool.borrow();
+                    pool.stats.connects.set(pool.stats.connects.get() + 1);
+                }
+                match connect(plan.backend, ctx.settings.timeouts.backend_connect).await {
+                    Ok(b) => b,
+                    Err(e) => return finish_with_error(c, plan, Failure::BeforeResponse(e)).await,
+                }
+            }
+        };
+        let sent = send_request(c, &mut backend, plan, ctx, &mut body_started, &mut sent_continue).await;
+        let result = match sent {
+            Ok(()) => relay_response(c, &mut backend, plan, ctx).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok((keep_client, reusable)) => {
+                if reusable {
+                    ctx.pool.borrow_mut().checkin(key, backend);
+                }
+                return keep_client && !ctx.drain.is_draining();
+            }
+            Err(Attempt::Stale(e)) if backend.reused && !body_started && !retried => {
+                // A pooled connection the backend had already closed: the request
+                // never reached it, so sending it again on a fresh one is safe.
+                debug!(backend = %plan.backend, error = %e, "pooled backend connection was closed; retrying on a fresh one");
+                retried = true;
+                c.out.truncate(plan.backend_head_len);
+            }
+            Err(Attempt::Stale(e)) => {
+                return finish_with_error(c, plan, Failure::BeforeResponse(ProxyError::BackendReset(e))).await
+            }
+            Err(Attempt::Failed(f)) => return finish_with_error(c, plan, f).await,
+        }
+    }
+}
+
+enum Attempt {
+    /// The backend connection failed before any response byte arrived.
+    Stale(io::Error),
+    Failed(Failure),
+}
+
+async fn finish_with_error<S: Transport>(c: &mut ClientConn<S>, plan: &RequestPlan, f: Failure) -> bool {
+    match f {
+        Failure::BeforeResponse(e) => {
+            log_error(c, &e, Some(plan.backend));
+            access_log(c, plan, e.status(), e.code());
+            respond_error(c, &e, true).await;
+        }
+        Failure::AfterResponse(e) => log_error(c, &e, Some(plan.backend)),
+        Failure::ClientGone => debug!(peer = %c.peer, "client went away mid-request"),
+    }
+    false
+}
+
+async fn send_request<S: Transport>(
+    c: &mut ClientConn<S>,
+    b: &mut BackendConn,
+    plan: &RequestPlan,
+    ctx: &WorkerContext,
+    body_started: &mut bool,
+    sent_continue: &mut bool,
+) -> Result<(), Attempt> {
+    let out = std::mem::take(&mut c.out);
+    let (res, out) = b.stream.write_range(out, 0..plan.backend_head_len).await;
+    c.out = out;
+    res.map_err(Attempt::Stale)?;
+
+    let has_body = !matches!(plan.framing, BodyFraming::None | BodyFraming::ContentLength(0));
+    if has_body && plan.expect_continue && c.rbuf.is_empty() && !*sent_continue {
+        *sent_continue = true;
+        // Not through `out`: it still holds the backend head, needed for a retry.
+        let (res, _) = match monoio::time::timeout(io_timeout(ctx), c.io.write_range(CONTINUE_100.to_vec(), 0..CONTINUE_100.len())).await {
+            Ok(r) => r,
+            Err(_) => return Err(Attempt::Failed(Failure::ClientGone)),
+        };
+        res.map_err(|_| Attempt::Failed(Failure::ClientGone))?;
+    }
+    match plan.framing {
+        BodyFraming::None | BodyFraming::ContentLength(0) | BodyFraming::UntilClose => Ok(()),
+        BodyFraming::ContentLength(n) => {
+            let mut remaining = n;
+            while remaining > 0 {
+                if c.rbuf.is_empty() {
+                    client_read(c, ctx).await?;
+                }
+                let take = usize::try_from(remaining).unwrap_or(usize::MAX).min(c.rbuf.len());
+                *body_started = true;
+                let buf = std::mem::take(&mut c.rbuf);
+                let (res, buf) = b.stream.write_range(buf, 0..take).await;
+                c.rbuf = buf;
+                res.map_err(|e| Attempt::Failed(Failure::BeforeResponse(ProxyError::BackendReset(e))))?;
+                c.rbuf.drain(..take);
+                remaining -= take as u64;
+            }
+            Ok(())
+        }
+        BodyFraming::Chunked => {
+            let mut decoder = ChunkedDecoder::new();
+            let mut total: u64 = 0;
+            loop {
+                c.out.clear();
+                let mut pos = 0;
+                while pos < c.rbuf.len() && !decoder.is_done() {
+                    let d = decoder
+                        .decode(&c.rbuf[pos..])
+                        .map_err(|e| Attempt::Failed(Failure::BeforeResponse(ProxyError::BadRequest(e))))?;
+                    let data = &c.rbuf[pos..][d.data.clone()];
+                    if !data.is_empty() {
+                        total += data.len() as u64;
+                        if total > plan.max_body {
+                            return Err(Attempt::Failed(Failure::BeforeResponse(ProxyError::BodyTooLarge)));
+                        }
+                        write_chunk_header(data.len(), &mut c.out);
+                        c.out.extend_from_slice(data);
+                        c.out.extend_from_slice(b"\r\n");
+                    }
+                    pos += d.consumed;
+                    if d.consumed == 0 {
+                        break;
+                    }
+                }
+                c.rbuf.drain(..pos);
+                if decoder.is_done() {
+                    c.out.extend_from_slice(LAST_CHUNK);
+                }
+                if !c.out.is_empty() {
+                    *body_started = true;
+                    let out = std::mem::take(&mut c.out);
+                    let (res, out) = crate::io::write_all(&mut b.stream, out).await;
+                    c.out = out;
+                    res.map_err(|e| Attempt::Failed(Failure::BeforeResponse(ProxyError::BackendReset(e))))?;
+                }
+                if decoder.is_done() {
+                    return Ok(());
+                }
+                client_read(c, ctx).await?;
+            }
+        }
+    }
+}
+
+/// Reads the response head and relays the response. Ok((keep client, backend reusable)).
+async fn relay_response<S: Transport>(
+    c: &mut ClientConn<S>,
+    b: &mut BackendConn,
+    plan: &RequestPlan,
+    ctx: &WorkerContext,
+) -> Result<(bool, bool), Attempt> {
+    let settings = &ctx.settings;
+    let limits = crate::http::Limits {
+        max_header_bytes: settings.limits.max_header_bytes.max(64 * 1024),
+        max_headers: MAX_HEADERS_CAP,
+    };
+    let deadline = Instant::now() + settings.timeouts.backend_response;
+    let mut got_bytes = false;
+    // Read and parse the head; 1xx interim responses are consumed here.
+    let (status, framing, backend_keep) = loop {
+        if !b.buf.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+            match parse_response(&b.buf, &mut headers, &limits, plan.is_head) {
+                Ok(Parsed::Complete(resp)) if (100..200).contains(&resp.status) => {
+                    if resp.status == 101 {
+                        let e = crate::http::HttpError::Malformed("backend switched protocols, which is not supported");
+                        return Err(Attempt::Failed(Failure::BeforeResponse(ProxyError::BackendInvalidResponse(e))));
+                    }
+                    let len = resp.head_len;
+                    b.buf.drain(..len);
+                    continue;
+                }
+                Ok(Parsed::Complete(resp)) => {
+                    let client_keep = plan.keep_alive && resp.framing != BodyFraming::UntilClose && !ctx.drain.is_draining();
+                    c.out.clear();
+                    write_client_response_head(&resp, resp.framing, client_keep, &mut c.out);
+                    let parsed = (resp.status, resp.framing, resp.keep_alive);
+                    let len = resp.head_len;
+                    b.buf.drain(..len);
+                    break parsed;
+                }
+                Ok(Parsed::Partial) => {}
+                Err(e) => return Err(Attempt::Failed(Failure::BeforeResponse(ProxyError::BackendInvalidResponse(e)))),
+            }
+        }
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let buf = std::mem::take(&mut b.buf);
+        match monoio::time::timeout(wait, b.stream.read_append(buf)).await {
+            Ok((Ok(0), buf)) => {
+                b.buf = buf;
+                let e = io::Error::new(io::ErrorKind::UnexpectedEof, "backend closed the connection");
+                return Err(if got_bytes {
+                    Attempt::Failed(Failure::BeforeResponse(ProxyError::BackendReset(e)))
+                } else {
+                    Attempt::Stale(e)
+                });
+            }
+            Ok((Ok(_), buf)) => {
+                b.buf = buf;
+                got_bytes = true;
+            }
+            Ok((Err(e), buf)) => {
+                b.buf = buf;
+                return Err(if got_bytes {
+                    Attempt::Failed(Failure::BeforeResponse(ProxyError::BackendReset(e)))
+                } else {
+                    Attempt::Stale(e)
+                });
+            }
+            Err(_) => return Err(Attempt::Failed(Failure::BeforeResponse(ProxyError::BackendTimeout))),
+        }
+    };
+    let client_keep = plan.keep_alive && framing != BodyFraming::UntilClose && !ctx.drain.is_draining();
+    access_log(c, plan, status, "-");
+    let after = |e| Attempt::Failed(Failure::AfterResponse(e));
+
+    match framing {
+        BodyFraming::None | BodyFraming::ContentLength(0) => {
+            client_write_out(c, ctx).await?;
+            Ok((client_keep, backend_keep && b.buf.is_empty()))
+        }
+        BodyFraming::ContentLength(n) => {
+            // The head and the first body bytes go out in one write.
+            let take = usize::try_from(n).unwrap_or(usize::MAX).min(b.buf.len());
+            c.out.extend_from_slice(&b.buf[..take]);
+            b.buf.drain(..take);
+            client_write_out(c, ctx).await?;
+            let mut remaining = n - take as u64;
+            while remaining > 0 {
+                backend_read(b, ctx).await.map_err(after)?;
+                let take = usize::try_from(remaining).unwrap_or(usize::MAX).min(b.buf.len());
+                let buf = std::mem::take(&mut b.buf);
+                let (res, buf) = client_write_range(c, ctx, buf, take).await;
+                b.buf = buf;
+                res?;
+                b.buf.drain(..take);
+                remaining -= take as u64;
+            }
+            Ok((client_keep, backend_keep && b.buf.is_empty()))
+        }
+        BodyFraming::Chunked => {
+            let mut decoder = ChunkedDecoder::new();
+            let mut head_pending = true;
+            loop {
+                if !head_pending {
+                    c.out.clear();
+                }
+                head_pending = false;
+                let mut pos = 0;
+                while pos < b.buf.len() && !decoder.is_done() {
+                    let d = decoder
+                        .decode(&b.buf[pos..])
+                        .map_err(|e| after(ProxyError::BackendInvalidResponse(e)))?;
+                    let data = &b.buf[pos..][d.data.clone()];
+                    if !data.is_empty() {
+                        write_chunk_header(data.len(), &mut c.out);
+                        c.out.extend_from_slice(data);
+                        c.out.extend_from_slice(b"\r\n");
+                    }
+                    pos += d.consumed;
+                    if d.consumed == 0 {
+                        break;
+                    }
+                }
+                b.buf.drain(..pos);
+                if decoder.is_done() {
+                    c.out.extend_from_slice(LAST_CHUNK);
+                }
+                if !c.out.is_empty() {
+                    client_write_out(c, ctx).await?;
+                }
+                if decoder.is_done() {
+                    return Ok((client_keep, backend_keep && b.buf.is_empty()));
+                }
+                backend_read(b, ctx).await.map_err(after)?;
+            }
+        }
+        BodyFraming::UntilClose => {
+            c.out.extend_from_slice(&b.buf);
+            b.buf.clear();
+            client_write_out(c, ctx).await?;
+            loop {
+                match backend_read(b, ctx).await {
+                    Ok(()) => {}
+                    Err(ProxyError::BackendReset(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        return Ok((false, false));
+                    }
+                    Err(e) => return Err(after(e)),
+                }
+                let len = b.buf.len();
+                let buf = std::mem::take(&mut b.buf);
+                let (res, buf) = client_write_range(c, ctx, buf, len).await;
+                b.buf = buf;
+                res?;
+                b.buf.clear();
+            }
+        }
+    }
+}
+
+/// Reads more of the response body into `b.buf`; EOF is an error here.
+async fn backend_read(b: &mut BackendConn, ctx: &WorkerContext) -> Result<(), ProxyError> {
+    let buf = std::mem::take(&mut b.buf);
+    match monoio::time::timeout(ctx.settings.timeouts.backend_response, b.stream.read_append(buf)).await {
+        Ok((Ok(0), buf)) => {
+            b.buf = buf;
+            Err(ProxyError::BackendReset(io::Error::new(io::ErrorKind::UnexpectedEof, "backend closed mid-body")))
+        }
+        Ok((Ok(_), buf)) => {
+            b.buf = buf;
+            Ok(())
+        }
+        Ok((Err(e), buf)) => {
+            b.buf = buf;
+            Err(ProxyError::BackendReset(e))
+        }
+        Err(_) => Err(ProxyError::BackendTimeout),
+    }
+}
+
+/// Reads more request body from the client into `rbuf`.
+async fn client_read<S: Transport>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<(), Attempt> {
+    let buf = std::mem::take(&mut c.rbuf);
+    match monoio::time::timeout(io_timeout(ctx), c.io.read_append(buf)).await {
+        Ok((Ok(n), buf)) if n > 0 => {
+            c.rbuf = buf;
+            Ok(())
+        }
+        Ok((_, buf)) => {
+            c.rbuf = buf;
+            Err(Attempt::Failed(Failure::ClientGone))
+        }
+        Err(_) => Err(Attempt::Failed(Failure::ClientGone)),
+    }
+}
+
+async fn client_write_out<S: Transport>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<(), Attempt> {
+    let out = std::mem::take(&mut c.out);
+    let len = out.len();
+    let (res, out) = client_write_range(c, ctx, out, len).await;
+    c.out = out;
+    res
+}
+
+async fn client_write_range<S: Transport>(
+    c: &mut ClientConn<S>,
+    ctx: &WorkerContext,
+    buf: Vec<u8>,
+    len: usize,
+) -> (Result<(), Attempt>, Vec<u8>) {
+    match monoio::time::timeout(io_timeout(ctx), c.io.write_range(buf, 0..len)).await {
+        Ok((Ok(()), buf)) => (Ok(()), buf),
+        Ok((Err(_), buf)) => (Err(Attempt::Failed(Failure::ClientGone)), buf),
+        Err(_) => (Err(Attempt::Failed(Failure::ClientGone)), Vec::new()),
+    }
+}

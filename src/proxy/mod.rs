@@ -1,0 +1,300 @@
+//! The per-connection loop: read a request head, route it, forward it, relay
+//! the response, repeat while keep-alive holds. Protocol decisions live in
+//! `crate::http` (pure); this module is the I/O shell around them.
+
+mod forward;
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tracing::{debug, info, warn};
+
+use crate::config::{Limits, Timeouts};
+use crate::drain::Drain;
+use crate::error::{Fault, ProxyError};
+use crate::http::request::{parse_request, write_backend_request_head, ForwardContext};
+use crate::http::response::write_error_response;
+use crate::http::{BodyFraming, Parsed};
+use crate::io::{write_all, Transport};
+use crate::router::{RouteMatch, RouteTable};
+use crate::tls::PeerIdentity;
+use crate::upstream::Pool;
+
+/// Hard cap on header slots parsed per head (the configurable limit is below it).
+pub const MAX_HEADERS_CAP: usize = 512;
+
+/// What every core needs to proxy, read-only and shared (swapped whole on reload).
+pub struct GatewaySettings {
+    pub routes: RouteTable,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub access_log: bool,
+}
+
+/// One worker's state. Lives on one core; nothing here is touched by another.
+pub struct WorkerContext {
+    pub index: usize,
+    pub settings: Arc<GatewaySettings>,
+    pub pool: RefCell<Pool>,
+    pub drain: Rc<Drain>,
+    /// Round-robin position per route.
+    pub round_robin: Vec<Cell<usize>>,
+    /// Request latency in microseconds, head received to response relayed.
+    pub latency: RefCell<Histogram<u64>>,
+    pub requests: Cell<u64>,
+}
+
+impl WorkerContext {
+    pub fn new(index: usize, settings: Arc<GatewaySettings>, pool: Pool, drain: Rc<Drain>) -> Self {
+        let routes = settings.routes.len();
+        WorkerContext {
+            index,
+            settings,
+            pool: RefCell::new(pool),
+            drain,
+            round_robin: (0..routes).map(|_| Cell::new(0)).collect(),
+            latency: RefCell::new(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| Histogram::new(3).expect("hdrhistogram with 3 significant digits"))),
+            requests: Cell::new(0),
+        }
+    }
+}
+
+/// The client side of one connection and the buffers it owns for its life.
+pub(crate) struct ClientConn<S> {
+    pub io: S,
+    /// Bytes read from the client: the current head, body bytes, pipelined requests.
+    pub rbuf: Vec<u8>,
+    /// Heads we build (for the backend and for the client) and re-encoded chunks.
+    pub out: Vec<u8>,
+    pub peer: SocketAddr,
+    pub identity: PeerIdentity,
+    host: String,
+}
+
+/// A request that is ready to forward; everything borrowed from the head has
+/// been copied out or written into `ClientConn::out` (the backend head).
+pub(crate) struct RequestPlan {
+    pub backend: SocketAddr,
+    pub route_id: usize,
+    pub framing: BodyFraming,
+    pub max_body: u64,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    pub is_head: bool,
+    pub backend_head_len: usize,
+    pub started: Instant,
+    pub log: Option<(String, String)>,
+}
+
+enum Next {
+    Forward(RequestPlan),
+    Reject { error: ProxyError, close: bool },
+}
+
+/// Serves one client connection until it closes, errs, or the worker drains.
+pub async fn serve<S: Transport>(io: S, peer: SocketAddr, identity: PeerIdentity, ctx: Rc<WorkerContext>) {
+    let mut c = ClientConn {
+        io,
+        rbuf: Vec::with_capacity(16 * 1024),
+        out: Vec::with_capacity(4 * 1024),
+        peer,
+        identity,
+        host: String::new(),
+    };
+    let mut first = true;
+    loop {
+        let next = match read_request(&mut c, &ctx, first).await {
+            Ok(Some(next)) => next,
+            Ok(None) => break,
+            Err(e) => {
+                log_error(&c, &e, None);
+                respond_error(&mut c, &e, true).await;
+                break;
+            }
+        };
+        first = false;
+        match next {
+            Next::Reject { error, close } => {
+                log_error(&c, &error, None);
+                respond_error(&mut c, &error, close).await;
+                if close {
+                    break;
+                }
+            }
+            Next::Forward(plan) => {
+                let _in_flight = ctx.drain.enter();
+                ctx.requests.set(ctx.requests.get() + 1);
+                let keep = forward::exchange(&mut c, &plan, &ctx).await;
+                let micros = u64::try_from(plan.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let _ = ctx.latency.borrow_mut().record(micros.max(1));
+                if !keep {
+                    break;
+                }
+            }
+        }
+    }
+    c.io.close().await;
+}
+
+/// Reads until one whole request head is in `rbuf`, then plans it. Ok(None):
+/// the client left, or stayed idle past the idle timeout (no response owed).
+async fn read_request<S: Transport>(
+    c: &mut ClientConn<S>,
+    ctx: &WorkerContext,
+    first: bool,
+) -> Result<Option<Next>, ProxyError> {
+    let timeouts = &ctx.settings.timeouts;
+    // The head clock starts at the first byte of a request (at once for the
+    // first request: the client has just finished its handshake).
+    let mut head_deadline = (first || !c.rbuf.is_empty()).then(|| Instant::now() + timeouts.request_head);
+    loop {
+        if !c.rbuf.is_empty() {
+            if let Some(next) = plan_request(c, ctx)? {
+                return Ok(Some(next));
+            }
+            head_deadline.get_or_insert_with(|| Instant::now() + timeouts.request_head);
+        }
+        let wait = match head_deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => timeouts.idle,
+        };
+        if wait.is_zero() {
+            return Err(ProxyError::HeadTimeout);
+        }
+        let buf = std::mem::take(&mut c.rbuf);
+        match monoio::time::timeout(wait, c.io.read_append(buf)).await {
+            Ok((Ok(0), buf)) => {
+                c.rbuf = buf;
+                return Ok(None);
+            }
+            Ok((Ok(_), buf)) => c.rbuf = buf,
+            Ok((Err(e), buf)) => {
+                c.rbuf = buf;
+                debug!(peer = %c.peer, error = %e, "client read failed");
+                return Ok(None);
+            }
+            Err(_) if head_deadline.is_some() => return Err(ProxyError::HeadTimeout),
+            Err(_) => return Ok(None), // idle keep-alive connection: close quietly
+        }
+    }
+}
+
+/// Parses the head in `rbuf` if complete, routes it and writes the backend
+/// head into `out`. Consumes the head from `rbuf`.
+fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<Next>, ProxyError> {
+    let settings = &ctx.settings;
+    let limits = crate::http::Limits {
+        max_header_bytes: settings.limits.max_header_bytes,
+        max_headers: settings.limits.max_headers.min(MAX_HEADERS_CAP),
+    };
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+    let req = match parse_request(&c.rbuf, &mut headers, &limits) {
+        Ok(Parsed::Complete(req)) => req,
+        Ok(Parsed::Partial) => return Ok(None),
+        Err(e) => return Err(ProxyError::BadRequest(e)),
+    };
+    let head_len = req.head_len;
+    let has_body = !matches!(req.framing, BodyFraming::None | BodyFraming::ContentLength(0));
+    let next = 'plan: {
+        if ctx.drain.is_draining() {
+            break 'plan Next::Reject { error: ProxyError::Draining, close: true };
+        }
+        c.host.clear();
+        let raw_host = req.host.or(c.identity.sni.as_deref()).map(strip_port);
+        if let Some(h) = raw_host {
+            c.host.extend(h.chars().map(|ch| ch.to_ascii_lowercase()));
+        }
+        let host = raw_host.map(|_| c.host.as_str());
+        let route = match settings.routes.find(host, req.path(), req.method) {
+            RouteMatch::Found(r) => r,
+            RouteMatch::MethodNotAllowed(_) => {
+                break 'plan Next::Reject { error: ProxyError::MethodNotAllowed, close: has_body || !req.keep_alive }
+            }
+            RouteMatch::NotFound => {
+                break 'plan Next::Reject { error: ProxyError::NoRoute, close: has_body || !req.keep_alive }
+            }
+        };
+        if let BodyFraming::ContentLength(n) = req.framing {
+            if n > route.max_body_bytes {
+                break 'plan Next::Reject { error: ProxyError::BodyTooLarge, close: true };
+            }
+        }
+        let rr = &ctx.round_robin[route.id];
+        let backend = route.backends[rr.get() % route.backends.len()];
+        rr.set(rr.get().wrapping_add(1));
+        c.out.clear();
+        let fwd = ForwardContext {
+            client_ip: c.peer.ip(),
+            proto: "https",
+            set_host: route.set_host.as_deref(),
+            framing: req.framing,
+        };
+        write_backend_request_head(&req, &fwd, &mut c.out);
+        Next::Forward(RequestPlan {
+            backend,
+            route_id: route.id,
+            framing: req.framing,
+            max_body: route.max_body_bytes,
+            keep_alive: req.keep_alive,
+            expect_continue: req.expect_continue,
+            is_head: req.method == "HEAD",
+            backend_head_len: c.out.len(),
+            started: Instant::now(),
+            log: settings.access_log.then(|| (req.method.to_owned(), req.target.to_owned())),
+        })
+    };
+    c.rbuf.drain(..head_len);
+    Ok(Some(next))
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// Writes a gateway-generated error response (and nothing else).
+pub(crate) async fn respond_error<S: Transport>(c: &mut ClientConn<S>, e: &ProxyError, close: bool) {
+    c.out.clear();
+    let allow;
+    let extra: &[&str] = match e {
+        ProxyError::MethodNotAllowed => {
+            allow = "Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+            std::slice::from_ref(&allow)
+        }
+        _ => &[],
+    };
+    write_error_response(e.status(), e.code(), e.message(), close || e.closes_connection(), extra, &mut c.out);
+    let out = std::mem::take(&mut c.out);
+    let (_, out) = write_all(&mut c.io, out).await;
+    c.out = out;
+}
+
+pub(crate) fn log_error<S>(c: &ClientConn<S>, e: &ProxyError, backend: Option<SocketAddr>) {
+    match e.fault() {
+        Fault::Backend => warn!(peer = %c.peer, backend = ?backend, code = e.code(), "{e}"),
+        Fault::Client => debug!(peer = %c.peer, code = e.code(), "{e}"),
+        Fault::Gateway => info!(peer = %c.peer, code = e.code(), "{e}"),
+    }
+}
+
+pub(crate) fn access_log<S>(c: &ClientConn<S>, plan: &RequestPlan, status: u16, code: &str) {
+    if let Some((method, target)) = &plan.log {
+        let micros = plan.started.elapsed().as_micros();
+        info!(target: "portcullis::access", client = %c.peer.ip(), method = %method, target = %target, route = plan.route_id, backend = %plan.backend, status, code, micros = micros as u64, "access");
+    }
+}
+
+/// Client I/O deadline for body reads and response writes.
+pub(crate) fn io_timeout(ctx: &WorkerContext) -> Duration {
+    ctx.settings.timeouts.idle
+}

@@ -1,0 +1,168 @@
+//! Thread-per-core: one pinned thread per worker, each with its own monoio
+//! runtime and its own SO_REUSEPORT listener sockets, so the kernel spreads
+//! connections across cores and no accept lock or shared queue exists.
+
+use std::future::Future;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tracing::{info, warn};
+
+use crate::config::DriverChoice;
+
+/// The I/O driver every worker of this process uses, decided once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    IoUring,
+    Epoll,
+}
+
+impl Driver {
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::IoUring => "io_uring",
+            Driver::Epoll => "epoll",
+        }
+    }
+}
+
+/// `PORTCULLIS_DRIVER` (io_uring | epoll | auto) overrides the config, so CI
+/// can run the same suite on both drivers.
+pub fn driver_choice_from_env(configured: DriverChoice) -> Result<DriverChoice, String> {
+    match std::env::var("PORTCULLIS_DRIVER") {
+        Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "io_uring" | "iouring" | "uring" => Ok(DriverChoice::IoUring),
+            "epoll" | "legacy" => Ok(DriverChoice::Epoll),
+            "auto" | "" => Ok(DriverChoice::Auto),
+            other => Err(format!("PORTCULLIS_DRIVER={other:?}: expected io_uring, epoll or auto")),
+        },
+        Err(_) => Ok(configured),
+    }
+}
+
+/// Probes io_uring once for the whole process and says so once in the log.
+pub fn select_driver(choice: DriverChoice) -> Result<Driver, String> {
+    let uring = monoio::utils::detect_uring();
+    match (choice, uring) {
+        (DriverChoice::Epoll, _) => Ok(Driver::Epoll),
+        (_, true) => Ok(Driver::IoUring),
+        (DriverChoice::IoUring, false) => Err(
+            "driver = \"io_uring\" but io_uring is not usable here (kernel too old, disabled by \
+             sysctl kernel.io_uring_disabled, or blocked by seccomp); use driver = \"auto\" or \"epoll\""
+                .into(),
+        ),
+        (_, false) => {
+            warn!("io_uring is not usable on this host (kernel, sysctl or seccomp): falling back to the epoll driver");
+            Ok(Driver::Epoll)
+        }
+    }
+}
+
+/// Number of workers for "auto": the cores this process may run on.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Binds `count` listening sockets to `addr` with SO_REUSEPORT. Port 0 is
+/// resolved by the first socket and the rest bind the port it got.
+pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
+    let mut out = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count.max(1) {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        if addr.is_ipv6() {
+            // Separate v4 and v6 listeners, each configured explicitly.
+            socket.set_only_v6(true)?;
+        }
+        socket.set_nodelay(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(4096)?;
+        let listener: TcpListener = socket.into();
+        if addr.port() == 0 {
+            addr = listener.local_addr()?;
+        }
+        out.push(listener);
+    }
+    Ok(out)
+}
+
+/// Starts one pinned thread per worker. `make` builds the worker's future on
+/// its own thread, so the future itself need not be Send.
+pub fn spawn_workers<F, Fut>(name: &str, driver: Driver, workers: usize, make: F) -> io::Result<Vec<JoinHandle<()>>>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let make = Arc::new(make);
+    let mut handles = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let make = make.clone();
+        let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
+        let handle = std::thread::Builder::new().name(format!("{name}-{index}")).spawn(move || {
+            if let Some(core) = core {
+                core_affinity::set_for_current(core);
+            }
+            let fut = make(index);
+            if let Err(e) = block_on(driver, fut) {
+                tracing::error!(worker = index, driver = %driver.name(), error = %e, "cannot start the worker's runtime");
+            }
+        })?;
+        handles.push(handle);
+    }
+    Ok(handles)
+}
+
+fn block_on<Fut: Future<Output = ()>>(driver: Driver, fut: Fut) -> io::Result<()> {
+    match driver {
+        Driver::IoUring => {
+            let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().with_entries(4096).build()?;
+            rt.block_on(fut);
+        }
+        Driver::Epoll => {
+            let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build()?;
+            rt.block_on(fut);
+        }
+    }
+    Ok(())
+}
+
+/// Turns a std listener into the worker runtime's listener.
+pub fn adopt_listener(listener: TcpListener, driver: Driver) -> io::Result<monoio::net::TcpListener> {
+    // epoll needs non-blocking sockets; io_uring accepts complete in the kernel
+    // and wants them blocking (an O_NONBLOCK accept would just return EAGAIN).
+    listener.set_nonblocking(driver == Driver::Epoll)?;
+    monoio::net::TcpListener::from_std(listener)
+}
+
+/// Process-wide shutdown request, set by the signal thread, polled by workers.
+pub static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+
+/// Blocks SIGTERM/SIGINT handling onto a thread that sets [`SHUTDOWN`].
+pub fn install_signal_handlers() -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+            info!(signal = name, "shutdown requested: no new connections, draining in-flight requests");
+            SHUTDOWN.store(true, Ordering::SeqCst);
+        }
+    })?;
+    Ok(())
+}
+
+/// Resolves when the process has been asked to shut down. Polls a flag:
+/// once per 50 ms per worker, off the request path.
+pub async fn shutdown_requested() {
+    while !SHUTDOWN.load(Ordering::Relaxed) {
+        monoio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,9 @@
+//! TLS: server configs, the record-exact handshake, userspace TLS streams,
+//! and plain-words handshake failure reasons.
+
+pub mod client_hello;
+pub mod reason;
+pub mod server_config;
+pub mod stream;
+
+pub use stream::{HandshakeFailure, PeerIdentity, TlsStream};

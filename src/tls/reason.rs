@@ -1,0 +1,72 @@
+//! Handshake failures in plain words, for the one log line an operator reads.
+
+use rustls::{CertificateError, Error};
+
+/// Whether a handshake failed because of the client's certificate (as
+/// opposed to the client's TLS stack, or the network).
+pub fn is_client_certificate_error(e: &Error) -> bool {
+    matches!(e, Error::NoCertificatesPresented | Error::InvalidCertificate(_))
+}
+
+/// "client sent no certificate", "certificate not signed by a trusted CA",
+/// "certificate expired at 2026-01-01T00:00:00Z", ...
+pub fn describe(e: &Error) -> String {
+    match e {
+        Error::NoCertificatesPresented => "client sent no certificate".into(),
+        Error::InvalidCertificate(c) => describe_certificate(c),
+        Error::PeerIncompatible(p) => format!("client offered nothing this listener accepts ({p:?})"),
+        Error::PeerMisbehaved(p) => format!("client violated the TLS protocol ({p:?})"),
+        Error::AlertReceived(a) => format!("client aborted the handshake with alert {a:?}"),
+        Error::InvalidMessage(m) => format!("client sent an invalid TLS message ({m:?})"),
+        other => other.to_string(),
+    }
+}
+
+fn describe_certificate(c: &CertificateError) -> String {
+    match c {
+        CertificateError::UnknownIssuer => "certificate not signed by a trusted CA".into(),
+        CertificateError::Expired => "certificate expired".into(),
+        CertificateError::ExpiredContext { not_after, .. } => {
+            format!("certificate expired at {}", rfc3339(not_after.as_secs()))
+        }
+        CertificateError::NotValidYet => "certificate not yet valid".into(),
+        CertificateError::NotValidYetContext { not_before, .. } => {
+            format!("certificate not valid before {}", rfc3339(not_before.as_secs()))
+        }
+        CertificateError::Revoked => "certificate revoked".into(),
+        CertificateError::BadSignature => "certificate signature does not verify".into(),
+        CertificateError::BadEncoding => "certificate is not valid DER".into(),
+        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+            "certificate is not valid for TLS client authentication".into()
+        }
+        other => format!("certificate rejected ({other:?})"),
+    }
+}
+
+fn rfc3339(unix_secs: u64) -> String {
+    let formatted = i64::try_from(unix_secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+    formatted.unwrap_or_else(|| format!("unix time {unix_secs}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::UnixTime;
+    use std::time::Duration;
+
+    #[test]
+    fn reasons_read_as_plain_words() {
+        assert_eq!(describe(&Error::NoCertificatesPresented), "client sent no certificate");
+        let unknown = Error::InvalidCertificate(CertificateError::UnknownIssuer);
+        assert_eq!(describe(&unknown), "certificate not signed by a trusted CA");
+        let expired = Error::InvalidCertificate(CertificateError::ExpiredContext {
+            time: UnixTime::since_unix_epoch(Duration::from_secs(1_800_000_000)),
+            not_after: UnixTime::since_unix_epoch(Duration::from_secs(1_767_225_600)),
+        });
+        assert_eq!(describe(&expired), "certificate expired at 2026-01-01T00:00:00Z");
+        assert!(is_client_certificate_error(&unknown));
+    }
+}

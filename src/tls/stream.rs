@@ -1,0 +1,369 @@
+//! A server-side TLS connection over rustls's unbuffered API.
+//!
+//! The handshake reads exactly one TLS record per socket read, so when it
+//! completes no byte past the client's Finished has left the kernel: the
+//! connection can be handed to kernel TLS at that point. Afterwards the same
+//! type serves application data in userspace with buffers it owns and reuses.
+
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncReadRentExt, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use rustls::pki_types::CertificateDer;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedStatus};
+use rustls::{ProtocolVersion, ServerConfig, SupportedCipherSuite};
+
+use super::client_hello::{self, MAX_RECORD_BODY, RECORD_HEADER_LEN};
+use crate::io::{Transport, MIN_READ};
+
+/// What the handshake established about the client, captured before rustls
+/// may be converted away (kernel TLS keeps no copy of it).
+#[derive(Clone, Debug)]
+pub struct PeerIdentity {
+    pub sni: Option<String>,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub version: Option<ProtocolVersion>,
+    pub suite: Option<SupportedCipherSuite>,
+}
+
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum HandshakeFailure {
+    /// rustls refused the handshake; an alert was sent to the client.
+    Tls(rustls::Error),
+    /// The socket failed or the client closed it mid-handshake.
+    Io(io::Error),
+    /// The first bytes were not a TLS record (plain HTTP to a TLS port, a scanner).
+    NotTls,
+}
+
+pub struct TlsStream {
+    tcp: TcpStream,
+    conn: UnbufferedServerConnection,
+    /// Ciphertext received and not yet processed by rustls.
+    incoming: Vec<u8>,
+    /// Ciphertext produced by rustls and not yet written.
+    outgoing: Vec<u8>,
+    sni: Option<String>,
+    peer_closed: bool,
+}
+
+impl TlsStream {
+    /// Runs the handshake on an accepted socket. On failure the alert rustls
+    /// produced has been written, and the SNI (if any was read) is returned
+    /// with the error for the log line.
+    pub async fn accept(
+        tcp: TcpStream,
+        config: Arc<ServerConfig>,
+    ) -> Result<(Self, PeerIdentity), (HandshakeFailure, Option<String>)> {
+        let conn = match UnbufferedServerConnection::new(config) {
+            Ok(c) => c,
+            Err(e) => return Err((HandshakeFailure::Tls(e), None)),
+        };
+        let mut stream = TlsStream {
+            tcp,
+            conn,
+            incoming: Vec::with_capacity(RECORD_HEADER_LEN + MAX_RECORD_BODY),
+            outgoing: Vec::with_capacity(4096),
+            sni: None,
+            peer_closed: false,
+        };
+        match stream.handshake().await {
+            Ok(()) => {
+                let identity = PeerIdentity {
+                    sni: stream.sni.clone(),
+                    chain: stream.conn.peer_certificates().map(<[_]>::to_vec).unwrap_or_default(),
+                    version: stream.conn.protocol_version(),
+                    suite: stream.conn.negotiated_cipher_suite(),
+                };
+                Ok((stream, identity))
+            }
+            Err(e) => {
+                let _ = stream.tcp.shutdown().await;
+                Err((e, stream.sni.take()))
+            }
+        }
+    }
+
+    async fn handshake(&mut self) -> Result<(), HandshakeFailure> {
+        let mut first_record = true;
+        loop {
+            let status = self.conn.process_tls_records(&mut self.incoming);
+            let (discard, step) = step_of(status, &mut self.outgoing);
+            self.incoming.drain(..discard);
+            match step {
+                Step::Continue => {}
+                Step::Flush => self.flush().await.map_err(HandshakeFailure::Io)?,
+                Step::WriteTraffic if !self.conn.is_handshaking() => {
+                    // NewSessionTickets come after the handshake ends and before the
+                    // first WriteTraffic; they are flushed by the Flush step above,
+                    // so nothing of ours is left unwritten here.
+                    return self.flush().await.map_err(HandshakeFailure::Io);
+                }
+                Step::NeedData | Step::WriteTraffic => {
+                    let start = self.incoming.len();
+                    self.read_one_record().await.map_err(HandshakeFailure::Io)?;
+                    if first_record {
+                        first_record = false;
+                        match client_hello::server_name(&self.incoming[start..]) {
+                            Ok(name) => self.sni = name,
+                            Err(client_hello::HelloError::NotHandshake) => return Err(HandshakeFailure::NotTls),
+                            // Malformed hellos are rustls's to refuse with the right alert.
+                            Err(_) => {}
+                        }
+                    }
+                }
+                Step::Plaintext(_) | Step::Eof => {
+                    return Err(HandshakeFailure::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "client closed the connection during the handshake",
+                    )))
+                }
+                Step::Fail(e) => {
+                    self.send_pending_alert().await;
+                    return Err(HandshakeFailure::Tls(e));
+                }
+            }
+        }
+    }
+
+    /// Reads exactly one TLS record (header, then exactly its body) onto `incoming`.
+    async fn read_one_record(&mut self) -> io::Result<()> {
+        let start = self.incoming.len();
+        let header_end = start + RECORD_HEADER_LEN;
+        self.read_exact_to(header_end).await?;
+        let mut header = [0u8; RECORD_HEADER_LEN];
+        header.copy_from_slice(&self.incoming[start..header_end]);
+        let body_len = client_hello::record_body_len(&header);
+        if body_len > MAX_RECORD_BODY {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "TLS record longer than the protocol allows"));
+        }
+        self.read_exact_to(header_end + body_len).await
+    }
+
+    async fn read_exact_to(&mut self, end: usize) -> io::Result<()> {
+        let start = self.incoming.len();
+        if end <= start {
+            return Ok(());
+        }
+        self.incoming.reserve(end - start);
+        let buf = std::mem::take(&mut self.incoming);
+        let (res, slice) = self.tcp.read_exact(buf.slice_mut(start..end)).await;
+        self.incoming = slice.into_inner();
+        res.map(|_| ())
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.outgoing.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.outgoing);
+        let (res, mut buf) = self.tcp.write_all(buf).await;
+        buf.clear();
+        self.outgoing = buf;
+        res.map(|_| ())
+    }
+
+    /// After rustls returned an error it has queued a fatal alert: encode and send it.
+    async fn send_pending_alert(&mut self) {
+        for _ in 0..4 {
+            let status = self.conn.process_tls_records(&mut []);
+            match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut e)) => encode_into(&mut self.outgoing, &mut e),
+                Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
+                _ => break,
+            }
+        }
+        let _ = self.flush().await;
+    }
+
+    /// Reads more ciphertext after the handshake: as much as the socket has.
+    async fn read_ciphertext(&mut self) -> io::Result<usize> {
+        if self.incoming.capacity() - self.incoming.len() < MIN_READ {
+            self.incoming.reserve(MIN_READ);
+        }
+        let (start, end) = (self.incoming.len(), self.incoming.capacity());
+        let buf = std::mem::take(&mut self.incoming);
+        let (res, slice) = self.tcp.read(buf.slice_mut(start..end)).await;
+        self.incoming = slice.into_inner();
+        res
+    }
+
+    fn encrypt_into_outgoing(&mut self, data: &[u8]) -> io::Result<()> {
+        loop {
+            let status = self.conn.process_tls_records(&mut []);
+            match status.state {
+                Ok(ConnectionState::WriteTraffic(mut wt)) => {
+                    let start = self.outgoing.len();
+                    let records = data.len() / 16384 + 1;
+                    let mut room = data.len() + records * 64;
+                    loop {
+                        self.outgoing.resize(start + room, 0);
+                        match wt.encrypt(data, &mut self.outgoing[start..]) {
+                            Ok(n) => {
+                                self.outgoing.truncate(start + n);
+                                return Ok(());
+                            }
+                            Err(EncryptError::InsufficientSize(s)) if s.required_size > room => room = s.required_size,
+                            Err(e) => {
+                                self.outgoing.truncate(start);
+                                return Err(io::Error::other(e.to_string()));
+                            }
+                        }
+                    }
+                }
+                Ok(ConnectionState::EncodeTlsData(mut e)) => encode_into(&mut self.outgoing, &mut e),
+                Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
+                // Edge-triggered: remember it for the read side.
+                Ok(ConnectionState::PeerClosed) => self.peer_closed = true,
+                Ok(other) => return Err(io::Error::other(format!("TLS connection cannot send in state {other:?}"))),
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            }
+        }
+    }
+}
+
+impl Transport for TlsStream {
+    async fn read_append(&mut self, mut dst: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        loop {
+            if self.peer_closed {
+                return (Ok(0), dst);
+            }
+            let status = self.conn.process_tls_records(&mut self.incoming);
+            let discard = status.discard;
+            let step = match status.state {
+                Ok(ConnectionState::ReadTraffic(mut rt)) => {
+                    let mut got = 0;
+                    let mut failed = None;
+                    while let Some(record) = rt.next_record() {
+                        match record {
+                            Ok(r) => {
+                                dst.extend_from_slice(r.payload);
+                                got += r.payload.len();
+                            }
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    match failed {
+                        Some(e) => Step::Fail(e),
+                        None => Step::Plaintext(got),
+                    }
+                }
+                other => step_of(UnbufferedStatus { discard, state: other }, &mut self.outgoing).1,
+            };
+            self.incoming.drain(..discard);
+            match step {
+                Step::Plaintext(n) if n > 0 => return (Ok(n), dst),
+                Step::Plaintext(_) | Step::Continue => {}
+                Step::Flush => {
+                    if let Err(e) = self.flush().await {
+                        return (Err(e), dst);
+                    }
+                }
+                Step::NeedData | Step::WriteTraffic => match self.read_ciphertext().await {
+                    Ok(0) => return (Ok(0), dst), // EOF without close_notify: treat as EOF
+                    Ok(_) => {}
+                    Err(e) => return (Err(e), dst),
+                },
+                Step::Eof => {
+                    self.peer_closed = true;
+                    return (Ok(0), dst);
+                }
+                Step::Fail(e) => {
+                    self.send_pending_alert().await;
+                    return (Err(io::Error::new(io::ErrorKind::InvalidData, e)), dst);
+                }
+            }
+        }
+    }
+
+    async fn write_range(&mut self, buf: Vec<u8>, range: Range<usize>) -> (io::Result<()>, Vec<u8>) {
+        if range.is_empty() {
+            return (Ok(()), buf);
+        }
+        let res = match buf.get(range) {
+            Some(data) => self.encrypt_into_outgoing(data),
+            None => Err(io::Error::other("write range outside the buffer")),
+        };
+        if let Err(e) = res {
+            return (Err(e), buf);
+        }
+        (self.flush().await, buf)
+    }
+
+    async fn close(&mut self) {
+        let status = self.conn.process_tls_records(&mut []);
+        if let Ok(ConnectionState::WriteTraffic(mut wt)) = status.state {
+            let start = self.outgoing.len();
+            self.outgoing.resize(start + 64, 0);
+            match wt.queue_close_notify(&mut self.outgoing[start..]) {
+                Ok(n) => self.outgoing.truncate(start + n),
+                Err(_) => self.outgoing.truncate(start),
+            }
+        }
+        let _ = self.flush().await;
+        let _ = self.tcp.shutdown().await;
+    }
+}
+
+/// What the I/O shell must do next, decided from a rustls state without I/O.
+enum Step {
+    Continue,
+    Flush,
+    NeedData,
+    WriteTraffic,
+    Plaintext(usize),
+    Eof,
+    Fail(rustls::Error),
+}
+
+fn step_of(
+    status: UnbufferedStatus<'_, '_, rustls::server::ServerConnectionData>,
+    outgoing: &mut Vec<u8>,
+) -> (usize, Step) {
+    let step = match status.state {
+        Ok(ConnectionState::EncodeTlsData(mut e)) => {
+            encode_into(outgoing, &mut e);
+            Step::Continue
+        }
+        Ok(ConnectionState::TransmitTlsData(t)) => {
+            // Marking it sent before the write is fine: the bytes are already in
+            // `outgoing`, which the shell flushes before asking rustls again.
+            t.done();
+            Step::Flush
+        }
+        Ok(ConnectionState::BlockedHandshake) => Step::NeedData,
+        Ok(ConnectionState::WriteTraffic(_)) => Step::WriteTraffic,
+        Ok(ConnectionState::ReadTraffic(_)) => Step::Plaintext(0),
+        Ok(ConnectionState::PeerClosed) | Ok(ConnectionState::Closed) => Step::Eof,
+        Ok(other) => Step::Fail(rustls::Error::General(format!("unexpected TLS state {other:?}"))),
+        Err(e) => Step::Fail(e),
+    };
+    (status.discard, step)
+}
+
+fn encode_into(out: &mut Vec<u8>, e: &mut EncodeTlsData<'_, rustls::server::ServerConnectionData>) {
+    let start = out.len();
+    let mut room = 4096;
+    loop {
+        out.resize(start + room, 0);
+        match e.encode(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return;
+            }
+            Err(EncodeError::InsufficientSize(s)) if s.required_size > room => room = s.required_size,
+            Err(_) => {
+                out.truncate(start);
+                return;
+            }
+        }
+    }
+}
