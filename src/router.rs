@@ -84,3 +84,48 @@ impl RouteTable {
 fn better(a: &Route, b: &Route) -> bool {
     (a.path.len(), a.host.is_some()) > (b.path.len(), b.host.is_some())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(id: usize, host: Option<HostMatch>, path: &str, methods: Option<&[&str]>, port: u16) -> Route {
+        Route {
+            id,
+            host,
+            path: path.into(),
+            methods: methods.map(|m| m.iter().map(|s| s.to_string()).collect()),
+            backends: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+            set_host: None,
+            max_body_bytes: 1024,
+        }
+    }
+
+    fn port(m: RouteMatch<'_>) -> Option<u16> {
+        match m {
+            RouteMatch::Found(r) => Some(r.backends[0].port()),
+            RouteMatch::MethodNotAllowed(_) => Some(405),
+            RouteMatch::NotFound => None,
+        }
+    }
+
+    #[test]
+    fn longest_prefix_then_host_then_method() {
+        let t = RouteTable {
+            routes: vec![
+                route(0, None, "/", None, 1),
+                route(1, None, "/dead", None, 2),
+                route(2, Some(HostMatch::Exact("api.example".into())), "/", None, 3),
+                route(3, None, "/only-get", Some(&["GET"]), 4),
+            ],
+        };
+        assert_eq!(port(t.find(Some("localhost"), "/dead", "GET")), Some(2));
+        assert_eq!(port(t.find(Some("localhost"), "/deadline", "GET")), Some(2));
+        assert_eq!(port(t.find(Some("localhost"), "/other", "GET")), Some(1));
+        assert_eq!(port(t.find(Some("api.example"), "/other", "GET")), Some(3));
+        assert_eq!(port(t.find(None, "/only-get", "GET")), Some(4));
+        assert_eq!(port(t.find(None, "/only-get", "POST")), Some(405));
+        let none = RouteTable { routes: vec![route(0, None, "/api", None, 1)] };
+        assert_eq!(port(none.find(None, "/other", "GET")), None);
+    }
+}

@@ -71,6 +71,26 @@ pub fn available_cores() -> usize {
 /// Binds `count` listening sockets to `addr` with SO_REUSEPORT. Port 0 is
 /// resolved by the first socket and the rest bind the port it got.
 pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
+    if addr.port() != 0 {
+        // SO_REUSEPORT would let us silently share the port with another
+        // process (an old instance, another gateway) and split its traffic.
+        // A plain bind fails if anyone holds it; then refuse to start.
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        // SO_REUSEADDR: TIME_WAIT leftovers must not count, only live listeners.
+        probe.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            probe.set_only_v6(true)?;
+        }
+        if let Err(e) = probe.bind(&addr.into()) {
+            if e.kind() == io::ErrorKind::AddrInUse {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "address already in use (another process listens there)",
+                ));
+            }
+            return Err(e);
+        }
+    }
     let mut out = Vec::with_capacity(count);
     let mut addr = addr;
     for _ in 0..count.max(1) {

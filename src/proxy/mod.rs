@@ -281,9 +281,12 @@ pub(crate) async fn respond_error<S: Transport>(c: &mut ClientConn<S>, e: &Proxy
 
 pub(crate) fn log_error<S>(c: &ClientConn<S>, e: &ProxyError, backend: Option<SocketAddr>) {
     match e.fault() {
-        Fault::Backend => warn!(peer = %c.peer, backend = ?backend, code = e.code(), "{e}"),
-        Fault::Client => debug!(peer = %c.peer, code = e.code(), "{e}"),
-        Fault::Gateway => info!(peer = %c.peer, code = e.code(), "{e}"),
+        Fault::Backend => match backend {
+            Some(b) => warn!(peer = %c.peer, backend = %b, code = %e.code(), "{e}"),
+            None => warn!(peer = %c.peer, code = %e.code(), "{e}"),
+        },
+        Fault::Client => debug!(peer = %c.peer, code = %e.code(), "{e}"),
+        Fault::Gateway => info!(peer = %c.peer, code = %e.code(), "{e}"),
     }
 }
 

@@ -311,16 +311,27 @@ impl ChildGuard {
         ChildGuard { name: name.to_string(), child: Some(child), stdout_path, stderr_path, exit: None }
     }
 
-    /// Wraps an already spawned child (its output handled by the caller).
-    pub fn adopt(name: &str, child: Child, dir: &Path) -> ChildGuard {
+    /// Like `spawn`, but stdout is also delivered line by line on a channel
+    /// (and still copied to the stdout file).
+    pub fn spawn_lines(name: &str, mut cmd: Command, dir: &Path) -> (ChildGuard, mpsc::Receiver<String>) {
         let n = unique();
-        ChildGuard {
-            name: name.to_string(),
-            child: Some(child),
-            stdout_path: dir.join(format!("{name}-{n}.stdout-unused")),
-            stderr_path: dir.join(format!("{name}-{n}.stderr-unused")),
-            exit: None,
-        }
+        let stdout_path = dir.join(format!("{name}-{n}.stdout"));
+        let stderr_path = dir.join(format!("{name}-{n}.stderr"));
+        let mut out = File::create(&stdout_path).unwrap();
+        let err = File::create(&stderr_path).unwrap();
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(err);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name} ({cmd:?}): {e}"));
+        let pipe = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            use std::io::BufRead;
+            for line in io::BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(out, "{line}");
+                let _ = tx.send(line);
+            }
+        });
+        (ChildGuard { name: name.to_string(), child: Some(child), stdout_path, stderr_path, exit: None }, rx)
     }
 
     pub fn pid(&self) -> i32 {

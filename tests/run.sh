@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command README gives: unit tests, then the integration suite once
+# per I/O driver (io_uring, then forced epoll), against the real binary.
+# PORTCULLIS_TEST_DRIVERS="epoll" limits the drivers (e.g. a host without io_uring).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+for tool in curl openssl; do
+  command -v "$tool" >/dev/null || { echo "tests/run.sh: $tool is required (apt-get install $tool)" >&2; exit 2; }
+done
+
+drivers=${PORTCULLIS_TEST_DRIVERS:-"io_uring epoll"}
+cargo build --all-targets --locked
+echo "== unit tests"
+cargo test --locked --lib --bins
+for driver in $drivers; do
+  echo "== integration tests, driver=$driver"
+  PORTCULLIS_DRIVER=$driver cargo test --locked --tests -- --test-threads=4
+done
