@@ -52,13 +52,9 @@ fn split(s: &str) -> Result<(Host<'_>, u16), String> {
         return Err("empty socket address (expected e.g. \"127.0.0.1:8443\")".to_string());
     }
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (inside, after) = rest
-            .split_once(']')
-            .ok_or_else(|| bad("missing \"]\""))?;
+        let (inside, after) = rest.split_once(']').ok_or_else(|| bad("missing \"]\""))?;
         let port = after.strip_prefix(':').ok_or_else(|| bad("missing port"))?;
-        let ip: std::net::Ipv6Addr = inside
-            .parse()
-            .map_err(|_| bad("bad IPv6 address"))?;
+        let ip: std::net::Ipv6Addr = inside.parse().map_err(|_| bad("bad IPv6 address"))?;
         (Host::Ip(IpAddr::V6(ip)), port)
     } else {
         let (host, port) = s.rsplit_once(':').ok_or_else(|| bad("missing port"))?;
@@ -119,8 +115,14 @@ mod tests {
             parse_listen_addr("127.0.0.1:8443"),
             Ok("127.0.0.1:8443".parse().unwrap())
         );
-        assert_eq!(parse_listen_addr("[::1]:8443"), Ok("[::1]:8443".parse().unwrap()));
-        assert_eq!(parse_listen_addr("0.0.0.0:0"), Ok("0.0.0.0:0".parse().unwrap()));
+        assert_eq!(
+            parse_listen_addr("[::1]:8443"),
+            Ok("[::1]:8443".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen_addr("0.0.0.0:0"),
+            Ok("0.0.0.0:0".parse().unwrap())
+        );
     }
 
     #[test]
@@ -155,6 +157,8 @@ mod tests {
         let local = resolve_backend_addr("localhost:9000").unwrap();
         assert!(local.ip().is_loopback(), "{local}");
         assert_eq!(local.port(), 9000);
-        assert!(resolve_backend_addr("10.0.0.1:0").unwrap_err().contains("port 0"));
+        assert!(resolve_backend_addr("10.0.0.1:0")
+            .unwrap_err()
+            .contains("port 0"));
     }
 }

@@ -3,8 +3,8 @@
 
 use super::tree::{Node, Value};
 use super::{
-    addr, units, Config, DriverChoice, HostMatch, Limits, ListenerConfig, LogFormat,
-    PoolSettings, RouteConfig, ServerSettings, Timeouts, TlsVersions, Workers,
+    addr, units, Config, DriverChoice, HostMatch, Limits, ListenerConfig, LogFormat, PoolSettings,
+    RouteConfig, ServerSettings, Timeouts, TlsVersions, Workers,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -78,7 +78,12 @@ fn server(field: Field) -> Result<ServerSettings, Problem> {
                 return Err(f.problem(format!("{n} workers: at most {MAX_WORKERS}")))
             }
             Value::Integer(n) => Workers::Count(f.to_usize(*n)?),
-            _ => return Err(f.problem(format!("expected \"auto\" or an integer >= 1, found {}", f.describe()))),
+            _ => {
+                return Err(f.problem(format!(
+                    "expected \"auto\" or an integer >= 1, found {}",
+                    f.describe()
+                )))
+            }
         };
     }
     if let Some(f) = t.take("driver") {
@@ -96,6 +101,11 @@ fn server(field: Field) -> Result<ServerSettings, Problem> {
     }
     if let Some(f) = t.take("log_level") {
         let directive = f.string()?;
+        if directive.trim().is_empty() {
+            return Err(f.problem(
+                "must not be empty (e.g. \"info\" or \"portcullis=debug,warn\")".to_string(),
+            ));
+        }
         // Checked here, where a line number can be given; the logging setup
         // would otherwise fail with no hint of where the directive came from.
         tracing_subscriber::EnvFilter::builder()
@@ -121,7 +131,13 @@ fn listener(
     base_dir: &Path,
     earlier: &[ListenerConfig],
 ) -> Result<ListenerConfig, Problem> {
-    let mut t = field.table(&["address", "certificate", "private_key", "client_ca", "tls_versions"])?;
+    let mut t = field.table(&[
+        "address",
+        "certificate",
+        "private_key",
+        "client_ca",
+        "tls_versions",
+    ])?;
     let address_field = t.require("address")?;
     let address = addr::parse_listen_addr(address_field.string()?)
         .map_err(|why| address_field.problem(why))?;
@@ -226,7 +242,14 @@ fn pool(field: Field) -> Result<PoolSettings, Problem> {
 }
 
 fn route(field: Field, limits: &Limits) -> Result<RouteConfig, Problem> {
-    let mut t = field.table(&["host", "path", "methods", "backends", "set_host", "max_body_bytes"])?;
+    let mut t = field.table(&[
+        "host",
+        "path",
+        "methods",
+        "backends",
+        "set_host",
+        "max_body_bytes",
+    ])?;
     let host = match t.take("host") {
         None => None,
         Some(f) => Some(parse_host_match(f.string()?).map_err(|why| f.problem(why))?),
@@ -236,7 +259,10 @@ fn route(field: Field, limits: &Limits) -> Result<RouteConfig, Problem> {
     if !path.starts_with('/') {
         return Err(path_field.problem(format!("\"{path}\" must start with \"/\"")));
     }
-    if path.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#') {
+    if path
+        .bytes()
+        .any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#')
+    {
         return Err(path_field.problem(format!(
             "\"{path}\" must not contain spaces, control characters, \"?\" or \"#\""
         )));
@@ -258,7 +284,8 @@ fn route(field: Field, limits: &Limits) -> Result<RouteConfig, Problem> {
             let value = f.string()?;
             let valid = !value.is_empty()
                 && value.bytes().all(|b| {
-                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'[' | b']')
+                    b.is_ascii_alphanumeric()
+                        || matches!(b, b'-' | b'.' | b'_' | b':' | b'[' | b']')
                 });
             if !valid {
                 return Err(f.problem(format!("\"{value}\" is not a valid Host header value")));
@@ -293,7 +320,9 @@ fn methods(field: Field) -> Result<Option<Vec<String>>, Problem> {
         let method = method.to_ascii_uppercase();
         if method == "ANY" {
             if count > 1 {
-                return Err(item.problem("\"ANY\" cannot be combined with other methods".to_string()));
+                return Err(
+                    item.problem("\"ANY\" cannot be combined with other methods".to_string())
+                );
             }
             return Ok(None);
         }
@@ -417,7 +446,10 @@ impl Field {
         }
     }
 
-    fn to_usize<N: TryInto<usize> + Copy + std::fmt::Display>(&self, n: N) -> Result<usize, Problem> {
+    fn to_usize<N: TryInto<usize> + Copy + std::fmt::Display>(
+        &self,
+        n: N,
+    ) -> Result<usize, Problem> {
         n.try_into()
             .map_err(|_| self.problem(format!("{n} is out of range")))
     }
@@ -509,7 +541,11 @@ impl Field {
             line: self.line,
             entries,
         };
-        if let Some((key, node)) = fields.entries.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+        if let Some((key, node)) = fields
+            .entries
+            .iter()
+            .find(|(k, _)| !known.contains(&k.as_str()))
+        {
             return Err(Problem {
                 line: node.line,
                 field: fields.child_path(key),
@@ -602,9 +638,24 @@ mod tests {
             parse_host_match("*.Example.com"),
             Ok(HostMatch::WildcardSuffix(".example.com".into()))
         );
-        assert_eq!(parse_host_match("[::1]"), Ok(HostMatch::Exact("[::1]".into())));
-        assert_eq!(parse_host_match("10.0.0.1"), Ok(HostMatch::Exact("10.0.0.1".into())));
-        for bad in ["", "*", "*.", "a.*.com", "api.example.com:443", "a..b", "ex ample.com", "*.[::1]"] {
+        assert_eq!(
+            parse_host_match("[::1]"),
+            Ok(HostMatch::Exact("[::1]".into()))
+        );
+        assert_eq!(
+            parse_host_match("10.0.0.1"),
+            Ok(HostMatch::Exact("10.0.0.1".into()))
+        );
+        for bad in [
+            "",
+            "*",
+            "*.",
+            "a.*.com",
+            "api.example.com:443",
+            "a..b",
+            "ex ample.com",
+            "*.[::1]",
+        ] {
             assert!(parse_host_match(bad).is_err(), "{bad:?} accepted");
         }
     }

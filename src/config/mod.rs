@@ -184,7 +184,10 @@ pub fn parse(source_name: &Path, text: &str) -> Result<Config, ConfigError> {
 #[derive(Debug)]
 pub enum ConfigError {
     /// The file itself could not be read.
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The file was read but something in it is wrong.
     Invalid {
         path: PathBuf,

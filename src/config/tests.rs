@@ -187,7 +187,10 @@ backends = ["localhost:9002"]
     let api = &config.routes[0];
     assert_eq!(api.host, Some(HostMatch::Exact("api.example.com".into())));
     assert_eq!(api.path, "/v1/");
-    assert_eq!(api.methods, Some(vec!["GET".to_string(), "POST".to_string()]));
+    assert_eq!(
+        api.methods,
+        Some(vec!["GET".to_string(), "POST".to_string()])
+    );
     assert_eq!(
         api.backends,
         vec![
@@ -198,7 +201,10 @@ backends = ["localhost:9002"]
     assert_eq!(api.set_host.as_deref(), Some("api-mtls.virtual.example"));
     assert_eq!(api.max_body_bytes, 1024 * 1024);
     let wild = &config.routes[1];
-    assert_eq!(wild.host, Some(HostMatch::WildcardSuffix(".example.com".into())));
+    assert_eq!(
+        wild.host,
+        Some(HostMatch::WildcardSuffix(".example.com".into()))
+    );
     assert_eq!(wild.methods, None);
     assert_eq!(wild.backends.len(), 1);
     assert!(wild.backends[0].ip().is_loopback());
@@ -224,9 +230,22 @@ fn defaults() {
     assert_eq!(config.timeouts.backend_connect, Duration::from_secs(3));
     assert_eq!(config.pool, PoolSettings::default());
     assert_eq!(config.pool.max_idle_per_backend, 64);
-    assert_eq!(config.listeners[0].tls_versions, TlsVersions { tls12: true, tls13: true });
+    assert_eq!(
+        config.listeners[0].tls_versions,
+        TlsVersions {
+            tls12: true,
+            tls13: true
+        }
+    );
     let route = &config.routes[0];
-    assert_eq!((route.host.clone(), route.methods.clone(), route.set_host.clone()), (None, None, None));
+    assert_eq!(
+        (
+            route.host.clone(),
+            route.methods.clone(),
+            route.set_host.clone()
+        ),
+        (None, None, None)
+    );
     assert_eq!(route.max_body_bytes, 10 * 1024 * 1024);
 }
 
@@ -237,7 +256,10 @@ fn bad_duration_names_line_and_field() {
     let line = text.lines().position(|l| l.starts_with("idle")).unwrap() + 1;
     let (got_line, field, problem) = fx.error(&text);
     assert_eq!((got_line, field.as_str()), (line, "timeouts.idle"));
-    assert!(problem.contains("\"ten seconds\" is not a duration"), "{problem}");
+    assert!(
+        problem.contains("\"ten seconds\" is not a duration"),
+        "{problem}"
+    );
 
     // The example from the docs: a bad duration on line 7.
     let text = format!(
@@ -355,10 +377,15 @@ fn workers_must_be_positive() {
     assert!(problem.contains("at least 1"), "{problem}");
 
     let (_, _, problem) = fx.error(&format!("[server]\nworkers = \"many\"\n{MINIMAL}"));
-    assert!(problem.contains("expected \"auto\" or an integer"), "{problem}");
+    assert!(
+        problem.contains("expected \"auto\" or an integer"),
+        "{problem}"
+    );
     assert!(problem.contains("\"many\""), "{problem}");
 
-    let config = fx.parse(&format!("[server]\nworkers = \"auto\"\n{MINIMAL}")).unwrap();
+    let config = fx
+        .parse(&format!("[server]\nworkers = \"auto\"\n{MINIMAL}"))
+        .unwrap();
     assert_eq!(config.server.workers, Workers::Auto);
 }
 
@@ -366,19 +393,76 @@ fn workers_must_be_positive() {
 fn type_and_range_errors() {
     let fx = Fixture::new();
     let cases: &[(&str, &str, &str)] = &[
-        ("[server]\naccess_log = \"yes\"\n", "server.access_log", "expected true or false, found a string"),
-        ("[server]\ndriver = \"kqueue\"\n", "server.driver", "\"kqueue\" is not one of \"auto\", \"io_uring\", \"epoll\""),
-        ("[server]\nlog_format = 1\n", "server.log_format", "found an integer"),
-        ("[server]\nlog_level = \"foo=loud\"\n", "server.log_level", "is not a log filter"),
-        ("[limits]\nmax_header_bytes = 100\n", "limits.max_header_bytes", "between 1KiB and 1MiB"),
-        ("[limits]\nmax_header_bytes = \"2MiB\"\n", "limits.max_header_bytes", "between 1KiB and 1MiB"),
-        ("[limits]\nmax_headers = 0\n", "limits.max_headers", "between 1 and 512"),
-        ("[limits]\nmax_body_bytes = \"10MB\"\n", "limits.max_body_bytes", "ambiguous"),
-        ("[limits]\nmax_body_bytes = -1\n", "limits.max_body_bytes", "negative"),
-        ("[timeouts]\nhandshake = \"0s\"\n", "timeouts.handshake", "greater than zero"),
-        ("[pool]\nidle_timeout = true\n", "pool.idle_timeout", "found a boolean"),
-        ("[pool]\nmax_idle_per_backend = -1\n", "pool.max_idle_per_backend", "negative"),
-        ("limits = 5\n", "limits", "expected a table, found an integer"),
+        (
+            "[server]\naccess_log = \"yes\"\n",
+            "server.access_log",
+            "expected true or false, found a string",
+        ),
+        (
+            "[server]\ndriver = \"kqueue\"\n",
+            "server.driver",
+            "\"kqueue\" is not one of \"auto\", \"io_uring\", \"epoll\"",
+        ),
+        (
+            "[server]\nlog_format = 1\n",
+            "server.log_format",
+            "found an integer",
+        ),
+        (
+            "[server]\nlog_level = \"foo=loud\"\n",
+            "server.log_level",
+            "is not a log filter",
+        ),
+        (
+            "[server]\nlog_level = \" \"\n",
+            "server.log_level",
+            "must not be empty",
+        ),
+        (
+            "[limits]\nmax_header_bytes = 100\n",
+            "limits.max_header_bytes",
+            "between 1KiB and 1MiB",
+        ),
+        (
+            "[limits]\nmax_header_bytes = \"2MiB\"\n",
+            "limits.max_header_bytes",
+            "between 1KiB and 1MiB",
+        ),
+        (
+            "[limits]\nmax_headers = 0\n",
+            "limits.max_headers",
+            "between 1 and 512",
+        ),
+        (
+            "[limits]\nmax_body_bytes = \"10MB\"\n",
+            "limits.max_body_bytes",
+            "ambiguous",
+        ),
+        (
+            "[limits]\nmax_body_bytes = -1\n",
+            "limits.max_body_bytes",
+            "negative",
+        ),
+        (
+            "[timeouts]\nhandshake = \"0s\"\n",
+            "timeouts.handshake",
+            "greater than zero",
+        ),
+        (
+            "[pool]\nidle_timeout = true\n",
+            "pool.idle_timeout",
+            "found a boolean",
+        ),
+        (
+            "[pool]\nmax_idle_per_backend = -1\n",
+            "pool.max_idle_per_backend",
+            "negative",
+        ),
+        (
+            "limits = 5\n",
+            "limits",
+            "expected a table, found an integer",
+        ),
     ];
     for (prefix, want_field, want_problem) in cases {
         let (line, field, problem) = fx.error(&format!("{prefix}{MINIMAL}"));
@@ -403,13 +487,15 @@ fn route_checks() {
     assert_eq!((line, field.as_str()), (8, "route[0].path"));
     assert!(problem.contains("must start with \"/\""), "{problem}");
 
-    let (line, field, problem) =
-        fx.error(&route(&format!("path = \"/\"\nmethods = [\"GET\", \"PO ST\"]\n{backends}")));
+    let (line, field, problem) = fx.error(&route(&format!(
+        "path = \"/\"\nmethods = [\"GET\", \"PO ST\"]\n{backends}"
+    )));
     assert_eq!((line, field.as_str()), (9, "route[0].methods[1]"));
     assert!(problem.contains("not an HTTP method"), "{problem}");
 
-    let (_, field, problem) =
-        fx.error(&route(&format!("path = \"/\"\nmethods = [\"GET\", \"ANY\"]\n{backends}")));
+    let (_, field, problem) = fx.error(&route(&format!(
+        "path = \"/\"\nmethods = [\"GET\", \"ANY\"]\n{backends}"
+    )));
     assert_eq!(field, "route[0].methods[1]");
     assert!(problem.contains("ANY"), "{problem}");
 
@@ -417,10 +503,14 @@ fn route_checks() {
     assert_eq!(field, "route[0].methods");
     assert!(problem.contains("empty"), "{problem}");
 
-    let (_, field, _) = fx.error(&route(&format!("path = \"/\"\nhost = \"a.com:443\"\n{backends}")));
+    let (_, field, _) = fx.error(&route(&format!(
+        "path = \"/\"\nhost = \"a.com:443\"\n{backends}"
+    )));
     assert_eq!(field, "route[0].host");
 
-    let (_, field, _) = fx.error(&route(&format!("path = \"/\"\nset_host = \"a b\"\n{backends}")));
+    let (_, field, _) = fx.error(&route(&format!(
+        "path = \"/\"\nset_host = \"a b\"\n{backends}"
+    )));
     assert_eq!(field, "route[0].set_host");
 
     let (_, field, problem) = fx.error(&route("path = \"/\"\nbackends = []\n"));
@@ -446,13 +536,19 @@ fn route_checks() {
 fn files_must_exist_and_are_relative_to_the_config() {
     let fx = Fixture::new();
     let config = fx.parse(MINIMAL).unwrap();
-    assert_eq!(config.listeners[0].certificate, fx.dir.join("certs/server.pem"));
+    assert_eq!(
+        config.listeners[0].certificate,
+        fx.dir.join("certs/server.pem")
+    );
 
     let text = MINIMAL.replace("certs/ca.pem", "certs/missing.pem");
     let (line, field, problem) = fx.error(&text);
     assert_eq!((line, field.as_str()), (5, "listener[0].client_ca[0]"));
     let missing = fx.dir.join("certs/missing.pem");
-    assert!(problem.contains(&missing.display().to_string()), "{problem}");
+    assert!(
+        problem.contains(&missing.display().to_string()),
+        "{problem}"
+    );
     assert!(problem.contains("No such file"), "{problem}");
 
     let (line, field, problem) = fx.error(&MINIMAL.replace("certs/server.key", "certs"));
@@ -487,7 +583,10 @@ fn load_reads_the_file_and_reports_read_errors() {
     let err = load(&missing).unwrap_err();
     assert!(matches!(err, ConfigError::Read { .. }));
     let text = err.to_string();
-    assert!(text.starts_with(&format!("{}: cannot read: ", missing.display())), "{text}");
+    assert!(
+        text.starts_with(&format!("{}: cannot read: ", missing.display())),
+        "{text}"
+    );
 }
 
 #[test]

@@ -73,7 +73,10 @@ pub(super) fn parse(text: &str) -> Result<Node, SyntaxError> {
 /// 1-based line of byte `offset` in `text`.
 fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    1 + text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count()
+    1 + text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
 }
 
 /// Names what is written on `line` for a syntax error: the key there, under
@@ -374,7 +377,8 @@ mod tests {
         assert_eq!(dup.field, "server.workers");
         assert!(dup.problem.contains("duplicate key"), "{}", dup.problem);
 
-        let table = parse("[[route]]\npath = \"/\"\n[[route]]\npath = \"/a\"\n[route]\n").unwrap_err();
+        let table =
+            parse("[[route]]\npath = \"/\"\n[[route]]\npath = \"/a\"\n[route]\n").unwrap_err();
         assert_eq!(table.line, 5);
         assert_eq!(table.field, "route");
         assert!(!table.problem.contains('\n'));
