@@ -406,9 +406,15 @@ fn ca_params(days: u32) -> Result<CertificateParams, CertError> {
     let validity = Validity::from_now(days)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
+    // A random suffix makes every dev CA's name unique, so a certificate from
+    // another dev CA is reported as "not signed by a trusted CA" (unknown
+    // issuer) rather than as a signature that fails under a same-named CA.
+    let mut tag = [0u8; 4];
+    aws_lc_rs::rand::fill(&mut tag).map_err(|_| CertError::Generate("the system random generator failed".into()))?;
+    let suffix: String = tag.iter().map(|b| format!("{b:02x}")).collect();
     params
         .distinguished_name
-        .push(DnType::CommonName, "Portcullis Dev CA");
+        .push(DnType::CommonName, format!("Portcullis Dev CA {suffix}"));
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.serial_number = Some(random_serial()?);

@@ -34,7 +34,12 @@ fn describe_certificate(c: &CertificateError) -> String {
             format!("certificate not valid before {}", rfc3339(not_before.as_secs()))
         }
         CertificateError::Revoked => "certificate revoked".into(),
-        CertificateError::BadSignature => "certificate signature does not verify".into(),
+        // The verifier found a trusted CA with the issuer's name, but that CA's
+        // key did not sign the certificate: from the operator's side, the same
+        // problem as an unknown issuer.
+        CertificateError::BadSignature => {
+            "certificate not signed by a trusted CA (a trusted CA has the issuer's name, but its key did not sign it)".into()
+        }
         CertificateError::BadEncoding => "certificate is not valid DER".into(),
         CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
             "certificate is not valid for TLS client authentication".into()

@@ -83,7 +83,7 @@ impl TlsStream {
                 Ok((stream, identity))
             }
             Err(e) => {
-                let _ = stream.tcp.shutdown().await;
+                linger_close(&mut stream.tcp).await;
                 Err((e, stream.sni.take()))
             }
         }
@@ -309,7 +309,32 @@ impl Transport for TlsStream {
             }
         }
         let _ = self.flush().await;
-        let _ = self.tcp.shutdown().await;
+        linger_close(&mut self.tcp).await;
+    }
+}
+
+/// How long, and how much, a closing connection may still be read from.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Shuts down our sending side, then reads and discards what the peer still
+/// sends, briefly. Closing a socket with unread data makes the kernel send a
+/// reset, and a reset can destroy our last alert or error response before the
+/// client reads it; draining first lets it arrive.
+pub(crate) async fn linger_close(tcp: &mut TcpStream) {
+    let _ = tcp.shutdown().await;
+    let deadline = std::time::Instant::now() + LINGER_TIME;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        let wait = deadline.saturating_duration_since(std::time::Instant::now());
+        match monoio::time::timeout(wait, tcp.read(buf)).await {
+            Ok((Ok(n), b)) if n > 0 => {
+                drained += n;
+                buf = b;
+            }
+            _ => return,
+        }
     }
 }
 
