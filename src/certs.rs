@@ -410,7 +410,8 @@ fn ca_params(days: u32) -> Result<CertificateParams, CertError> {
     // another dev CA is reported as "not signed by a trusted CA" (unknown
     // issuer) rather than as a signature that fails under a same-named CA.
     let mut tag = [0u8; 4];
-    aws_lc_rs::rand::fill(&mut tag).map_err(|_| CertError::Generate("the system random generator failed".into()))?;
+    aws_lc_rs::rand::fill(&mut tag)
+        .map_err(|_| CertError::Generate("the system random generator failed".into()))?;
     let suffix: String = tag.iter().map(|b| format!("{b:02x}")).collect();
     params
         .distinguished_name

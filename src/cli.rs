@@ -88,7 +88,10 @@ struct Flags {
 
 impl Flags {
     fn parse(args: &[String], switches: &[&str], valued: &[&str]) -> Result<Flags, Failure> {
-        let mut flags = Flags { pairs: Vec::new(), switches: Vec::new() };
+        let mut flags = Flags {
+            pairs: Vec::new(),
+            switches: Vec::new(),
+        };
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let (name, inline) = match a.split_once('=') {
@@ -100,7 +103,10 @@ impl Flags {
             } else if valued.contains(&name) {
                 let v = match inline {
                     Some(v) => v,
-                    None => it.next().cloned().ok_or_else(|| Failure::Usage(format!("{name} needs a value")))?,
+                    None => it
+                        .next()
+                        .cloned()
+                        .ok_or_else(|| Failure::Usage(format!("{name} needs a value")))?,
                 };
                 flags.pairs.push((name.to_string(), v));
             } else {
@@ -110,26 +116,43 @@ impl Flags {
         Ok(flags)
     }
     fn one(&self, name: &str) -> Option<&str> {
-        self.pairs.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
     fn all(&self, name: &str) -> Vec<String> {
-        self.pairs.iter().filter(|(n, _)| n == name).map(|(_, v)| v.clone()).collect()
+        self.pairs
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
     fn has(&self, name: &str) -> bool {
         self.switches.iter().any(|s| s == name)
     }
     fn required(&self, name: &str) -> Result<&str, Failure> {
-        self.one(name).ok_or_else(|| Failure::Usage(format!("{name} is required")))
+        self.one(name)
+            .ok_or_else(|| Failure::Usage(format!("{name} is required")))
     }
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, Failure> {
-    s.parse().map_err(|_| Failure::Usage(format!("{s:?} is not a socket address (like 127.0.0.1:8443 or [::1]:8443)")))
+    s.parse().map_err(|_| {
+        Failure::Usage(format!(
+            "{s:?} is not a socket address (like 127.0.0.1:8443 or [::1]:8443)"
+        ))
+    })
 }
 
 fn cmd_run(args: &[String]) -> Result<(), Failure> {
     let flags = Flags::parse(args, &[], &["--config", "--listen"])?;
-    let listen: Vec<SocketAddr> = flags.all("--listen").iter().map(|s| parse_addr(s)).collect::<Result<_, _>>()?;
+    let listen: Vec<SocketAddr> = flags
+        .all("--listen")
+        .iter()
+        .map(|s| parse_addr(s))
+        .collect::<Result<_, _>>()?;
     let config = match flags.one("--config") {
         Some(path) => {
             let cfg = config::load(Path::new(path)).map_err(|e| Failure::Config(e.to_string()))?;
@@ -151,14 +174,21 @@ fn dev_default(listen: Vec<SocketAddr>) -> Result<Config, Failure> {
     let home = match std::env::var_os("PORTCULLIS_HOME") {
         Some(h) => PathBuf::from(h),
         None => {
-            let base = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+            let base = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."));
             base.join(".local/share/portcullis")
         }
     };
     let dir = home.join("dev");
     let dir = std::fs::create_dir_all(&dir)
         .and_then(|_| dir.canonicalize())
-        .map_err(|e| Failure::Runtime(format!("{}: cannot create the dev directory: {e}", dir.display())))?;
+        .map_err(|e| {
+            Failure::Runtime(format!(
+                "{}: cannot create the dev directory: {e}",
+                dir.display()
+            ))
+        })?;
     let opts = InitOptions {
         out_dir: dir.clone(),
         server_names: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
@@ -170,27 +200,49 @@ fn dev_default(listen: Vec<SocketAddr>) -> Result<Config, Failure> {
     };
     let generated = certs::init(&opts).map_err(|e| Failure::Runtime(e.to_string()))?;
     if generated {
-        eprintln!("portcullis: generated a dev CA, server and client certificate in {}", dir.display());
+        eprintln!(
+            "portcullis: generated a dev CA, server and client certificate in {}",
+            dir.display()
+        );
     } else {
-        eprintln!("portcullis: using the dev certificates in {}", dir.display());
+        eprintln!(
+            "portcullis: using the dev certificates in {}",
+            dir.display()
+        );
     }
 
     let driver = runtime::select_driver(
         runtime::driver_choice_from_env(DriverChoice::Auto).map_err(Failure::Config)?,
     )
     .map_err(Failure::Runtime)?;
-    let (echo_addrs, _echo_threads) =
-        echo::start(&["127.0.0.1:0".parse().map_err(|_| Failure::Runtime("bad echo address".into()))?], 1, driver)
-            .map_err(Failure::Runtime)?;
-    let echo_addr = echo_addrs.first().copied().ok_or_else(|| Failure::Runtime("echo backend did not bind".into()))?;
+    let (echo_addrs, _echo_threads) = echo::start(
+        &["127.0.0.1:0"
+            .parse()
+            .map_err(|_| Failure::Runtime("bad echo address".into()))?],
+        1,
+        driver,
+    )
+    .map_err(Failure::Runtime)?;
+    let echo_addr = echo_addrs
+        .first()
+        .copied()
+        .ok_or_else(|| Failure::Runtime("echo backend did not bind".into()))?;
 
     let mut listen = listen;
     let explicit = !listen.is_empty();
     if !explicit {
-        listen.push("127.0.0.1:8443".parse().map_err(|_| Failure::Runtime("bad default address".into()))?);
+        listen.push(
+            "127.0.0.1:8443"
+                .parse()
+                .map_err(|_| Failure::Runtime("bad default address".into()))?,
+        );
         // IPv6 loopback only where the host has it configured.
         if std::net::TcpListener::bind("[::1]:0").is_ok() {
-            listen.push("[::1]:8443".parse().map_err(|_| Failure::Runtime("bad default address".into()))?);
+            listen.push(
+                "[::1]:8443"
+                    .parse()
+                    .map_err(|_| Failure::Runtime("bad default address".into()))?,
+            );
         }
     }
     let mut toml = String::from("# Generated by `portcullis run` (dev default). Copy and edit it, then: portcullis run --config FILE\n");
@@ -200,35 +252,53 @@ fn dev_default(listen: Vec<SocketAddr>) -> Result<Config, Failure> {
             "[[listener]]\naddress = \"{addr}\"\ncertificate = \"server.pem\"\nprivate_key = \"server.key\"\nclient_ca = [\"ca.pem\"]\n\n"
         ));
     }
-    toml.push_str(&format!("[[route]]\npath = \"/\"\nbackends = [\"{echo_addr}\"]\n"));
+    toml.push_str(&format!(
+        "[[route]]\npath = \"/\"\nbackends = [\"{echo_addr}\"]\n"
+    ));
     let config_path = dir.join("portcullis.toml");
-    std::fs::write(&config_path, &toml).map_err(|e| Failure::Runtime(format!("{}: {e}", config_path.display())))?;
+    std::fs::write(&config_path, &toml)
+        .map_err(|e| Failure::Runtime(format!("{}: {e}", config_path.display())))?;
     let cfg = config::parse(&config_path, &toml).map_err(|e| Failure::Config(e.to_string()))?;
 
     let port = listen.first().map(|a| a.port()).unwrap_or(8443);
-    println!("Portcullis is starting with the dev default (config: {}).", config_path.display());
+    println!(
+        "Portcullis is starting with the dev default (config: {}).",
+        config_path.display()
+    );
     println!("Try it:");
     println!(
         "curl --cacert {d}/ca.pem --cert {d}/client.pem --key {d}/client.key https://localhost:{port}/hello",
         d = dir.display()
     );
-    println!("PKCS#12 client identity: {}/client.p12 (password: portcullis)", dir.display());
+    println!(
+        "PKCS#12 client identity: {}/client.p12 (password: portcullis)",
+        dir.display()
+    );
     Ok(cfg)
 }
 
 fn cmd_echo(args: &[String]) -> Result<(), Failure> {
     let flags = Flags::parse(args, &[], &["--listen", "--workers"])?;
-    let addrs: Vec<SocketAddr> = flags.all("--listen").iter().map(|s| parse_addr(s)).collect::<Result<_, _>>()?;
+    let addrs: Vec<SocketAddr> = flags
+        .all("--listen")
+        .iter()
+        .map(|s| parse_addr(s))
+        .collect::<Result<_, _>>()?;
     if addrs.is_empty() {
         return Err(Failure::Usage("echo needs --listen ADDR".into()));
     }
-    let workers = match flags.one("--workers") {
-        Some(w) => w.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| Failure::Usage(format!("--workers {w:?}: expected a number >= 1")))?,
-        None => runtime::available_cores(),
-    };
+    let workers =
+        match flags.one("--workers") {
+            Some(w) => w.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                Failure::Usage(format!("--workers {w:?}: expected a number >= 1"))
+            })?,
+            None => runtime::available_cores(),
+        };
     logging::init(LogFormat::Text, "info");
-    let driver = runtime::select_driver(runtime::driver_choice_from_env(DriverChoice::Auto).map_err(Failure::Config)?)
-        .map_err(Failure::Runtime)?;
+    let driver = runtime::select_driver(
+        runtime::driver_choice_from_env(DriverChoice::Auto).map_err(Failure::Config)?,
+    )
+    .map_err(Failure::Runtime)?;
     runtime::install_signal_handlers().map_err(|e| Failure::Runtime(e.to_string()))?;
     let (_, handles) = echo::start(&addrs, workers, driver).map_err(Failure::Runtime)?;
     for h in handles {
@@ -238,19 +308,38 @@ fn cmd_echo(args: &[String]) -> Result<(), Failure> {
 }
 
 fn cmd_certs(args: &[String]) -> Result<(), Failure> {
-    let (sub, rest) = args.split_first().ok_or_else(|| Failure::Usage("certs needs `init` or `issue`".into()))?;
+    let (sub, rest) = args
+        .split_first()
+        .ok_or_else(|| Failure::Usage("certs needs `init` or `issue`".into()))?;
     let key_type = |flags: &Flags| -> Result<KeyType, Failure> {
-        flags.one("--key-type").unwrap_or("ecdsa-p256").parse().map_err(|e| Failure::Usage(format!("--key-type: {e}")))
+        flags
+            .one("--key-type")
+            .unwrap_or("ecdsa-p256")
+            .parse()
+            .map_err(|e| Failure::Usage(format!("--key-type: {e}")))
     };
     let days = |flags: &Flags| -> Result<u32, Failure> {
         match flags.one("--days") {
-            Some(d) => d.parse().map_err(|_| Failure::Usage(format!("--days {d:?}: expected a number"))),
+            Some(d) => d
+                .parse()
+                .map_err(|_| Failure::Usage(format!("--days {d:?}: expected a number"))),
             None => Ok(825),
         }
     };
     match sub.as_str() {
         "init" => {
-            let flags = Flags::parse(rest, &["--force"], &["--out", "--server-name", "--client-cn", "--key-type", "--p12-password", "--days"])?;
+            let flags = Flags::parse(
+                rest,
+                &["--force"],
+                &[
+                    "--out",
+                    "--server-name",
+                    "--client-cn",
+                    "--key-type",
+                    "--p12-password",
+                    "--days",
+                ],
+            )?;
             let mut names = flags.all("--server-name");
             if names.is_empty() {
                 names = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
@@ -258,9 +347,15 @@ fn cmd_certs(args: &[String]) -> Result<(), Failure> {
             let opts = InitOptions {
                 out_dir: PathBuf::from(flags.required("--out")?),
                 server_names: names,
-                client_cn: flags.one("--client-cn").unwrap_or("portcullis-dev-client").to_string(),
+                client_cn: flags
+                    .one("--client-cn")
+                    .unwrap_or("portcullis-dev-client")
+                    .to_string(),
                 key_type: key_type(&flags)?,
-                p12_password: flags.one("--p12-password").unwrap_or("portcullis").to_string(),
+                p12_password: flags
+                    .one("--p12-password")
+                    .unwrap_or("portcullis")
+                    .to_string(),
                 days: days(&flags)?,
                 force: flags.has("--force"),
             };
@@ -274,7 +369,20 @@ fn cmd_certs(args: &[String]) -> Result<(), Failure> {
             Ok(())
         }
         "issue" => {
-            let flags = Flags::parse(rest, &["--server", "--expired"], &["--ca-dir", "--out", "--stem", "--cn", "--dns", "--key-type", "--p12-password", "--days"])?;
+            let flags = Flags::parse(
+                rest,
+                &["--server", "--expired"],
+                &[
+                    "--ca-dir",
+                    "--out",
+                    "--stem",
+                    "--cn",
+                    "--dns",
+                    "--key-type",
+                    "--p12-password",
+                    "--days",
+                ],
+            )?;
             let opts = LeafOptions {
                 ca_dir: PathBuf::from(flags.required("--ca-dir")?),
                 out_dir: PathBuf::from(flags.required("--out")?),
@@ -282,13 +390,25 @@ fn cmd_certs(args: &[String]) -> Result<(), Failure> {
                 common_name: flags.required("--cn")?.to_string(),
                 dns_names: flags.all("--dns"),
                 key_type: key_type(&flags)?,
-                p12_password: flags.one("--p12-password").unwrap_or("portcullis").to_string(),
+                p12_password: flags
+                    .one("--p12-password")
+                    .unwrap_or("portcullis")
+                    .to_string(),
                 days: days(&flags)?,
                 expired: flags.has("--expired"),
-                kind: if flags.has("--server") { LeafKind::Server } else { LeafKind::Client },
+                kind: if flags.has("--server") {
+                    LeafKind::Server
+                } else {
+                    LeafKind::Client
+                },
             };
             certs::issue(&opts).map_err(|e| Failure::Runtime(e.to_string()))?;
-            println!("wrote {}/{}.pem and {}.key", opts.out_dir.display(), opts.stem, opts.stem);
+            println!(
+                "wrote {}/{}.pem and {}.key",
+                opts.out_dir.display(),
+                opts.stem,
+                opts.stem
+            );
             Ok(())
         }
         other => Err(Failure::Usage(format!("unknown certs command {other:?}"))),
@@ -300,9 +420,11 @@ fn cmd_check(args: &[String]) -> Result<(), Failure> {
     let path = flags.required("--config")?;
     let cfg = config::load(Path::new(path)).map_err(|e| Failure::Config(e.to_string()))?;
     // TLS material is checked too: a config that names an unreadable key is not valid.
-    let ticketer = crate::tls::server_config::shared_ticketer().map_err(|e| Failure::Runtime(e.to_string()))?;
+    let ticketer = crate::tls::server_config::shared_ticketer()
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
     for l in &cfg.listeners {
-        crate::tls::server_config::build(l, ticketer.clone()).map_err(|e| Failure::Config(e.to_string()))?;
+        crate::tls::server_config::build(l, ticketer.clone())
+            .map_err(|e| Failure::Config(e.to_string()))?;
     }
     println!("{path}: valid");
     let workers = match cfg.server.workers {
@@ -324,10 +446,22 @@ fn cmd_check(args: &[String]) -> Result<(), Failure> {
         );
     }
     for r in &cfg.routes {
-        let host = r.host.as_ref().map(|h| format!("{h:?}")).unwrap_or_else(|| "any host".into());
-        let methods = r.methods.as_ref().map(|m| m.join(",")).unwrap_or_else(|| "any method".into());
+        let host = r
+            .host
+            .as_ref()
+            .map(|h| format!("{h:?}"))
+            .unwrap_or_else(|| "any host".into());
+        let methods = r
+            .methods
+            .as_ref()
+            .map(|m| m.join(","))
+            .unwrap_or_else(|| "any method".into());
         let backends: Vec<String> = r.backends.iter().map(|b| b.to_string()).collect();
-        println!("  route {host} {}* ({methods}) -> {}", r.path, backends.join(", "));
+        println!(
+            "  route {host} {}* ({methods}) -> {}",
+            r.path,
+            backends.join(", ")
+        );
     }
     Ok(())
 }

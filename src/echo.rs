@@ -30,11 +30,16 @@ static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Binds `addrs` on `workers` cores and serves until the process exits.
 /// Returns the bound addresses and the worker threads.
-pub fn start(addrs: &[SocketAddr], workers: usize, driver: Driver) -> Result<(Vec<SocketAddr>, Vec<std::thread::JoinHandle<()>>), String> {
+pub fn start(
+    addrs: &[SocketAddr],
+    workers: usize,
+    driver: Driver,
+) -> Result<(Vec<SocketAddr>, Vec<std::thread::JoinHandle<()>>), String> {
     let mut per_worker: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     for addr in addrs {
-        let sockets = runtime::bind_reuseport(*addr, workers).map_err(|e| format!("echo: cannot listen on {addr}: {e}"))?;
+        let sockets = runtime::bind_reuseport(*addr, workers)
+            .map_err(|e| format!("echo: cannot listen on {addr}: {e}"))?;
         if let Some(s) = sockets.first() {
             bound.push(s.local_addr().map_err(|e| e.to_string())?);
         }
@@ -42,9 +47,15 @@ pub fn start(addrs: &[SocketAddr], workers: usize, driver: Driver) -> Result<(Ve
             per_worker[w].push(s);
         }
     }
-    let slots = Arc::new(Mutex::new(per_worker.into_iter().map(Some).collect::<Vec<_>>()));
+    let slots = Arc::new(Mutex::new(
+        per_worker.into_iter().map(Some).collect::<Vec<_>>(),
+    ));
     let handles = runtime::spawn_workers("echo", driver, workers, move |index| {
-        let sockets = slots.lock().ok().and_then(|mut s| s.get_mut(index).and_then(Option::take)).unwrap_or_default();
+        let sockets = slots
+            .lock()
+            .ok()
+            .and_then(|mut s| s.get_mut(index).and_then(Option::take))
+            .unwrap_or_default();
         async move {
             for socket in sockets {
                 match runtime::adopt_listener(socket, driver) {
@@ -90,7 +101,10 @@ struct Steering {
 }
 
 async fn serve(mut tcp: TcpStream, connection_id: u64) {
-    let limits = Limits { max_header_bytes: 64 * 1024, max_headers: 256 };
+    let limits = Limits {
+        max_header_bytes: 64 * 1024,
+        max_headers: 256,
+    };
     let mut rbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut out: Vec<u8> = Vec::with_capacity(4 * 1024);
     let mut json = String::with_capacity(1024);
@@ -111,7 +125,14 @@ async fn serve(mut tcp: TcpStream, connection_id: u64) {
                     Ok(Parsed::Partial) => {}
                     Err(e) => {
                         out.clear();
-                        write_error_response(e.status(), e.code(), e.message(), true, &[], &mut out);
+                        write_error_response(
+                            e.status(),
+                            e.code(),
+                            e.message(),
+                            true,
+                            &[],
+                            &mut out,
+                        );
                         let _ = write_all(&mut tcp, std::mem::take(&mut out)).await;
                         tcp.close().await;
                         return;
@@ -140,7 +161,9 @@ async fn serve(mut tcp: TcpStream, connection_id: u64) {
                             return;
                         }
                     }
-                    let take = usize::try_from(remaining).unwrap_or(usize::MAX).min(rbuf.len());
+                    let take = usize::try_from(remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(rbuf.len());
                     hasher.update(&rbuf[..take]);
                     rbuf.drain(..take);
                     body_bytes += take as u64;
@@ -182,24 +205,49 @@ async fn serve(mut tcp: TcpStream, connection_id: u64) {
         for b in digest.as_ref() {
             let _ = write!(json, "{b:02x}");
         }
-        let _ = write!(json, "\",\"connection\":{{\"id\":{connection_id},\"requests\":{requests}}}}}");
+        let _ = write!(
+            json,
+            "\",\"connection\":{{\"id\":{connection_id},\"requests\":{requests}}}}}"
+        );
 
         if steer.delay_ms > 0 {
             monoio::time::sleep(Duration::from_millis(steer.delay_ms.min(MAX_DELAY_MS))).await;
         }
-        if write_response(&mut tcp, &mut out, &json, &steer, keep_alive).await.is_err() || !keep_alive {
+        if write_response(&mut tcp, &mut out, &json, &steer, keep_alive)
+            .await
+            .is_err()
+            || !keep_alive
+        {
             tcp.close().await;
             return;
         }
     }
 }
 
-async fn write_response(tcp: &mut TcpStream, out: &mut Vec<u8>, json: &str, steer: &Steering, keep_alive: bool) -> std::io::Result<()> {
+async fn write_response(
+    tcp: &mut TcpStream,
+    out: &mut Vec<u8>,
+    json: &str,
+    steer: &Steering,
+    keep_alive: bool,
+) -> std::io::Result<()> {
     out.clear();
-    let status = if (100..1000).contains(&steer.status) { steer.status } else { 200 };
-    let content_type = if steer.bytes.is_some() { "application/octet-stream" } else { "application/json" };
+    let status = if (100..1000).contains(&steer.status) {
+        steer.status
+    } else {
+        200
+    };
+    let content_type = if steer.bytes.is_some() {
+        "application/octet-stream"
+    } else {
+        "application/json"
+    };
     let body_len = steer.bytes.unwrap_or(json.len() as u64);
-    let _ = write!(Vec8(out), "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\n", reason_phrase(status));
+    let _ = write!(
+        Vec8(out),
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\n",
+        reason_phrase(status)
+    );
     if steer.chunked {
         out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     } else {
@@ -226,7 +274,9 @@ async fn write_response(tcp: &mut TcpStream, out: &mut Vec<u8>, json: &str, stee
             let pattern = pattern();
             let mut sent = 0u64;
             while sent < total {
-                let n = usize::try_from(total - sent).unwrap_or(usize::MAX).min(pattern.len());
+                let n = usize::try_from(total - sent)
+                    .unwrap_or(usize::MAX)
+                    .min(pattern.len());
                 if steer.chunked {
                     out.clear();
                     write_chunk_header(n, out);
@@ -282,7 +332,10 @@ fn describe(req: &crate::http::request::Request<'_, '_>, json: &mut String) -> S
     for (i, h) in req.headers.iter().enumerate() {
         let name = h.name;
         // Duplicates are joined onto the first occurrence.
-        if req.headers[..i].iter().any(|p| p.name.eq_ignore_ascii_case(name)) {
+        if req.headers[..i]
+            .iter()
+            .any(|p| p.name.eq_ignore_ascii_case(name))
+        {
             continue;
         }
         if !first {

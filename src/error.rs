@@ -55,7 +55,9 @@ impl ProxyError {
             Self::MethodNotAllowed => 405,
             Self::BodyTooLarge => 413,
             Self::HeadTimeout => 408,
-            Self::BackendConnect(_) | Self::BackendReset(_) | Self::BackendInvalidResponse(_) => 502,
+            Self::BackendConnect(_) | Self::BackendReset(_) | Self::BackendInvalidResponse(_) => {
+                502
+            }
             Self::BackendConnectTimeout | Self::BackendTimeout => 504,
             Self::Draining => 503,
         }

@@ -39,7 +39,8 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
     };
     let choice = runtime::driver_choice_from_env(config.server.driver)?;
     let driver = runtime::select_driver(choice)?;
-    let ticketer = tls::server_config::shared_ticketer().map_err(|e| format!("cannot create the TLS ticket key: {e}"))?;
+    let ticketer = tls::server_config::shared_ticketer()
+        .map_err(|e| format!("cannot create the TLS ticket key: {e}"))?;
     for l in &config.listeners {
         tls::server_config::build(l, ticketer.clone()).map_err(|e| e.to_string())?;
     }
@@ -55,13 +56,28 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
             listeners[w].push(s);
         }
     }
-    Ok(Prepared { config, driver, workers, ticketer, listeners, bound })
+    Ok(Prepared {
+        config,
+        driver,
+        workers,
+        ticketer,
+        listeners,
+        bound,
+    })
 }
 
 /// Runs until SIGTERM/SIGINT and the drain that follows.
 pub fn run(prepared: Prepared) -> Result<(), String> {
-    let Prepared { config, driver, workers, ticketer, listeners, bound } = prepared;
-    runtime::install_signal_handlers().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let Prepared {
+        config,
+        driver,
+        workers,
+        ticketer,
+        listeners,
+        bound,
+    } = prepared;
+    runtime::install_signal_handlers()
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     for addr in &bound {
         info!(address = %addr, workers, driver = %driver.name(), "listening (mTLS, HTTP/1.1)");
     }
@@ -104,7 +120,10 @@ struct WorkerShared {
 
 async fn worker_main(index: usize, shared: Arc<WorkerShared>) {
     let sockets = match shared.listeners.lock() {
-        Ok(mut all) => all.get_mut(index).and_then(Option::take).unwrap_or_default(),
+        Ok(mut all) => all
+            .get_mut(index)
+            .and_then(Option::take)
+            .unwrap_or_default(),
         Err(_) => Vec::new(),
     };
     let drain = Rc::new(Drain::default());
@@ -147,7 +166,11 @@ async fn worker_main(index: usize, shared: Arc<WorkerShared>) {
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
     if drain.in_flight() > 0 {
-        warn!(worker = index, in_flight = drain.in_flight(), "drain timeout reached; closing remaining requests");
+        warn!(
+            worker = index,
+            in_flight = drain.in_flight(),
+            "drain timeout reached; closing remaining requests"
+        );
     }
     let hist = ctx.latency.borrow();
     info!(
@@ -187,7 +210,12 @@ async fn accept_loop(
     drop(listener);
 }
 
-async fn handle_connection(tcp: TcpStream, peer: SocketAddr, tls: Arc<ServerConfig>, ctx: Rc<WorkerContext>) {
+async fn handle_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: Arc<ServerConfig>,
+    ctx: Rc<WorkerContext>,
+) {
     let timeout = ctx.settings.timeouts.handshake;
     match monoio::time::timeout(timeout, TlsStream::accept(tcp, tls)).await {
         Ok(Ok((stream, identity))) => {
@@ -205,8 +233,12 @@ fn log_handshake_failure(peer: SocketAddr, sni: Option<&str>, failure: &Handshak
         HandshakeFailure::Tls(e) if reason::is_client_certificate_error(e) => {
             warn!(peer = %peer, sni, reason = %reason::describe(e), "client certificate refused")
         }
-        HandshakeFailure::Tls(e) => info!(peer = %peer, sni, reason = %reason::describe(e), "TLS handshake failed"),
-        HandshakeFailure::NotTls => info!(peer = %peer, "TLS handshake failed: client did not speak TLS (plain HTTP to the TLS port?)"),
+        HandshakeFailure::Tls(e) => {
+            info!(peer = %peer, sni, reason = %reason::describe(e), "TLS handshake failed")
+        }
+        HandshakeFailure::NotTls => {
+            info!(peer = %peer, "TLS handshake failed: client did not speak TLS (plain HTTP to the TLS port?)")
+        }
         HandshakeFailure::Io(e) => debug!(peer = %peer, sni, error = %e, "TLS handshake aborted"),
     }
 }

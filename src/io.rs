@@ -24,7 +24,8 @@ pub trait Transport {
     async fn read_append(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
 
     /// Writes all of `buf[range]`.
-    async fn write_range(&mut self, buf: Vec<u8>, range: Range<usize>) -> (io::Result<()>, Vec<u8>);
+    async fn write_range(&mut self, buf: Vec<u8>, range: Range<usize>)
+        -> (io::Result<()>, Vec<u8>);
 
     /// Ends the stream cleanly (TLS close_notify where there is TLS, then FIN).
     async fn close(&mut self);
@@ -40,7 +41,11 @@ impl Transport for TcpStream {
         (res, slice.into_inner())
     }
 
-    async fn write_range(&mut self, buf: Vec<u8>, range: Range<usize>) -> (io::Result<()>, Vec<u8>) {
+    async fn write_range(
+        &mut self,
+        buf: Vec<u8>,
+        range: Range<usize>,
+    ) -> (io::Result<()>, Vec<u8>) {
         if range.is_empty() {
             return (Ok(()), buf);
         }

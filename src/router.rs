@@ -66,8 +66,15 @@ impl RouteTable {
             if !host_ok || !path.starts_with(route.path.as_str()) {
                 continue;
             }
-            let method_ok = route.methods.as_ref().map_or(true, |ms| ms.iter().any(|m| m == method));
-            let slot = if method_ok { &mut best } else { &mut best_any_method };
+            let method_ok = route
+                .methods
+                .as_ref()
+                .map_or(true, |ms| ms.iter().any(|m| m == method));
+            let slot = if method_ok {
+                &mut best
+            } else {
+                &mut best_any_method
+            };
             if slot.map_or(true, |b| better(route, b)) {
                 *slot = Some(route);
             }
@@ -89,7 +96,13 @@ fn better(a: &Route, b: &Route) -> bool {
 mod tests {
     use super::*;
 
-    fn route(id: usize, host: Option<HostMatch>, path: &str, methods: Option<&[&str]>, port: u16) -> Route {
+    fn route(
+        id: usize,
+        host: Option<HostMatch>,
+        path: &str,
+        methods: Option<&[&str]>,
+        port: u16,
+    ) -> Route {
         Route {
             id,
             host,
@@ -115,7 +128,13 @@ mod tests {
             routes: vec![
                 route(0, None, "/", None, 1),
                 route(1, None, "/dead", None, 2),
-                route(2, Some(HostMatch::Exact("api.example".into())), "/", None, 3),
+                route(
+                    2,
+                    Some(HostMatch::Exact("api.example".into())),
+                    "/",
+                    None,
+                    3,
+                ),
                 route(3, None, "/only-get", Some(&["GET"]), 4),
             ],
         };
@@ -125,7 +144,9 @@ mod tests {
         assert_eq!(port(t.find(Some("api.example"), "/other", "GET")), Some(3));
         assert_eq!(port(t.find(None, "/only-get", "GET")), Some(4));
         assert_eq!(port(t.find(None, "/only-get", "POST")), Some(405));
-        let none = RouteTable { routes: vec![route(0, None, "/api", None, 1)] };
+        let none = RouteTable {
+            routes: vec![route(0, None, "/api", None, 1)],
+        };
         assert_eq!(port(none.find(None, "/other", "GET")), None);
     }
 }

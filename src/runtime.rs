@@ -39,7 +39,9 @@ pub fn driver_choice_from_env(configured: DriverChoice) -> Result<DriverChoice, 
             "io_uring" | "iouring" | "uring" => Ok(DriverChoice::IoUring),
             "epoll" | "legacy" => Ok(DriverChoice::Epoll),
             "auto" | "" => Ok(DriverChoice::Auto),
-            other => Err(format!("PORTCULLIS_DRIVER={other:?}: expected io_uring, epoll or auto")),
+            other => Err(format!(
+                "PORTCULLIS_DRIVER={other:?}: expected io_uring, epoll or auto"
+            )),
         },
         Err(_) => Ok(configured),
     }
@@ -65,7 +67,9 @@ pub fn select_driver(choice: DriverChoice) -> Result<Driver, String> {
 
 /// Number of workers for "auto": the cores this process may run on.
 pub fn available_cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// Binds `count` listening sockets to `addr` with SO_REUSEPORT. Port 0 is
@@ -115,7 +119,12 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListe
 
 /// Starts one pinned thread per worker. `make` builds the worker's future on
 /// its own thread, so the future itself need not be Send.
-pub fn spawn_workers<F, Fut>(name: &str, driver: Driver, workers: usize, make: F) -> io::Result<Vec<JoinHandle<()>>>
+pub fn spawn_workers<F, Fut>(
+    name: &str,
+    driver: Driver,
+    workers: usize,
+    make: F,
+) -> io::Result<Vec<JoinHandle<()>>>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + 'static,
@@ -143,11 +152,16 @@ where
 fn block_on<Fut: Future<Output = ()>>(driver: Driver, fut: Fut) -> io::Result<()> {
     match driver {
         Driver::IoUring => {
-            let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().with_entries(4096).build()?;
+            let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .enable_timer()
+                .with_entries(4096)
+                .build()?;
             rt.block_on(fut);
         }
         Driver::Epoll => {
-            let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build()?;
+            let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
+                .build()?;
             rt.block_on(fut);
         }
     }
@@ -155,7 +169,10 @@ fn block_on<Fut: Future<Output = ()>>(driver: Driver, fut: Fut) -> io::Result<()
 }
 
 /// Turns a std listener into the worker runtime's listener.
-pub fn adopt_listener(listener: TcpListener, driver: Driver) -> io::Result<monoio::net::TcpListener> {
+pub fn adopt_listener(
+    listener: TcpListener,
+    driver: Driver,
+) -> io::Result<monoio::net::TcpListener> {
     // epoll needs non-blocking sockets; io_uring accepts complete in the kernel
     // and wants them blocking (an O_NONBLOCK accept would just return EAGAIN).
     listener.set_nonblocking(driver == Driver::Epoll)?;
@@ -169,13 +186,18 @@ pub static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 pub fn install_signal_handlers() -> io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
-            info!(signal = name, "shutdown requested: no new connections, draining in-flight requests");
-            SHUTDOWN.store(true, Ordering::SeqCst);
-        }
-    })?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+                info!(
+                    signal = name,
+                    "shutdown requested: no new connections, draining in-flight requests"
+                );
+                SHUTDOWN.store(true, Ordering::SeqCst);
+            }
+        })?;
     Ok(())
 }
 

@@ -46,7 +46,12 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(max_idle_per_key: usize, idle_timeout: Duration) -> Self {
-        Pool { idle: HashMap::new(), max_idle_per_key, idle_timeout, stats: PoolStats::default() }
+        Pool {
+            idle: HashMap::new(),
+            max_idle_per_key,
+            idle_timeout,
+            stats: PoolStats::default(),
+        }
     }
 
     pub fn checkout(&mut self, key: &PoolKey) -> Option<BackendConn> {
@@ -95,7 +100,11 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<BackendConn,
     match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
-            Ok(BackendConn { stream, buf: Vec::with_capacity(16 * 1024), reused: false })
+            Ok(BackendConn {
+                stream,
+                buf: Vec::with_capacity(16 * 1024),
+                reused: false,
+            })
         }
         Ok(Err(e)) => Err(ProxyError::BackendConnect(e)),
         Err(_) => Err(ProxyError::BackendConnectTimeout),

@@ -18,7 +18,13 @@ fn echo_reports_the_request_as_json() {
         )
         .unwrap();
     assert_eq!(r.status, 200);
-    assert!(r.header("content-type").unwrap_or("").starts_with("application/json"), "{:?}", r.headers);
+    assert!(
+        r.header("content-type")
+            .unwrap_or("")
+            .starts_with("application/json"),
+        "{:?}",
+        r.headers
+    );
     let v = r.json();
     assert_eq!(v["method"], "GET");
     assert_eq!(v["path"], "/x/y");
@@ -30,7 +36,9 @@ fn echo_reports_the_request_as_json() {
     assert_eq!(v["body_bytes"], 0);
     assert_eq!(v["body_sha256"], sha256_hex(b""));
     assert_eq!(v["connection"]["requests"], 1);
-    let id = v["connection"]["id"].as_u64().expect("connection.id is a u64");
+    let id = v["connection"]["id"]
+        .as_u64()
+        .expect("connection.id is a u64");
 
     // keep-alive: same connection, count goes up; body hashed
     let r = c.request(&req("POST", "/p", &[], b"hello")).unwrap();
@@ -87,8 +95,14 @@ fn echo_steering_headers() {
     assert_eq!(r.header("content-type"), Some("application/octet-stream"));
     assert_eq!(r.body, pattern(1000));
 
-    let r = c.get("/bc", &["x-echo-bytes: 5000", "x-echo-chunked: 1"]).unwrap();
-    assert!(r.chunked, "x-echo-chunked must send a chunked body: {:?}", r.headers);
+    let r = c
+        .get("/bc", &["x-echo-bytes: 5000", "x-echo-chunked: 1"])
+        .unwrap();
+    assert!(
+        r.chunked,
+        "x-echo-chunked must send a chunked body: {:?}",
+        r.headers
+    );
     assert_eq!(r.body, pattern(5000));
 
     let r = c.get("/jc", &["x-echo-chunked: 1"]).unwrap();
@@ -98,7 +112,11 @@ fn echo_steering_headers() {
     let t = Instant::now();
     let r = c.get("/d", &["x-echo-delay-ms: 300"]).unwrap();
     assert_eq!(r.status, 200);
-    assert!(t.elapsed() >= Duration::from_millis(300), "x-echo-delay-ms ignored: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "x-echo-delay-ms ignored: {:?}",
+        t.elapsed()
+    );
 
     // all on one kept-alive connection
     let v = c.get("/last", &[]).unwrap().json();
@@ -110,7 +128,11 @@ fn echo_workers_flag_and_large_body() {
     let td = TempDir::new("echo_workers");
     let port = free_port();
     let mut cmd = portcullis();
-    cmd.arg("echo").arg("--listen").arg(format!("127.0.0.1:{port}")).arg("--workers").arg("2");
+    cmd.arg("echo")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--workers")
+        .arg("2");
     let mut g = ChildGuard::spawn("echo2", cmd, td.path());
     wait_accept(SocketAddr::from(([127, 0, 0, 1], port)), &mut g);
     let s = TcpStream::connect(("127.0.0.1", port)).unwrap();

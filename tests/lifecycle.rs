@@ -23,7 +23,8 @@ fn stopped_lines(gw: &Gateway) -> Vec<(u64, u64, String)> {
         .into_iter()
         .map(|l| {
             let w = field_u64(&l, "worker").unwrap_or_else(|| panic!("no worker=N in {l:?}"));
-            let c = field_u64(&l, "connections").unwrap_or_else(|| panic!("no connections=K in {l:?}"));
+            let c =
+                field_u64(&l, "connections").unwrap_or_else(|| panic!("no connections=K in {l:?}"));
             (w, c, l)
         })
         .collect()
@@ -38,7 +39,9 @@ fn assert_driver_lines(gw: &Gateway, want: Option<&str>) {
         } else if l.contains("driver=epoll") {
             "epoll"
         } else {
-            gw.fail(&format!("`worker started` line without driver=io_uring|epoll: {l:?}"))
+            gw.fail(&format!(
+                "`worker started` line without driver=io_uring|epoll: {l:?}"
+            ))
         };
         if let Some(w) = want {
             assert_eq!(d, w, "wrong driver in {l:?}");
@@ -50,7 +53,11 @@ fn assert_driver_lines(gw: &Gateway, want: Option<&str>) {
 fn workers_log_start_and_stop_with_driver() {
     let mut st = Stack::start("life_workers", |c, _| c.workers(2));
     let gw = &mut st.gw;
-    assert_eq!(gw.proc.count_log_lines(&["worker started"]), 2, "one `worker started` line per worker");
+    assert_eq!(
+        gw.proc.count_log_lines(&["worker started"]),
+        2,
+        "one `worker started` line per worker"
+    );
     assert_driver_lines(gw, forced_driver());
     for i in 0..4 {
         assert_eq!(gw.curl(&format!("/w{i}"), &[]).code, 200);
@@ -58,11 +65,18 @@ fn workers_log_start_and_stop_with_driver() {
     let st_code = gw.terminate(Duration::from_secs(15));
     assert!(st_code.success(), "exit status after SIGTERM: {st_code}");
     let lines = stopped_lines(gw);
-    assert_eq!(lines.len(), 2, "one `worker stopped` line per worker: {lines:?}");
+    assert_eq!(
+        lines.len(),
+        2,
+        "one `worker stopped` line per worker: {lines:?}"
+    );
     let ids: HashSet<u64> = lines.iter().map(|l| l.0).collect();
     assert_eq!(ids.len(), 2, "distinct worker ids: {lines:?}");
     let total: u64 = lines.iter().map(|l| l.1).sum();
-    assert!(total >= 4, "4 curl connections (plus probes) were accepted, counted {total}: {lines:?}");
+    assert!(
+        total >= 4,
+        "4 curl connections (plus probes) were accepted, counted {total}: {lines:?}"
+    );
 }
 
 #[test]
@@ -71,7 +85,10 @@ fn config_driver_and_env_override() {
     let td = TempDir::new("life_driver_cfg");
     let certs = certs_init(&td.join("certs"), &[]);
     let echo = Echo::start(&td);
-    let mut cfg = routes(Config::new(&certs).workers(1), vec![RouteCfg::new("/", &[&echo.addr()])]);
+    let mut cfg = routes(
+        Config::new(&certs).workers(1),
+        vec![RouteCfg::new("/", &[&echo.addr()])],
+    );
     cfg.driver = "epoll".into();
     let gw = Gateway::start_with_env(&td, &certs, cfg, &[("PORTCULLIS_DRIVER", None)]);
     assert_driver_lines(&gw, Some("epoll"));
@@ -79,7 +96,10 @@ fn config_driver_and_env_override() {
     drop(gw);
 
     // the environment overrides the config
-    let mut cfg = routes(Config::new(&certs).workers(1), vec![RouteCfg::new("/", &[&echo.addr()])]);
+    let mut cfg = routes(
+        Config::new(&certs).workers(1),
+        vec![RouteCfg::new("/", &[&echo.addr()])],
+    );
     cfg.driver = "io_uring".into();
     let gw = Gateway::start_with_env(&td, &certs, cfg, &[("PORTCULLIS_DRIVER", Some("epoll"))]);
     assert_driver_lines(&gw, Some("epoll"));
@@ -90,9 +110,15 @@ fn config_driver_and_env_override() {
 fn sigterm_drains_in_flight_and_refuses_new_work() {
     let backend = MiniBackend::start(|head| {
         if head.to_ascii_lowercase().contains("x-slow: 1") {
-            Behaviour::Respond { body: r#"{"slow":true}"#.into(), delay: Duration::from_secs(3) }
+            Behaviour::Respond {
+                body: r#"{"slow":true}"#.into(),
+                delay: Duration::from_secs(3),
+            }
         } else {
-            Behaviour::Respond { body: r#"{"slow":false}"#.into(), delay: Duration::ZERO }
+            Behaviour::Respond {
+                body: r#"{"slow":false}"#.into(),
+                delay: Duration::ZERO,
+            }
         }
     });
     let mut st = Stack::start("life_drain", |mut c, _| {
@@ -124,17 +150,26 @@ fn sigterm_drains_in_flight_and_refuses_new_work() {
         TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err()
     });
     if !refused {
-        st.gw.fail("the listener still accepts connections 3 s after SIGTERM");
+        st.gw
+            .fail("the listener still accepts connections 3 s after SIGTERM");
     }
 
     // a new request on the kept-alive connection gets 503 + close
-    let r = b.get("/during-drain", &[]).unwrap_or_else(|e| st.gw.fail(&format!("B during drain: {e}")));
+    let r = b
+        .get("/during-drain", &[])
+        .unwrap_or_else(|e| st.gw.fail(&format!("B during drain: {e}")));
     r.assert_error(503, "PCS.5030");
-    assert!(r.connection_close(), "503 during drain must carry Connection: close");
+    assert!(
+        r.connection_close(),
+        "503 during drain must carry Connection: close"
+    );
     b.assert_closed("kept-alive connection after the drain 503");
 
     // the in-flight request completes
-    let r = a.read_final().unwrap_or_else(|e| st.gw.fail(&format!("in-flight request lost during drain: {e}")));
+    let r = a.read_final().unwrap_or_else(|e| {
+        st.gw
+            .fail(&format!("in-flight request lost during drain: {e}"))
+    });
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["slow"], true);
     drop(a);
@@ -144,7 +179,10 @@ fn sigterm_drains_in_flight_and_refuses_new_work() {
         .gw
         .proc
         .wait_exit(Duration::from_secs(10))
-        .unwrap_or_else(|| st.gw.fail("gateway did not exit after its in-flight request finished"));
+        .unwrap_or_else(|| {
+            st.gw
+                .fail("gateway did not exit after its in-flight request finished")
+        });
     assert!(status.success(), "exit status after drain: {status}");
     assert!(t0.elapsed() < Duration::from_secs(12));
     assert!(st.gw.proc.count_log_lines(&["worker stopped"]) >= 1);
@@ -155,14 +193,21 @@ fn sigint_exits_zero() {
     let mut st = Stack::start("life_sigint", |c, _| c.workers(1));
     assert_eq!(st.gw.curl("/", &[]).code, 200);
     st.gw.proc.signal(libc::SIGINT);
-    let status = st.gw.proc.wait_exit(Duration::from_secs(10)).unwrap_or_else(|| st.gw.fail("no exit after SIGINT"));
+    let status = st
+        .gw
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| st.gw.fail("no exit after SIGINT"));
     assert!(status.success(), "exit status after SIGINT: {status}");
     assert_eq!(st.gw.proc.count_log_lines(&["worker stopped"]), 1);
 }
 
 #[test]
 fn drain_timeout_bounds_shutdown() {
-    let backend = MiniBackend::start(|_| Behaviour::Respond { body: "{}".into(), delay: Duration::from_secs(60) });
+    let backend = MiniBackend::start(|_| Behaviour::Respond {
+        body: "{}".into(),
+        delay: Duration::from_secs(60),
+    });
     let mut st = Stack::start("life_drain_timeout", |mut c, _| {
         c.drain_timeout = "1s".into();
         c.backend_response = "120s".into();
@@ -177,10 +222,14 @@ fn drain_timeout_bounds_shutdown() {
     let t0 = Instant::now();
     st.gw.proc.sigterm();
     if st.gw.proc.wait_exit(Duration::from_secs(8)).is_none() {
-        st.gw.fail("drain_timeout = 1s, but the gateway was still running 8 s after SIGTERM");
+        st.gw
+            .fail("drain_timeout = 1s, but the gateway was still running 8 s after SIGTERM");
     }
     let el = t0.elapsed();
-    assert!(el >= Duration::from_millis(700), "exited before drain_timeout while a request was in flight: {el:?}");
+    assert!(
+        el >= Duration::from_millis(700),
+        "exited before drain_timeout while a request was in flight: {el:?}"
+    );
     let (bytes, _) = a.read_until_close(Duration::from_secs(5));
     assert!(!String::from_utf8_lossy(&bytes).contains("HTTP/1.1 200"));
 }
@@ -220,11 +269,23 @@ fn slowloris_head_is_cut_off() {
         }
     }
     let el = t0.elapsed();
-    assert!(closed, "a one-byte-per-second head was never cut off ({el:?}); received {:?}", String::from_utf8_lossy(&got));
-    assert!(el < Duration::from_secs(6), "cut off only after {el:?} (request_head = 2s)");
+    assert!(
+        closed,
+        "a one-byte-per-second head was never cut off ({el:?}); received {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        el < Duration::from_secs(6),
+        "cut off only after {el:?} (request_head = 2s)"
+    );
     if !got.is_empty() {
         let r = parse_response_bytes(&got).unwrap();
         r.assert_error(408, "PCS.4080");
+        assert!(
+            r.connection_close(),
+            "408 must carry Connection: close: {:?}",
+            r.headers
+        );
     }
     // the gateway still serves others
     assert_eq!(st.gw.curl("/", &[]).code, 200);
@@ -244,15 +305,24 @@ fn idle_keepalive_connection_is_closed() {
         Closed::Data(d) => {
             // a 408 before closing an idle connection is acceptable
             let text = String::from_utf8_lossy(&d).into_owned();
-            assert!(text.starts_with("HTTP/1.1 408"), "unexpected data on an idle connection: {text}");
+            assert!(
+                text.starts_with("HTTP/1.1 408"),
+                "unexpected data on an idle connection: {text}"
+            );
             let (_, closed) = c.read_until_close(Duration::from_secs(5));
             assert!(closed);
         }
         Closed::StillOpen => st.gw.fail("idle = 1s, connection still open after 8 s"),
     }
     let el = t0.elapsed();
-    assert!(el >= Duration::from_millis(500), "idle connection closed too early: {el:?}");
-    assert!(el < Duration::from_secs(6), "idle connection closed late: {el:?}");
+    assert!(
+        el >= Duration::from_millis(500),
+        "idle connection closed too early: {el:?}"
+    );
+    assert!(
+        el < Duration::from_secs(6),
+        "idle connection closed late: {el:?}"
+    );
 }
 
 #[test]
@@ -270,9 +340,14 @@ fn silent_connection_hits_handshake_timeout() {
     match r {
         Ok(0) => {}
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        other => st.gw.fail(&format!("expected the gateway to close a silent connection, got {other:?} after {el:?}")),
+        other => st.gw.fail(&format!(
+            "expected the gateway to close a silent connection, got {other:?} after {el:?}"
+        )),
     }
-    assert!(el >= Duration::from_millis(500) && el < Duration::from_secs(6), "closed after {el:?} (handshake = 1s)");
+    assert!(
+        el >= Duration::from_millis(500) && el < Duration::from_secs(6),
+        "closed after {el:?} (handshake = 1s)"
+    );
 }
 
 #[test]
@@ -287,16 +362,19 @@ fn two_hundred_concurrent_clients_across_two_workers() {
             let (cfg, barrier) = (cfg.clone(), barrier.clone());
             thread::spawn(move || -> Result<(), String> {
                 barrier.wait();
-                let s = tls_connect(addr, cfg).map_err(|e| format!("client {i}: connect/handshake: {e}"))?;
+                let s = tls_connect(addr, cfg)
+                    .map_err(|e| format!("client {i}: connect/handshake: {e}"))?;
                 let mut c = HttpConn::new(s);
                 for j in 0..3 {
                     let p = format!("/c{i}/r{j}");
-                    let r = c.get(&p, &[]).map_err(|e| format!("client {i} request {j}: {e}"))?;
+                    let r = c
+                        .get(&p, &[])
+                        .map_err(|e| format!("client {i} request {j}: {e}"))?;
                     if r.status != 200 {
                         return Err(format!("client {i} request {j}: status {}", r.status));
                     }
-                    let v: serde_json::Value =
-                        serde_json::from_slice(&r.body).map_err(|e| format!("client {i}: bad JSON {e}"))?;
+                    let v: serde_json::Value = serde_json::from_slice(&r.body)
+                        .map_err(|e| format!("client {i}: bad JSON {e}"))?;
                     if v["path"] != p.as_str() {
                         return Err(format!("client {i}: wrong response {v}"));
                     }
@@ -314,7 +392,11 @@ fn two_hundred_concurrent_clients_across_two_workers() {
         })
         .collect();
     if !errors.is_empty() {
-        st.gw.fail(&format!("{} of {n} clients failed; first: {:?}", errors.len(), &errors[..errors.len().min(5)]));
+        st.gw.fail(&format!(
+            "{} of {n} clients failed; first: {:?}",
+            errors.len(),
+            &errors[..errors.len().min(5)]
+        ));
     }
     let status = st.gw.terminate(Duration::from_secs(20));
     assert!(status.success(), "exit status: {status}");
@@ -323,10 +405,16 @@ fn two_hundred_concurrent_clients_across_two_workers() {
     let ids: HashSet<u64> = lines.iter().map(|l| l.0).collect();
     assert_eq!(ids.len(), 2, "{lines:?}");
     for (w, conns, l) in &lines {
-        assert!(*conns > 0, "worker {w} accepted no connection (SO_REUSEPORT should spread them): {l}");
+        assert!(
+            *conns > 0,
+            "worker {w} accepted no connection (SO_REUSEPORT should spread them): {l}"
+        );
     }
     let total: u64 = lines.iter().map(|l| l.1).sum();
-    assert!(total >= n as u64, "only {total} connections counted for {n} clients: {lines:?}");
+    assert!(
+        total >= n as u64,
+        "only {total} connections counted for {n} clients: {lines:?}"
+    );
 }
 
 #[test]
@@ -338,10 +426,21 @@ fn ipv6_listener() {
     let td = TempDir::new("life_ipv6");
     let certs = certs_init(&td.join("certs"), &[]);
     let echo = Echo::start(&td);
-    let mut cfg = routes(Config::new(&certs), vec![RouteCfg::new("/", &[&echo.addr()])]);
-    cfg.listeners.push(ListenerCfg::new(&format!("[::1]:{p6}"), &certs));
+    let mut cfg = routes(
+        Config::new(&certs),
+        vec![RouteCfg::new("/", &[&echo.addr()])],
+    );
+    cfg.listeners
+        .push(ListenerCfg::new(&format!("[::1]:{p6}"), &certs));
     let gw = Gateway::start(&td, &certs, cfg);
-    let r = curl(&gw.work, &certs, gw.port(), Auth::Client, &[&format!("https://[::1]:{p6}/six")], &["-g"]);
+    let r = curl(
+        &gw.work,
+        &certs,
+        gw.port(),
+        Auth::Client,
+        &[&format!("https://[::1]:{p6}/six")],
+        &["-g"],
+    );
     assert_eq!(r.code, 200, "{}", r.describe());
     let v = r.json();
     assert_eq!(v["path"], "/six");
@@ -367,13 +466,16 @@ fn json_log_format() {
     let log = st.gw.proc.stderr();
     let mut n = 0;
     for l in log.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value =
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l:?}\n{log}"));
+        let v: serde_json::Value = serde_json::from_str(l)
+            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l:?}\n{log}"));
         assert!(v.is_object(), "{l}");
         n += 1;
     }
     assert!(n >= 2, "expected JSON log lines, got:\n{log}");
-    assert!(log.contains("worker started") && log.contains("worker stopped"), "{log}");
+    assert!(
+        log.contains("worker started") && log.contains("worker stopped"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -383,8 +485,11 @@ fn access_log_on_and_off() {
         c.workers(1)
     });
     assert_eq!(st.gw.curl("/access-probe-7f3a", &[]).code, 200);
-    if !wait_until(Duration::from_secs(5), || st.gw.proc.output().contains("/access-probe-7f3a")) {
-        st.gw.fail("access_log = true, but the request path never appeared in the gateway's output");
+    if !wait_until(Duration::from_secs(5), || {
+        st.gw.proc.output().contains("/access-probe-7f3a")
+    }) {
+        st.gw
+            .fail("access_log = true, but the request path never appeared in the gateway's output");
     }
     st.gw.terminate(Duration::from_secs(10));
 
@@ -392,5 +497,8 @@ fn access_log_on_and_off() {
     assert_eq!(st.gw.curl("/quiet-probe-91c2", &[]).code, 200);
     st.gw.terminate(Duration::from_secs(10));
     let out = st.gw.proc.output();
-    assert!(!out.contains("/quiet-probe-91c2"), "access_log = false, yet the request was logged:\n{out}");
+    assert!(
+        !out.contains("/quiet-probe-91c2"),
+        "access_log = false, yet the request was logged:\n{out}"
+    );
 }

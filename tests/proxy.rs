@@ -18,8 +18,16 @@ fn assert_close_or_usable(c: &mut HttpConn<TlsStream>, r: &Response, next_path: 
     if r.connection_close() {
         c.assert_closed("after an error with Connection: close");
     } else {
-        let n = c.get(next_path, &[]).expect("connection kept alive must serve the next request");
-        assert_eq!(n.status, 200, "next request after {}: {}", r.status, n.text());
+        let n = c
+            .get(next_path, &[])
+            .expect("connection kept alive must serve the next request");
+        assert_eq!(
+            n.status,
+            200,
+            "next request after {}: {}",
+            r.status,
+            n.text()
+        );
         assert_eq!(n.json()["path"], next_path);
     }
 }
@@ -28,7 +36,9 @@ fn assert_close_or_usable(c: &mut HttpConn<TlsStream>, r: &Response, next_path: 
 
 #[test]
 fn no_route_is_404() {
-    let st = Stack::start("proxy_404", |c, e| routes(c, vec![RouteCfg::new("/api", &[&e.addr()])]));
+    let st = Stack::start("proxy_404", |c, e| {
+        routes(c, vec![RouteCfg::new("/api", &[&e.addr()])])
+    });
     let r = st.gw.curl("/other", &[]);
     assert_eq!(r.code, 404, "{}", r.describe());
     assert_error_json(&r.body, 404, "PCS.4040");
@@ -44,7 +54,9 @@ fn no_route_is_404() {
 
 #[test]
 fn method_not_on_route_is_405() {
-    let st = Stack::start("proxy_405", |c, e| routes(c, vec![RouteCfg::new("/", &[&e.addr()]).methods(&["GET"])]));
+    let st = Stack::start("proxy_405", |c, e| {
+        routes(c, vec![RouteCfg::new("/", &[&e.addr()]).methods(&["GET"])])
+    });
     let r = st.gw.curl("/m", &["-X", "POST", "--data-binary", "abc"]);
     assert_eq!(r.code, 405, "{}", r.describe());
     assert_error_json(&r.body, 405, "PCS.4050");
@@ -79,7 +91,14 @@ fn longest_prefix_wins_across_two_backends() {
     );
     let gw = Gateway::start(&td, &certs, cfg);
     let mut c = gw.tls();
-    for (path, want) in [("/a", "one"), ("/a/b", "two"), ("/a/b/c", "two"), ("/a/x", "one"), ("/zzz", "root"), ("/", "root")] {
+    for (path, want) in [
+        ("/a", "one"),
+        ("/a/b", "two"),
+        ("/a/b/c", "two"),
+        ("/a/x", "one"),
+        ("/zzz", "root"),
+        ("/", "root"),
+    ] {
         let r = c.get(path, &[]).unwrap();
         assert_eq!(r.status, 200, "{path}");
         let v = r.json();
@@ -98,8 +117,12 @@ fn host_routes_match_host_header() {
     let cfg = routes(
         Config::new(&certs),
         vec![
-            RouteCfg::new("/", &[&e.addr()]).host("localhost").set_host("h-local"),
-            RouteCfg::new("/", &[&e.addr()]).host("other.example").set_host("h-other"),
+            RouteCfg::new("/", &[&e.addr()])
+                .host("localhost")
+                .set_host("h-local"),
+            RouteCfg::new("/", &[&e.addr()])
+                .host("other.example")
+                .set_host("h-other"),
         ],
     );
     let gw = Gateway::start(&td, &certs, cfg);
@@ -108,17 +131,24 @@ fn host_routes_match_host_header() {
     assert_eq!(r.code, 200, "{}", r.describe());
     assert_eq!(r.json()["host"], "h-local");
     let mut c = gw.tls();
-    let r = c.request(b"GET /h HTTP/1.1\r\nHost: other.example\r\n\r\n").unwrap();
+    let r = c
+        .request(b"GET /h HTTP/1.1\r\nHost: other.example\r\n\r\n")
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["host"], "h-other");
-    let r = c.request(b"GET /h HTTP/1.1\r\nHost: third.example\r\n\r\n").unwrap();
+    let r = c
+        .request(b"GET /h HTTP/1.1\r\nHost: third.example\r\n\r\n")
+        .unwrap();
     r.assert_error(404, "PCS.4040");
 }
 
 #[test]
 fn set_host_rewrites_host_header() {
     let st = Stack::start("proxy_set_host", |c, e| {
-        routes(c, vec![RouteCfg::new("/", &[&e.addr()]).set_host("api-mtls.virtual.example")])
+        routes(
+            c,
+            vec![RouteCfg::new("/", &[&e.addr()]).set_host("api-mtls.virtual.example")],
+        )
     });
     let r = st.gw.curl("/sh", &[]);
     assert_eq!(r.code, 200);
@@ -129,20 +159,34 @@ fn set_host_rewrites_host_header() {
 
 #[test]
 fn several_backends_round_robin() {
-    let a = MiniBackend::start(|_| Behaviour::Respond { body: r#"{"backend":"A"}"#.into(), delay: Duration::ZERO });
-    let b = MiniBackend::start(|_| Behaviour::Respond { body: r#"{"backend":"B"}"#.into(), delay: Duration::ZERO });
+    let a = MiniBackend::start(|_| Behaviour::Respond {
+        body: r#"{"backend":"A"}"#.into(),
+        delay: Duration::ZERO,
+    });
+    let b = MiniBackend::start(|_| Behaviour::Respond {
+        body: r#"{"backend":"B"}"#.into(),
+        delay: Duration::ZERO,
+    });
     let td = TempDir::new("proxy_rr");
     let certs = certs_init(&td.join("certs"), &[]);
-    let cfg = routes(Config::new(&certs).workers(1), vec![RouteCfg::new("/", &[&a.addr(), &b.addr()])]);
+    let cfg = routes(
+        Config::new(&certs).workers(1),
+        vec![RouteCfg::new("/", &[&a.addr(), &b.addr()])],
+    );
     let gw = Gateway::start(&td, &certs, cfg);
     let mut c = gw.tls();
     let mut seen: HashMap<String, usize> = HashMap::new();
     for i in 0..10 {
         let r = c.get(&format!("/rr{i}"), &[]).unwrap();
         assert_eq!(r.status, 200);
-        *seen.entry(r.json()["backend"].as_str().unwrap().to_string()).or_default() += 1;
+        *seen
+            .entry(r.json()["backend"].as_str().unwrap().to_string())
+            .or_default() += 1;
     }
-    assert!(seen.get("A").copied().unwrap_or(0) >= 3 && seen.get("B").copied().unwrap_or(0) >= 3, "not round robin: {seen:?}");
+    assert!(
+        seen.get("A").copied().unwrap_or(0) >= 3 && seen.get("B").copied().unwrap_or(0) >= 3,
+        "not round robin: {seen:?}"
+    );
 }
 
 // ---------------------------------------------------------------- backend failures
@@ -150,7 +194,9 @@ fn several_backends_round_robin() {
 #[test]
 fn backend_down_is_502() {
     let dead = dead_port();
-    let st = Stack::start("proxy_502_down", |c, _| routes(c, vec![RouteCfg::new("/", &[&format!("127.0.0.1:{dead}")])]));
+    let st = Stack::start("proxy_502_down", |c, _| {
+        routes(c, vec![RouteCfg::new("/", &[&format!("127.0.0.1:{dead}")])])
+    });
     let r = st.gw.curl("/down", &[]);
     assert_eq!(r.code, 502, "{}", r.describe());
     assert_error_json(&r.body, 502, "PCS.5020");
@@ -173,8 +219,14 @@ fn backend_stall_is_504() {
     assert_eq!(r.code, 504, "{}", r.describe());
     assert_error_json(&r.body, 504, "PCS.5040");
     assert!(el < Duration::from_secs(5), "504 took {el:?}");
-    assert!(el >= Duration::from_millis(800), "504 came before the 1s backend_response timeout: {el:?}");
-    assert!(stall.requests.load(std::sync::atomic::Ordering::SeqCst) >= 1, "backend never got the request");
+    assert!(
+        el >= Duration::from_millis(800),
+        "504 came before the 1s backend_response timeout: {el:?}"
+    );
+    assert!(
+        stall.requests.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "backend never got the request"
+    );
 }
 
 #[test]
@@ -187,23 +239,46 @@ fn slow_echo_past_backend_response_is_504() {
     let r = st.gw.curl("/slow", &["-H", "x-echo-delay-ms: 4000"]);
     assert_eq!(r.code, 504, "{}", r.describe());
     assert_error_json(&r.body, 504, "PCS.5040");
-    assert!(t.elapsed() < Duration::from_secs(4), "504 took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "504 took {:?}",
+        t.elapsed()
+    );
     // a fast request still works afterwards
     let r = st.gw.curl("/fast", &["-H", "x-echo-delay-ms: 10"]);
     assert_eq!(r.code, 200);
 }
 
-#[test]
-fn backend_reset_or_invalid_response_is_502() {
-    for (name, beh) in [("close", Behaviour::Close), ("reset", Behaviour::Reset), ("garbage", Behaviour::Garbage)] {
+fn backend_failure_is_502(cases: &[(&str, Behaviour)], code: &str) {
+    for (name, beh) in cases {
         let b2 = beh.clone();
         let mb = MiniBackend::start(move |_| b2.clone());
-        let st = Stack::start(&format!("proxy_5021_{name}"), |c, _| routes(c, vec![RouteCfg::new("/", &[&mb.addr()])]));
+        let st = Stack::start(&format!("proxy_5021_{name}"), |c, _| {
+            routes(c, vec![RouteCfg::new("/", &[&mb.addr()])])
+        });
         let r = st.gw.curl("/x", &[]);
         assert_eq!(r.code, 502, "{name}: {}", r.describe());
-        assert_error_json(&r.body, 502, "PCS.5021");
-        assert!(mb.requests.load(std::sync::atomic::Ordering::SeqCst) >= 1, "{name}: backend never got the request");
+        assert_error_json(&r.body, 502, code);
+        assert!(
+            mb.requests.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+            "{name}: backend never got the request"
+        );
     }
+}
+
+#[test]
+fn backend_close_or_reset_is_502() {
+    backend_failure_is_502(
+        &[("close", Behaviour::Close), ("reset", Behaviour::Reset)],
+        "PCS.5021",
+    );
+}
+
+#[test]
+fn backend_invalid_response_is_502() {
+    // Its own code: an operator looking at the log must tell "backend died"
+    // from "backend speaks something that is not HTTP".
+    backend_failure_is_502(&[("garbage", Behaviour::Garbage)], "PCS.5022");
 }
 
 #[test]
@@ -229,7 +304,12 @@ fn chunked_upload_with_curl() {
     std::fs::write(&f, &data).unwrap();
     let r = st.gw.curl(
         "/up",
-        &["-H", "Transfer-Encoding: chunked", "--data-binary", &format!("@{}", f.display())],
+        &[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &format!("@{}", f.display()),
+        ],
     );
     assert_eq!(r.code, 200, "{}", r.describe());
     let v = r.json();
@@ -261,13 +341,26 @@ fn chunked_upload_raw_with_extensions_and_trailers() {
 fn chunked_download() {
     let st = Stack::start("proxy_chunked_down", |c, _| c);
     let n = 1_000_003usize;
-    let r = st.gw.curl("/dl", &["-H", "x-echo-chunked: 1", "-H", &format!("x-echo-bytes: {n}")]);
+    let r = st.gw.curl(
+        "/dl",
+        &[
+            "-H",
+            "x-echo-chunked: 1",
+            "-H",
+            &format!("x-echo-bytes: {n}"),
+        ],
+    );
     assert_eq!(r.code, 200, "{}", r.describe());
     assert_eq!(r.body.len(), n);
-    assert!(r.body == pattern(n), "downloaded bytes differ from the pattern");
+    assert!(
+        r.body == pattern(n),
+        "downloaded bytes differ from the pattern"
+    );
 
     let mut c = st.gw.tls();
-    let r = c.get("/dl2", &["x-echo-chunked: 1", "x-echo-bytes: 70000"]).unwrap();
+    let r = c
+        .get("/dl2", &["x-echo-chunked: 1", "x-echo-bytes: 70000"])
+        .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), 70000);
     assert!(r.body == pattern(70000));
@@ -295,11 +388,16 @@ fn ten_mib_each_way_intact() {
     assert_eq!(v["body_bytes"], n, "{v}");
     assert_eq!(v["body_sha256"], want, "{v}");
 
-    let r = st.gw.curl("/upload-chunked", &["-H", "Transfer-Encoding: chunked", "--data-binary", &at]);
+    let r = st.gw.curl(
+        "/upload-chunked",
+        &["-H", "Transfer-Encoding: chunked", "--data-binary", &at],
+    );
     assert_eq!(r.code, 200, "{}", r.describe());
     assert_eq!(r.json()["body_sha256"], want);
 
-    let r = st.gw.curl("/download", &["-H", &format!("x-echo-bytes: {n}")]);
+    let r = st
+        .gw
+        .curl("/download", &["-H", &format!("x-echo-bytes: {n}")]);
     assert_eq!(r.code, 200, "{}", r.describe());
     assert_eq!(r.body.len(), n);
     assert_eq!(sha256_hex(&r.body), sha256_hex(&pattern(n)));
@@ -311,7 +409,9 @@ fn expect_100_continue_is_answered() {
     let mut c = st.gw.tls();
     c.send(b"POST /e HTTP/1.1\r\nHost: localhost\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n").unwrap();
     c.set_read_timeout(Duration::from_secs(5));
-    let interim = c.read_response().expect("the gateway must answer Expect: 100-continue before the body is sent");
+    let interim = c
+        .read_response()
+        .expect("the gateway must answer Expect: 100-continue before the body is sent");
     assert_eq!(interim.status, 100, "{interim:?}");
     c.set_read_timeout(Duration::from_secs(20));
     c.send(b"hello world").unwrap();
@@ -324,7 +424,8 @@ fn expect_100_continue_is_answered() {
 fn head_request_keeps_framing() {
     let st = Stack::start("proxy_head", |c, _| c);
     let mut c = st.gw.tls();
-    c.send(b"HEAD /h HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    c.send(b"HEAD /h HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
     let r = c.read_response_for(true).unwrap();
     assert_eq!(r.status, 200);
     let r = c.get("/after-head", &[]).unwrap();
@@ -353,16 +454,28 @@ fn pipelined_requests_answered_in_order() {
 fn keepalive_reuses_backend_connection_curl() {
     let st = Stack::start("proxy_keepalive_curl", |c, _| c.workers(1));
     let port = st.gw.port();
-    let urls: Vec<String> = (1..=3).map(|i| format!("https://localhost:{port}/k{i}")).collect();
+    let urls: Vec<String> = (1..=3)
+        .map(|i| format!("https://localhost:{port}/k{i}"))
+        .collect();
     let u: Vec<&str> = urls.iter().map(|s| s.as_str()).collect();
     let r = curl(&st.gw.work, &st.certs, port, Auth::Client, &u, &["-v"]);
     assert_eq!(r.codes, vec![200, 200, 200], "{}", r.describe());
-    assert!(r.stderr.contains("Re-using existing connection") || r.stderr.contains("Reusing existing connection"),
-        "curl did not reuse its client connection:\n{}", r.stderr);
+    assert!(
+        r.stderr.contains("Re-using existing connection")
+            || r.stderr.contains("Reusing existing connection"),
+        "curl did not reuse its client connection:\n{}",
+        r.stderr
+    );
     let vs: Vec<_> = r.bodies.iter().map(|b| parse_json(b)).collect();
-    let ids: HashSet<u64> = vs.iter().map(|v| v["connection"]["id"].as_u64().unwrap()).collect();
+    let ids: HashSet<u64> = vs
+        .iter()
+        .map(|v| v["connection"]["id"].as_u64().unwrap())
+        .collect();
     assert_eq!(ids.len(), 1, "backend connection not reused: {vs:?}");
-    let reqs: Vec<u64> = vs.iter().map(|v| v["connection"]["requests"].as_u64().unwrap()).collect();
+    let reqs: Vec<u64> = vs
+        .iter()
+        .map(|v| v["connection"]["requests"].as_u64().unwrap())
+        .collect();
     assert_eq!(reqs, vec![1, 2, 3], "{vs:?}");
 }
 
@@ -372,7 +485,9 @@ fn keepalive_fifty_requests_on_one_connection() {
     let mut c = st.gw.tls();
     let mut prev: Option<(u64, u64)> = None;
     for i in 0..50 {
-        let r = c.get(&format!("/n{i}"), &[]).unwrap_or_else(|e| st.gw.fail(&format!("request {i}: {e}")));
+        let r = c
+            .get(&format!("/n{i}"), &[])
+            .unwrap_or_else(|e| st.gw.fail(&format!("request {i}: {e}")));
         assert_eq!(r.status, 200, "request {i}");
         let v = r.json();
         assert_eq!(v["path"], format!("/n{i}"));
@@ -395,7 +510,11 @@ fn header_over_limit_is_431_and_closes() {
     let big = format!("X-Big: {}", "a".repeat(17_000));
     let r = c.get("/big", &[&big]).unwrap();
     r.assert_error(431, "PCS.4310");
-    assert!(r.connection_close(), "431 must carry Connection: close: {:?}", r.headers);
+    assert!(
+        r.connection_close(),
+        "431 must carry Connection: close: {:?}",
+        r.headers
+    );
     c.assert_closed("after 431");
 
     let r = st.gw.curl("/big", &["-H", &big]);
@@ -416,7 +535,12 @@ fn too_many_headers_rejected_and_many_allowed() {
     let manyr: Vec<&str> = many.iter().map(|s| s.as_str()).collect();
     let mut c = st.gw.tls();
     let r = c.get("/many", &manyr).unwrap();
-    assert!(r.status == 431 || r.status == 400, "150 headers over max_headers=100: {} {}", r.status, r.text());
+    assert!(
+        r.status == 431 || r.status == 400,
+        "150 headers over max_headers=100: {} {}",
+        r.status,
+        r.text()
+    );
     assert!(r.connection_close());
     c.assert_closed("after too many headers");
 }
@@ -435,7 +559,8 @@ fn body_over_route_limit_is_413_and_closes() {
     });
     // Content-Length above the route limit: refused from the head alone
     let mut c = st.gw.tls();
-    c.send(b"POST /up HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2097152\r\n\r\n").unwrap();
+    c.send(b"POST /up HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2097152\r\n\r\n")
+        .unwrap();
     let r = c.read_final().unwrap();
     r.assert_error(413, "PCS.4130");
     assert!(r.connection_close(), "413 must carry Connection: close");
@@ -456,24 +581,33 @@ fn body_over_route_limit_is_413_and_closes() {
 
     // a chunked body growing past the limit never reaches the backend whole
     let mut c = st.gw.tls();
-    let mut chunked = b"POST /global HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut chunked =
+        b"POST /global HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     chunked.extend(format!("{:x}\r\n", body.len()).as_bytes());
     chunked.extend(&body);
     chunked.extend(b"\r\n0\r\n\r\n");
     let _ = c.send(&chunked);
     let (bytes, closed) = c.read_until_close(Duration::from_secs(10));
     let text = String::from_utf8_lossy(&bytes);
-    assert!(!text.contains(" 200 "), "an over-limit chunked body was forwarded: {text}");
+    assert!(
+        !text.contains(" 200 "),
+        "an over-limit chunked body was forwarded: {text}"
+    );
     if !bytes.is_empty() {
         let r = parse_response_bytes(&bytes).unwrap();
         r.assert_error(413, "PCS.4130");
     }
-    assert!(closed, "connection must close after an over-limit chunked body");
+    assert!(
+        closed,
+        "connection must close after an over-limit chunked body"
+    );
 
     // curl too (it uses Expect: 100-continue for a large body)
     let f = st.td.join("two-mib.bin");
     std::fs::write(&f, prng_bytes(2 * 1024 * 1024, 9)).unwrap();
-    let r = st.gw.curl("/up", &["--data-binary", &format!("@{}", f.display())]);
+    let r = st
+        .gw
+        .curl("/up", &["--data-binary", &format!("@{}", f.display())]);
     assert_eq!(r.code, 413, "{}", r.describe());
 }
 
@@ -484,24 +618,44 @@ fn body_over_route_limit_is_413_and_closes() {
 fn expect_400(gw: &Gateway, raw: &[u8], code: Option<&str>, what: &str) {
     let mut c = gw.tls();
     let _ = c.send(raw);
-    let r = c.read_final().unwrap_or_else(|e| gw.fail(&format!("{what}: no response: {e}")));
+    let r = c
+        .read_final()
+        .unwrap_or_else(|e| gw.fail(&format!("{what}: no response: {e}")));
     assert_eq!(r.status, 400, "{what}: {}", r.text());
     match code {
         Some(code) => assert_error_json(&r.body, 400, code),
         None => {
             let v = r.json();
-            assert!(v["error"]["code"].as_str().unwrap_or("").starts_with("PCS.400"), "{what}: {v}");
+            assert!(
+                v["error"]["code"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("PCS.400"),
+                "{what}: {v}"
+            );
         }
     }
-    assert!(r.connection_close(), "{what}: 400 must carry Connection: close");
+    assert!(
+        r.connection_close(),
+        "{what}: 400 must carry Connection: close"
+    );
     c.assert_closed(what);
 }
 
 #[test]
 fn smuggling_attempts_are_rejected() {
-    let mini = MiniBackend::start(|_| Behaviour::Respond { body: r#"{"backend":"mini"}"#.into(), delay: Duration::ZERO });
+    let mini = MiniBackend::start(|_| Behaviour::Respond {
+        body: r#"{"backend":"mini"}"#.into(),
+        delay: Duration::ZERO,
+    });
     let st = Stack::start("proxy_smuggle", |c, e| {
-        routes(c, vec![RouteCfg::new("/", &[&mini.addr()]), RouteCfg::new("/echo", &[&e.addr()])])
+        routes(
+            c,
+            vec![
+                RouteCfg::new("/", &[&mini.addr()]),
+                RouteCfg::new("/echo", &[&e.addr()]),
+            ],
+        )
     });
     let gw = &st.gw;
     expect_400(
@@ -522,12 +676,42 @@ fn smuggling_attempts_are_rejected() {
         Some("PCS.4001"),
         "two differing Content-Length",
     );
-    expect_400(gw, b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5, 6\r\n\r\nhello!", None, "CL list 5, 6");
-    expect_400(gw, b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: abc\r\n\r\n", Some("PCS.4002"), "CL abc");
-    expect_400(gw, b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: -5\r\n\r\nhello", Some("PCS.4002"), "CL -5");
-    expect_400(gw, b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: +5\r\n\r\nhello", Some("PCS.4002"), "CL +5");
-    expect_400(gw, b"GARBAGE\r\n\r\n", Some("PCS.4000"), "garbage request line");
-    expect_400(gw, b"GET / HTTP/1.1\r\nHost: localhost\r\nNo colon here\r\n\r\n", None, "header without colon");
+    expect_400(
+        gw,
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5, 6\r\n\r\nhello!",
+        None,
+        "CL list 5, 6",
+    );
+    expect_400(
+        gw,
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: abc\r\n\r\n",
+        Some("PCS.4002"),
+        "CL abc",
+    );
+    expect_400(
+        gw,
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: -5\r\n\r\nhello",
+        Some("PCS.4002"),
+        "CL -5",
+    );
+    expect_400(
+        gw,
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: +5\r\n\r\nhello",
+        Some("PCS.4002"),
+        "CL +5",
+    );
+    expect_400(
+        gw,
+        b"GARBAGE\r\n\r\n",
+        Some("PCS.4000"),
+        "garbage request line",
+    );
+    expect_400(
+        gw,
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nNo colon here\r\n\r\n",
+        None,
+        "header without colon",
+    );
     expect_400(
         gw,
         b"POST / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
@@ -544,8 +728,17 @@ fn smuggling_attempts_are_rejected() {
     let mut c = gw.tls();
     let _ = c.send(b"POST / HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip\r\n\r\nxxxx");
     let r = c.read_final().expect("a response to TE: gzip");
-    assert!(r.status == 400 || r.status == 501, "TE gzip: {} {}", r.status, r.text());
-    assert_eq!(mini.requests.load(std::sync::atomic::Ordering::SeqCst), 0, "TE gzip reached the backend");
+    assert!(
+        r.status == 400 || r.status == 501,
+        "TE gzip: {} {}",
+        r.status,
+        r.text()
+    );
+    assert_eq!(
+        mini.requests.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "TE gzip reached the backend"
+    );
 
     // Invalid chunk size: the head may already be forwarded, so either a 400
     // or a closed connection, but never the echo's 200.
@@ -553,8 +746,14 @@ fn smuggling_attempts_are_rejected() {
     let _ = c.send(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n");
     let (bytes, closed) = c.read_until_close(Duration::from_secs(10));
     let text = String::from_utf8_lossy(&bytes).into_owned();
-    assert!(!text.contains("HTTP/1.1 200"), "bad chunk size was forwarded whole: {text}");
-    assert!(closed, "connection must be closed after a bad chunk; got {text}");
+    assert!(
+        !text.contains("HTTP/1.1 200"),
+        "bad chunk size was forwarded whole: {text}"
+    );
+    assert!(
+        closed,
+        "connection must be closed after a bad chunk; got {text}"
+    );
     if !bytes.is_empty() {
         let r = parse_response_bytes(&bytes).unwrap();
         assert_eq!(r.status, 400, "{text}");

@@ -15,5 +15,5 @@ echo "== unit tests"
 cargo test --locked --lib --bins
 for driver in $drivers; do
   echo "== integration tests, driver=$driver"
-  PORTCULLIS_DRIVER=$driver cargo test --locked --tests -- --test-threads=4
+  PORTCULLIS_DRIVER=$driver cargo test --locked --test '*' -- --test-threads=4
 done

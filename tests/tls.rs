@@ -15,22 +15,34 @@ fn raw_get_close() -> &'static [u8] {
 
 /// Waits (5 s) for the refusal log line with `reason`.
 fn assert_refusal_logged(gw: &Gateway, reason: &str) {
-    if gw.proc.wait_log_line(&[REFUSED, reason], Duration::from_secs(5)).is_none() {
-        gw.fail(&format!("no log line containing both {REFUSED:?} and {reason:?}"));
+    if gw
+        .proc
+        .wait_log_line(&[REFUSED, reason], Duration::from_secs(5))
+        .is_none()
+    {
+        gw.fail(&format!(
+            "no log line containing both {REFUSED:?} and {reason:?}"
+        ));
     }
 }
 
 #[test]
 fn good_client_cert_curl_gets_echo_json() {
     let st = Stack::start("tls_good_cert", |c, _| c);
-    let r = st.gw.curl("/hello/world?x=1&y=two", &["-H", "X-Custom: abc123"]);
+    let r = st
+        .gw
+        .curl("/hello/world?x=1&y=two", &["-H", "X-Custom: abc123"]);
     assert_eq!(r.exit, 0, "{}", r.describe());
     assert_eq!(r.code, 200, "{}", r.describe());
     let v = r.json();
     assert_eq!(v["method"], "GET", "{v}");
     assert_eq!(v["path"], "/hello/world", "{v}");
     assert_eq!(v["query"], "x=1&y=two", "{v}");
-    assert_eq!(v["host"], format!("localhost:{}", st.gw.port()), "Host must be kept: {v}");
+    assert_eq!(
+        v["host"],
+        format!("localhost:{}", st.gw.port()),
+        "Host must be kept: {v}"
+    );
     let h = &v["headers"];
     assert_eq!(h["x-custom"], "abc123", "{v}");
     assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{v}");
@@ -38,7 +50,10 @@ fn good_client_cert_curl_gets_echo_json() {
     assert_eq!(v["body_bytes"], 0, "{v}");
     assert_eq!(v["body_sha256"], sha256_hex(b""), "{v}");
     assert!(v["connection"]["id"].is_u64(), "{v}");
-    assert!(v["connection"]["requests"].as_u64().unwrap_or(0) >= 1, "{v}");
+    assert!(
+        v["connection"]["requests"].as_u64().unwrap_or(0) >= 1,
+        "{v}"
+    );
     // POST with a body reaches the backend intact.
     let r = st.gw.curl("/post", &["--data-binary", "hello portcullis"]);
     assert_eq!(r.code, 200, "{}", r.describe());
@@ -73,10 +88,16 @@ fn forwarded_headers_appended_and_hop_by_hop_removed() {
     assert_eq!(h["x-forwarded-proto"], "https", "{v}");
     assert_eq!(h["x-end-to-end"], "passes", "{v}");
     for hop in ["keep-alive", "te", "proxy-connection", "x-hop-secret"] {
-        assert!(h.get(hop).is_none(), "hop-by-hop header {hop} was forwarded: {v}");
+        assert!(
+            h.get(hop).is_none(),
+            "hop-by-hop header {hop} was forwarded: {v}"
+        );
     }
     if let Some(conn) = h.get("connection").and_then(|x| x.as_str()) {
-        assert!(!conn.to_ascii_lowercase().contains("x-hop-secret"), "client Connection forwarded: {v}");
+        assert!(
+            !conn.to_ascii_lowercase().contains("x-hop-secret"),
+            "client Connection forwarded: {v}"
+        );
     }
     assert_eq!(v["host"], "localhost", "{v}");
 }
@@ -86,7 +107,11 @@ fn alpn_negotiates_http11_only() {
     let st = Stack::start("tls_alpn", |c, _| c);
     let cfg = client_config_alpn(&st.certs, ClientAuth::Default, &[], &[b"h2", b"http/1.1"]);
     let s = st.gw.tls_with(cfg).expect("handshake");
-    assert_eq!(s.conn.alpn_protocol(), Some(&b"http/1.1"[..]), "gateway must pick http/1.1, never h2");
+    assert_eq!(
+        s.conn.alpn_protocol(),
+        Some(&b"http/1.1"[..]),
+        "gateway must pick http/1.1, never h2"
+    );
     let mut c = HttpConn::new(s);
     let r = c.get("/alpn", &[]).unwrap();
     assert_eq!(r.status, 200);
@@ -98,20 +123,37 @@ fn no_client_cert_is_refused() {
     let gw = &st.gw;
     // curl without --cert/--key
     let r = gw.curl_auth(Auth::NoCert, "/", &[]);
-    assert_ne!(r.exit, 0, "curl without a client cert must fail: {}", r.describe());
+    assert_ne!(
+        r.exit,
+        0,
+        "curl without a client cert must fail: {}",
+        r.describe()
+    );
     assert_ne!(r.code, 200, "{}", r.describe());
     assert_refusal_logged(gw, "client sent no certificate");
-    let before = gw.proc.count_log_lines(&[REFUSED, "client sent no certificate"]);
+    let before = gw
+        .proc
+        .count_log_lines(&[REFUSED, "client sent no certificate"]);
 
     // openssl s_client without -cert, TLS 1.2 and 1.3
     for v in ["-tls1_2", "-tls1_3"] {
         let ca = st.certs.ca();
-        let o = s_client(gw.port(), &[v, "-CAfile", ca.to_str().unwrap()], raw_get_close());
+        let o = s_client(
+            gw.port(),
+            &[v, "-CAfile", ca.to_str().unwrap()],
+            raw_get_close(),
+        );
         let out = o.stdout_str();
-        assert!(!out.contains("HTTP/1.1 200"), "s_client {v} without a cert got a response:\n{}", o.describe());
+        assert!(
+            !out.contains("HTTP/1.1 200"),
+            "s_client {v} without a cert got a response:\n{}",
+            o.describe()
+        );
     }
     let ok = wait_until(Duration::from_secs(5), || {
-        gw.proc.count_log_lines(&[REFUSED, "client sent no certificate"]) >= before + 2
+        gw.proc
+            .count_log_lines(&[REFUSED, "client sent no certificate"])
+            >= before + 2
     });
     if !ok {
         gw.fail("each s_client attempt without a certificate must log a refusal");
@@ -131,10 +173,19 @@ fn untrusted_ca_is_refused() {
     let other = certs_init(&st.td.join("other-ca"), &[]);
     let (c, k) = (other.client_cert(), other.client_key());
     let r = st.gw.curl_auth(Auth::Pem(&c, &k), "/", &[]);
-    assert_ne!(r.exit, 0, "a client cert from another CA must be refused: {}", r.describe());
+    assert_ne!(
+        r.exit,
+        0,
+        "a client cert from another CA must be refused: {}",
+        r.describe()
+    );
     assert_ne!(r.code, 200);
     assert_refusal_logged(&st.gw, "certificate not signed by a trusted CA");
-    let cfg = client_config(&st.certs, ClientAuth::Pem(c.clone(), k.clone()), &[&rustls::version::TLS13]);
+    let cfg = client_config(
+        &st.certs,
+        ClientAuth::Pem(c.clone(), k.clone()),
+        &[&rustls::version::TLS13],
+    );
     expect_tls_alert(st.gw.addr(), cfg);
     // the good cert still works afterwards
     assert_eq!(st.gw.curl("/", &[]).code, 200);
@@ -147,7 +198,12 @@ fn expired_client_cert_is_refused() {
     std::fs::create_dir_all(&out).unwrap();
     let (c, k) = certs_issue(&st.certs.dir, &out, "old", "expired-client", &["--expired"]);
     let r = st.gw.curl_auth(Auth::Pem(&c, &k), "/", &[]);
-    assert_ne!(r.exit, 0, "an expired client cert must be refused: {}", r.describe());
+    assert_ne!(
+        r.exit,
+        0,
+        "an expired client cert must be refused: {}",
+        r.describe()
+    );
     assert_ne!(r.code, 200);
     assert_refusal_logged(&st.gw, "certificate expired at");
     let cfg = client_config(&st.certs, ClientAuth::Pem(c, k), &[&rustls::version::TLS12]);
@@ -160,7 +216,10 @@ fn issued_client_cert_is_accepted() {
     let out = st.td.join("issued");
     std::fs::create_dir_all(&out).unwrap();
     let (c, k) = certs_issue(&st.certs.dir, &out, "alice", "alice", &[]);
-    assert!(out.join("alice.p12").exists(), "certs issue (client kind) must write alice.p12");
+    assert!(
+        out.join("alice.p12").exists(),
+        "certs issue (client kind) must write alice.p12"
+    );
     let r = st.gw.curl_auth(Auth::Pem(&c, &k), "/issued", &[]);
     assert_eq!(r.code, 200, "{}", r.describe());
     assert_eq!(r.json()["path"], "/issued");
@@ -169,7 +228,10 @@ fn issued_client_cert_is_accepted() {
 #[test]
 fn tls12_and_tls13_with_curl() {
     let st = Stack::start("tls_versions_curl", |c, _| c);
-    for (flags, want) in [(&["--tlsv1.2", "--tls-max", "1.2"][..], "TLSv1.2"), (&["--tlsv1.3"][..], "TLSv1.3")] {
+    for (flags, want) in [
+        (&["--tlsv1.2", "--tls-max", "1.2"][..], "TLSv1.2"),
+        (&["--tlsv1.3"][..], "TLSv1.3"),
+    ] {
         let mut args = vec!["-v"];
         args.extend_from_slice(flags);
         let r = st.gw.curl("/ver", &args);
@@ -179,8 +241,12 @@ fn tls12_and_tls13_with_curl() {
             "{flags:?}: curl did not negotiate {want}:\n{}",
             r.stderr
         );
-        assert!(r.stderr.contains("ALPN: server accepted http/1.1") || r.stderr.contains("ALPN, server accepted to use http/1.1"),
-            "{flags:?}: ALPN http/1.1 not accepted:\n{}", r.stderr);
+        assert!(
+            r.stderr.contains("ALPN: server accepted http/1.1")
+                || r.stderr.contains("ALPN, server accepted to use http/1.1"),
+            "{flags:?}: ALPN http/1.1 not accepted:\n{}",
+            r.stderr
+        );
         assert_eq!(r.json()["path"], "/ver");
     }
 }
@@ -207,10 +273,24 @@ fn tls12_and_tls13_with_openssl_s_client() {
             raw_get_close(),
         );
         let out = o.stdout_str();
-        assert!(out.contains("HTTP/1.1 200"), "{flag}: no 200 in s_client output:\n{}", o.describe());
-        assert!(out.contains(want), "{flag}: {want} not negotiated:\n{}", o.describe());
-        assert!(out.contains("\"path\":\"/raw\"") || out.contains("\"path\": \"/raw\""), "{flag}: echo JSON missing:\n{out}");
-        assert!(out.contains("Verify return code: 0"), "{flag}: server cert did not verify:\n{out}");
+        assert!(
+            out.contains("HTTP/1.1 200"),
+            "{flag}: no 200 in s_client output:\n{}",
+            o.describe()
+        );
+        assert!(
+            out.contains(want),
+            "{flag}: {want} not negotiated:\n{}",
+            o.describe()
+        );
+        assert!(
+            out.contains("\"path\":\"/raw\"") || out.contains("\"path\": \"/raw\""),
+            "{flag}: echo JSON missing:\n{out}"
+        );
+        assert!(
+            out.contains("Verify return code: 0"),
+            "{flag}: server cert did not verify:\n{out}"
+        );
     }
 }
 
@@ -240,10 +320,18 @@ fn tls13_only_listener_refuses_tls12_client() {
         c
     });
     let r = st.gw.curl("/", &["--tlsv1.2", "--tls-max", "1.2"]);
-    assert_ne!(r.exit, 0, "TLS 1.2-only curl must fail on a 1.3-only listener: {}", r.describe());
+    assert_ne!(
+        r.exit,
+        0,
+        "TLS 1.2-only curl must fail on a 1.3-only listener: {}",
+        r.describe()
+    );
     assert_ne!(r.code, 200);
     let cfg = client_config(&st.certs, ClientAuth::Default, &[&rustls::version::TLS12]);
-    assert!(st.gw.tls_with(cfg).is_err(), "rustls TLS 1.2-only handshake must fail");
+    assert!(
+        st.gw.tls_with(cfg).is_err(),
+        "rustls TLS 1.2-only handshake must fail"
+    );
     // TLS 1.3 still works
     let r = st.gw.curl("/", &["--tlsv1.3"]);
     assert_eq!(r.code, 200, "{}", r.describe());
@@ -269,13 +357,24 @@ fn pkcs12_client_cert_with_curl() {
     let st = Stack::start("tls_p12", |c, _| c);
     let p12 = st.certs.client_p12();
     let r = st.gw.curl_auth(Auth::P12(&p12, "portcullis"), "/p12", &[]);
-    assert_eq!(r.code, 200, "default p12 password 'portcullis': {}", r.describe());
+    assert_eq!(
+        r.code,
+        200,
+        "default p12 password 'portcullis': {}",
+        r.describe()
+    );
     assert_eq!(r.json()["path"], "/p12");
 
     // a client cert issued with a custom password
     let out = st.td.join("p12");
     std::fs::create_dir_all(&out).unwrap();
-    certs_issue(&st.certs.dir, &out, "bob", "bob", &["--p12-password", "s3cret-pw"]);
+    certs_issue(
+        &st.certs.dir,
+        &out,
+        "bob",
+        "bob",
+        &["--p12-password", "s3cret-pw"],
+    );
     let bob = out.join("bob.p12");
     let r = st.gw.curl_auth(Auth::P12(&bob, "s3cret-pw"), "/bob", &[]);
     assert_eq!(r.code, 200, "custom p12 password: {}", r.describe());
@@ -289,7 +388,11 @@ fn pkcs12_custom_password_from_init() {
     let td = TempDir::new("tls_p12_init");
     let certs = certs_init(&td.join("certs"), &["--p12-password", "init-pw"]);
     let echo = Echo::start(&td);
-    let gw = Gateway::start(&td, &certs, Config::new(&certs).route(RouteCfg::new("/", &[&echo.addr()])));
+    let gw = Gateway::start(
+        &td,
+        &certs,
+        Config::new(&certs).route(RouteCfg::new("/", &[&echo.addr()])),
+    );
     let p12 = certs.client_p12();
     let r = gw.curl_auth(Auth::P12(&p12, "init-pw"), "/", &[]);
     assert_eq!(r.code, 200, "{}", r.describe());
@@ -320,13 +423,20 @@ fn key_type_serves(kt: &str) {
     let td = TempDir::new(&format!("tls_key_{kt}"));
     let certs = certs_init(&td.join("certs"), &["--key-type", kt]);
     let echo = Echo::start(&td);
-    let gw = Gateway::start(&td, &certs, Config::new(&certs).route(RouteCfg::new("/", &[&echo.addr()])));
+    let gw = Gateway::start(
+        &td,
+        &certs,
+        Config::new(&certs).route(RouteCfg::new("/", &[&echo.addr()])),
+    );
     let r = gw.curl(&format!("/{kt}"), &[]);
     assert_eq!(r.code, 200, "{kt} via curl: {}", r.describe());
     assert_eq!(r.json()["path"], format!("/{kt}"));
     for ver in [&rustls::version::TLS12, &rustls::version::TLS13] {
         let cfg = client_config(&certs, ClientAuth::Default, &[ver]);
-        let mut c = HttpConn::new(gw.tls_with(cfg).unwrap_or_else(|e| gw.fail(&format!("{kt} {ver:?}: {e}"))));
+        let mut c = HttpConn::new(
+            gw.tls_with(cfg)
+                .unwrap_or_else(|e| gw.fail(&format!("{kt} {ver:?}: {e}"))),
+        );
         let r = c.get("/rustls", &[]).unwrap();
         assert_eq!(r.status, 200, "{kt} {ver:?} via rustls");
     }
@@ -355,9 +465,21 @@ fn server_key_ed25519() {
 #[test]
 fn custom_server_name_in_certificate() {
     let td = TempDir::new("tls_server_name");
-    let certs = certs_init(&td.join("certs"), &["--server-name", "api.portcullis.test", "--client-cn", "svc-a"]);
+    let certs = certs_init(
+        &td.join("certs"),
+        &[
+            "--server-name",
+            "api.portcullis.test",
+            "--client-cn",
+            "svc-a",
+        ],
+    );
     let echo = Echo::start(&td);
-    let gw = Gateway::start(&td, &certs, Config::new(&certs).route(RouteCfg::new("/", &[&echo.addr()])));
+    let gw = Gateway::start(
+        &td,
+        &certs,
+        Config::new(&certs).route(RouteCfg::new("/", &[&echo.addr()])),
+    );
     let port = gw.port();
     let r = curl(
         &gw.work,
@@ -365,10 +487,18 @@ fn custom_server_name_in_certificate() {
         port,
         Auth::Client,
         &[&format!("https://api.portcullis.test:{port}/named")],
-        &["--resolve", &format!("api.portcullis.test:{port}:127.0.0.1")],
+        &[
+            "--resolve",
+            &format!("api.portcullis.test:{port}:127.0.0.1"),
+        ],
     );
     assert_eq!(r.code, 200, "{}", r.describe());
     // only the given names: localhost is no longer in the server cert
     let r = gw.curl("/", &[]);
-    assert_ne!(r.exit, 0, "localhost must not verify when --server-name replaces the defaults: {}", r.describe());
+    assert_ne!(
+        r.exit,
+        0,
+        "localhost must not verify when --server-name replaces the defaults: {}",
+        r.describe()
+    );
 }

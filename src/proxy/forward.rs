@@ -6,7 +6,10 @@ use std::time::Instant;
 
 use tracing::debug;
 
-use super::{access_log, io_timeout, log_error, respond_error, ClientConn, RequestPlan, WorkerContext, MAX_HEADERS_CAP};
+use super::{
+    access_log, io_timeout, log_error, respond_error, ClientConn, RequestPlan, WorkerContext,
+    MAX_HEADERS_CAP,
+};
 use crate::error::ProxyError;
 use crate::http::chunked::{write_chunk_header, ChunkedDecoder, LAST_CHUNK};
 use crate::http::response::{parse_response, write_client_response_head};
@@ -27,7 +30,11 @@ enum Failure {
 }
 
 /// Runs the exchange; returns whether the client connection stays open.
-pub(super) async fn exchange<S: Transport>(c: &mut ClientConn<S>, plan: &RequestPlan, ctx: &WorkerContext) -> bool {
+pub(super) async fn exchange<S: Transport>(
+    c: &mut ClientConn<S>,
+    plan: &RequestPlan,
+    ctx: &WorkerContext,
+) -> bool {
     let key = PoolKey { addr: plan.backend };
     let mut body_started = false;
     let mut sent_continue = false;
@@ -47,7 +54,15 @@ pub(super) async fn exchange<S: Transport>(c: &mut ClientConn<S>, plan: &Request
                 }
             }
         };
-        let sent = send_request(c, &mut backend, plan, ctx, &mut body_started, &mut sent_continue).await;
+        let sent = send_request(
+            c,
+            &mut backend,
+            plan,
+            ctx,
+            &mut body_started,
+            &mut sent_continue,
+        )
+        .await;
         let result = match sent {
             Ok(()) => relay_response(c, &mut backend, plan, ctx).await,
             Err(e) => Err(e),
@@ -67,7 +82,12 @@ pub(super) async fn exchange<S: Transport>(c: &mut ClientConn<S>, plan: &Request
                 c.out.truncate(plan.backend_head_len);
             }
             Err(Attempt::Stale(e)) => {
-                return finish_with_error(c, plan, Failure::BeforeResponse(ProxyError::BackendReset(e))).await
+                return finish_with_error(
+                    c,
+                    plan,
+                    Failure::BeforeResponse(ProxyError::BackendReset(e)),
+                )
+                .await
             }
             Err(Attempt::Failed(f)) => return finish_with_error(c, plan, f).await,
         }
@@ -80,7 +100,11 @@ enum Attempt {
     Failed(Failure),
 }
 
-async fn finish_with_error<S: Transport>(c: &mut ClientConn<S>, plan: &RequestPlan, f: Failure) -> bool {
+async fn finish_with_error<S: Transport>(
+    c: &mut ClientConn<S>,
+    plan: &RequestPlan,
+    f: Failure,
+) -> bool {
     match f {
         Failure::BeforeResponse(e) => {
             log_error(c, &e, Some(plan.backend));
@@ -106,11 +130,19 @@ async fn send_request<S: Transport>(
     c.out = out;
     res.map_err(Attempt::Stale)?;
 
-    let has_body = !matches!(plan.framing, BodyFraming::None | BodyFraming::ContentLength(0));
+    let has_body = !matches!(
+        plan.framing,
+        BodyFraming::None | BodyFraming::ContentLength(0)
+    );
     if has_body && plan.expect_continue && c.rbuf.is_empty() && !*sent_continue {
         *sent_continue = true;
         // Not through `out`: it still holds the backend head, needed for a retry.
-        let (res, _) = match monoio::time::timeout(io_timeout(ctx), c.io.write_range(CONTINUE_100.to_vec(), 0..CONTINUE_100.len())).await {
+        let (res, _) = match monoio::time::timeout(
+            io_timeout(ctx),
+            c.io.write_range(CONTINUE_100.to_vec(), 0..CONTINUE_100.len()),
+        )
+        .await
+        {
             Ok(r) => r,
             Err(_) => return Err(Attempt::Failed(Failure::ClientGone)),
         };
@@ -124,12 +156,16 @@ async fn send_request<S: Transport>(
                 if c.rbuf.is_empty() {
                     client_read(c, ctx).await?;
                 }
-                let take = usize::try_from(remaining).unwrap_or(usize::MAX).min(c.rbuf.len());
+                let take = usize::try_from(remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(c.rbuf.len());
                 *body_started = true;
                 let buf = std::mem::take(&mut c.rbuf);
                 let (res, buf) = b.stream.write_range(buf, 0..take).await;
                 c.rbuf = buf;
-                res.map_err(|e| Attempt::Failed(Failure::BeforeResponse(ProxyError::BackendReset(e))))?;
+                res.map_err(|e| {
+                    Attempt::Failed(Failure::BeforeResponse(ProxyError::BackendReset(e)))
+                })?;
                 c.rbuf.drain(..take);
                 remaining -= take as u64;
             }
@@ -142,14 +178,16 @@ async fn send_request<S: Transport>(
                 c.out.clear();
                 let mut pos = 0;
                 while pos < c.rbuf.len() && !decoder.is_done() {
-                    let d = decoder
-                        .decode(&c.rbuf[pos..])
-                        .map_err(|e| Attempt::Failed(Failure::BeforeResponse(ProxyError::BadRequest(e))))?;
+                    let d = decoder.decode(&c.rbuf[pos..]).map_err(|e| {
+                        Attempt::Failed(Failure::BeforeResponse(ProxyError::BadRequest(e)))
+                    })?;
                     let data = &c.rbuf[pos..][d.data.clone()];
                     if !data.is_empty() {
                         total += data.len() as u64;
                         if total > plan.max_body {
-                            return Err(Attempt::Failed(Failure::BeforeResponse(ProxyError::BodyTooLarge)));
+                            return Err(Attempt::Failed(Failure::BeforeResponse(
+                                ProxyError::BodyTooLarge,
+                            )));
                         }
                         write_chunk_header(data.len(), &mut c.out);
                         c.out.extend_from_slice(data);
@@ -169,7 +207,9 @@ async fn send_request<S: Transport>(
                     let out = std::mem::take(&mut c.out);
                     let (res, out) = crate::io::write_all(&mut b.stream, out).await;
                     c.out = out;
-                    res.map_err(|e| Attempt::Failed(Failure::BeforeResponse(ProxyError::BackendReset(e))))?;
+                    res.map_err(|e| {
+                        Attempt::Failed(Failure::BeforeResponse(ProxyError::BackendReset(e)))
+                    })?;
                 }
                 if decoder.is_done() {
                     return Ok(());
@@ -201,15 +241,21 @@ async fn relay_response<S: Transport>(
             match parse_response(&b.buf, &mut headers, &limits, plan.is_head) {
                 Ok(Parsed::Complete(resp)) if (100..200).contains(&resp.status) => {
                     if resp.status == 101 {
-                        let e = crate::http::HttpError::Malformed("backend switched protocols, which is not supported");
-                        return Err(Attempt::Failed(Failure::BeforeResponse(ProxyError::BackendInvalidResponse(e))));
+                        let e = crate::http::HttpError::Malformed(
+                            "backend switched protocols, which is not supported",
+                        );
+                        return Err(Attempt::Failed(Failure::BeforeResponse(
+                            ProxyError::BackendInvalidResponse(e),
+                        )));
                     }
                     let len = resp.head_len;
                     b.buf.drain(..len);
                     continue;
                 }
                 Ok(Parsed::Complete(resp)) => {
-                    let client_keep = plan.keep_alive && resp.framing != BodyFraming::UntilClose && !ctx.drain.is_draining();
+                    let client_keep = plan.keep_alive
+                        && resp.framing != BodyFraming::UntilClose
+                        && !ctx.drain.is_draining();
                     c.out.clear();
                     write_client_response_head(&resp, resp.framing, client_keep, &mut c.out);
                     let parsed = (resp.status, resp.framing, resp.keep_alive);
@@ -218,7 +264,11 @@ async fn relay_response<S: Transport>(
                     break parsed;
                 }
                 Ok(Parsed::Partial) => {}
-                Err(e) => return Err(Attempt::Failed(Failure::BeforeResponse(ProxyError::BackendInvalidResponse(e)))),
+                Err(e) => {
+                    return Err(Attempt::Failed(Failure::BeforeResponse(
+                        ProxyError::BackendInvalidResponse(e),
+                    )))
+                }
             }
         }
         let wait = deadline.saturating_duration_since(Instant::now());
@@ -226,7 +276,10 @@ async fn relay_response<S: Transport>(
         match monoio::time::timeout(wait, b.stream.read_append(buf)).await {
             Ok((Ok(0), buf)) => {
                 b.buf = buf;
-                let e = io::Error::new(io::ErrorKind::UnexpectedEof, "backend closed the connection");
+                let e = io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "backend closed the connection",
+                );
                 return Err(if got_bytes {
                     Attempt::Failed(Failure::BeforeResponse(ProxyError::BackendReset(e)))
                 } else {
@@ -245,10 +298,15 @@ async fn relay_response<S: Transport>(
                     Attempt::Stale(e)
                 });
             }
-            Err(_) => return Err(Attempt::Failed(Failure::BeforeResponse(ProxyError::BackendTimeout))),
+            Err(_) => {
+                return Err(Attempt::Failed(Failure::BeforeResponse(
+                    ProxyError::BackendTimeout,
+                )))
+            }
         }
     };
-    let client_keep = plan.keep_alive && framing != BodyFraming::UntilClose && !ctx.drain.is_draining();
+    let client_keep =
+        plan.keep_alive && framing != BodyFraming::UntilClose && !ctx.drain.is_draining();
     access_log(c, plan, status, "-");
     let after = |e| Attempt::Failed(Failure::AfterResponse(e));
 
@@ -266,7 +324,9 @@ async fn relay_response<S: Transport>(
             let mut remaining = n - take as u64;
             while remaining > 0 {
                 backend_read(b, ctx).await.map_err(after)?;
-                let take = usize::try_from(remaining).unwrap_or(usize::MAX).min(b.buf.len());
+                let take = usize::try_from(remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(b.buf.len());
                 let buf = std::mem::take(&mut b.buf);
                 let (res, buf) = client_write_range(c, ctx, buf, take).await;
                 b.buf = buf;
@@ -320,7 +380,9 @@ async fn relay_response<S: Transport>(
             loop {
                 match backend_read(b, ctx).await {
                     Ok(()) => {}
-                    Err(ProxyError::BackendReset(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    Err(ProxyError::BackendReset(e))
+                        if e.kind() == io::ErrorKind::UnexpectedEof =>
+                    {
                         return Ok((false, false));
                     }
                     Err(e) => return Err(after(e)),
@@ -339,10 +401,18 @@ async fn relay_response<S: Transport>(
 /// Reads more of the response body into `b.buf`; EOF is an error here.
 async fn backend_read(b: &mut BackendConn, ctx: &WorkerContext) -> Result<(), ProxyError> {
     let buf = std::mem::take(&mut b.buf);
-    match monoio::time::timeout(ctx.settings.timeouts.backend_response, b.stream.read_append(buf)).await {
+    match monoio::time::timeout(
+        ctx.settings.timeouts.backend_response,
+        b.stream.read_append(buf),
+    )
+    .await
+    {
         Ok((Ok(0), buf)) => {
             b.buf = buf;
-            Err(ProxyError::BackendReset(io::Error::new(io::ErrorKind::UnexpectedEof, "backend closed mid-body")))
+            Err(ProxyError::BackendReset(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "backend closed mid-body",
+            )))
         }
         Ok((Ok(_), buf)) => {
             b.buf = buf;
@@ -357,7 +427,10 @@ async fn backend_read(b: &mut BackendConn, ctx: &WorkerContext) -> Result<(), Pr
 }
 
 /// Reads more request body from the client into `rbuf`.
-async fn client_read<S: Transport>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<(), Attempt> {
+async fn client_read<S: Transport>(
+    c: &mut ClientConn<S>,
+    ctx: &WorkerContext,
+) -> Result<(), Attempt> {
     let buf = std::mem::take(&mut c.rbuf);
     match monoio::time::timeout(io_timeout(ctx), c.io.read_append(buf)).await {
         Ok((Ok(n), buf)) if n > 0 => {
@@ -372,7 +445,10 @@ async fn client_read<S: Transport>(c: &mut ClientConn<S>, ctx: &WorkerContext) -
     }
 }
 
-async fn client_write_out<S: Transport>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<(), Attempt> {
+async fn client_write_out<S: Transport>(
+    c: &mut ClientConn<S>,
+    ctx: &WorkerContext,
+) -> Result<(), Attempt> {
     let out = std::mem::take(&mut c.out);
     let len = out.len();
     let (res, out) = client_write_range(c, ctx, out, len).await;

@@ -57,7 +57,9 @@ impl WorkerContext {
             pool: RefCell::new(pool),
             drain,
             round_robin: (0..routes).map(|_| Cell::new(0)).collect(),
-            latency: RefCell::new(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(|_| Histogram::new(3).expect("hdrhistogram with 3 significant digits"))),
+            latency: RefCell::new(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(
+                |_| Histogram::new(3).expect("hdrhistogram with 3 significant digits"),
+            )),
             requests: Cell::new(0),
         }
     }
@@ -92,11 +94,20 @@ pub(crate) struct RequestPlan {
 
 enum Next {
     Forward(RequestPlan),
-    Reject { error: ProxyError, close: bool },
+    Reject {
+        error: ProxyError,
+        close: bool,
+        allow: Option<String>,
+    },
 }
 
 /// Serves one client connection until it closes, errs, or the worker drains.
-pub async fn serve<S: Transport>(io: S, peer: SocketAddr, identity: PeerIdentity, ctx: Rc<WorkerContext>) {
+pub async fn serve<S: Transport>(
+    io: S,
+    peer: SocketAddr,
+    identity: PeerIdentity,
+    ctx: Rc<WorkerContext>,
+) {
     let mut c = ClientConn {
         io,
         rbuf: Vec::with_capacity(16 * 1024),
@@ -118,9 +129,13 @@ pub async fn serve<S: Transport>(io: S, peer: SocketAddr, identity: PeerIdentity
         };
         first = false;
         match next {
-            Next::Reject { error, close } => {
+            Next::Reject {
+                error,
+                close,
+                allow,
+            } => {
                 log_error(&c, &error, None);
-                respond_error(&mut c, &error, close).await;
+                respond_error_with(&mut c, &error, close, allow.as_deref()).await;
                 if close {
                     break;
                 }
@@ -150,7 +165,8 @@ async fn read_request<S: Transport>(
     let timeouts = &ctx.settings.timeouts;
     // The head clock starts at the first byte of a request (at once for the
     // first request: the client has just finished its handshake).
-    let mut head_deadline = (first || !c.rbuf.is_empty()).then(|| Instant::now() + timeouts.request_head);
+    let mut head_deadline =
+        (first || !c.rbuf.is_empty()).then(|| Instant::now() + timeouts.request_head);
     loop {
         if !c.rbuf.is_empty() {
             if let Some(next) = plan_request(c, ctx)? {
@@ -198,10 +214,17 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
         Err(e) => return Err(ProxyError::BadRequest(e)),
     };
     let head_len = req.head_len;
-    let has_body = !matches!(req.framing, BodyFraming::None | BodyFraming::ContentLength(0));
+    let has_body = !matches!(
+        req.framing,
+        BodyFraming::None | BodyFraming::ContentLength(0)
+    );
     let next = 'plan: {
         if ctx.drain.is_draining() {
-            break 'plan Next::Reject { error: ProxyError::Draining, close: true };
+            break 'plan Next::Reject {
+                error: ProxyError::Draining,
+                close: true,
+                allow: None,
+            };
         }
         c.host.clear();
         let raw_host = req.host.or(c.identity.sni.as_deref()).map(strip_port);
@@ -211,16 +234,32 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
         let host = raw_host.map(|_| c.host.as_str());
         let route = match settings.routes.find(host, req.path(), req.method) {
             RouteMatch::Found(r) => r,
-            RouteMatch::MethodNotAllowed(_) => {
-                break 'plan Next::Reject { error: ProxyError::MethodNotAllowed, close: has_body || !req.keep_alive }
+            RouteMatch::MethodNotAllowed(r) => {
+                let allow = r
+                    .methods
+                    .as_ref()
+                    .map(|m| format!("Allow: {}", m.join(", ")));
+                break 'plan Next::Reject {
+                    error: ProxyError::MethodNotAllowed,
+                    close: has_body || !req.keep_alive,
+                    allow,
+                };
             }
             RouteMatch::NotFound => {
-                break 'plan Next::Reject { error: ProxyError::NoRoute, close: has_body || !req.keep_alive }
+                break 'plan Next::Reject {
+                    error: ProxyError::NoRoute,
+                    close: has_body || !req.keep_alive,
+                    allow: None,
+                }
             }
         };
         if let BodyFraming::ContentLength(n) = req.framing {
             if n > route.max_body_bytes {
-                break 'plan Next::Reject { error: ProxyError::BodyTooLarge, close: true };
+                break 'plan Next::Reject {
+                    error: ProxyError::BodyTooLarge,
+                    close: true,
+                    allow: None,
+                };
             }
         }
         let rr = &ctx.round_robin[route.id];
@@ -244,7 +283,9 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
             is_head: req.method == "HEAD",
             backend_head_len: c.out.len(),
             started: Instant::now(),
-            log: settings.access_log.then(|| (req.method.to_owned(), req.target.to_owned())),
+            log: settings
+                .access_log
+                .then(|| (req.method.to_owned(), req.target.to_owned())),
         })
     };
     c.rbuf.drain(..head_len);
@@ -263,17 +304,34 @@ fn strip_port(host: &str) -> &str {
 }
 
 /// Writes a gateway-generated error response (and nothing else).
-pub(crate) async fn respond_error<S: Transport>(c: &mut ClientConn<S>, e: &ProxyError, close: bool) {
+pub(crate) async fn respond_error<S: Transport>(
+    c: &mut ClientConn<S>,
+    e: &ProxyError,
+    close: bool,
+) {
+    respond_error_with(c, e, close, None).await
+}
+
+/// Writes a gateway-generated error response, with one optional extra header line.
+async fn respond_error_with<S: Transport>(
+    c: &mut ClientConn<S>,
+    e: &ProxyError,
+    close: bool,
+    extra: Option<&str>,
+) {
     c.out.clear();
-    let allow;
-    let extra: &[&str] = match e {
-        ProxyError::MethodNotAllowed => {
-            allow = "Allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
-            std::slice::from_ref(&allow)
-        }
-        _ => &[],
+    let extra: &[&str] = match &extra {
+        Some(line) => std::slice::from_ref(line),
+        None => &[],
     };
-    write_error_response(e.status(), e.code(), e.message(), close || e.closes_connection(), extra, &mut c.out);
+    write_error_response(
+        e.status(),
+        e.code(),
+        e.message(),
+        close || e.closes_connection(),
+        extra,
+        &mut c.out,
+    );
     let out = std::mem::take(&mut c.out);
     let (_, out) = write_all(&mut c.io, out).await;
     c.out = out;

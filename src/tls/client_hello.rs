@@ -84,7 +84,9 @@ fn parse_server_name_list(data: &[u8]) -> Result<String, HelloError> {
         if name_type == NAME_TYPE_HOST {
             let valid = !name.is_empty()
                 && name.len() <= 253
-                && name.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+                && name
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
             if !valid {
                 return Err(HelloError::BadServerName);
             }
@@ -136,7 +138,12 @@ mod tests {
             h.extend((ext.len() as u16).to_be_bytes());
             h.extend(ext);
         }
-        let mut body = vec![HANDSHAKE_CLIENT_HELLO, 0, (h.len() >> 8) as u8, h.len() as u8];
+        let mut body = vec![
+            HANDSHAKE_CLIENT_HELLO,
+            0,
+            (h.len() >> 8) as u8,
+            h.len() as u8,
+        ];
         body.extend(h);
         let mut rec = vec![CONTENT_HANDSHAKE, 3, 1];
         rec.extend((body.len() as u16).to_be_bytes());
@@ -160,7 +167,10 @@ mod tests {
     fn finds_the_name_after_other_extensions() {
         let mut exts = vec![0, 10, 0, 2, 0, 0x1d]; // supported_groups-ish
         exts.extend(sni_ext(b"API.Example.com"));
-        assert_eq!(server_name(&hello(Some(exts))), Ok(Some("api.example.com".into())));
+        assert_eq!(
+            server_name(&hello(Some(exts))),
+            Ok(Some("api.example.com".into()))
+        );
     }
 
     #[test]
@@ -179,8 +189,14 @@ mod tests {
 
     #[test]
     fn rejects_hostile_names_and_wrong_records() {
-        assert_eq!(server_name(&hello(Some(sni_ext(b"a\0b")))), Err(HelloError::BadServerName));
-        assert_eq!(server_name(&hello(Some(sni_ext(b"")))), Err(HelloError::BadServerName));
+        assert_eq!(
+            server_name(&hello(Some(sni_ext(b"a\0b")))),
+            Err(HelloError::BadServerName)
+        );
+        assert_eq!(
+            server_name(&hello(Some(sni_ext(b"")))),
+            Err(HelloError::BadServerName)
+        );
         let mut rec = hello(None);
         rec[0] = 23;
         assert_eq!(server_name(&rec), Err(HelloError::NotHandshake));

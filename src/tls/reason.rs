@@ -5,7 +5,10 @@ use rustls::{CertificateError, Error};
 /// Whether a handshake failed because of the client's certificate (as
 /// opposed to the client's TLS stack, or the network).
 pub fn is_client_certificate_error(e: &Error) -> bool {
-    matches!(e, Error::NoCertificatesPresented | Error::InvalidCertificate(_))
+    matches!(
+        e,
+        Error::NoCertificatesPresented | Error::InvalidCertificate(_)
+    )
 }
 
 /// "client sent no certificate", "certificate not signed by a trusted CA",
@@ -14,7 +17,9 @@ pub fn describe(e: &Error) -> String {
     match e {
         Error::NoCertificatesPresented => "client sent no certificate".into(),
         Error::InvalidCertificate(c) => describe_certificate(c),
-        Error::PeerIncompatible(p) => format!("client offered nothing this listener accepts ({p:?})"),
+        Error::PeerIncompatible(p) => {
+            format!("client offered nothing this listener accepts ({p:?})")
+        }
         Error::PeerMisbehaved(p) => format!("client violated the TLS protocol ({p:?})"),
         Error::AlertReceived(a) => format!("client aborted the handshake with alert {a:?}"),
         Error::InvalidMessage(m) => format!("client sent an invalid TLS message ({m:?})"),
@@ -52,7 +57,10 @@ fn rfc3339(unix_secs: u64) -> String {
     let formatted = i64::try_from(unix_secs)
         .ok()
         .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        });
     formatted.unwrap_or_else(|| format!("unix time {unix_secs}"))
 }
 
@@ -64,14 +72,20 @@ mod tests {
 
     #[test]
     fn reasons_read_as_plain_words() {
-        assert_eq!(describe(&Error::NoCertificatesPresented), "client sent no certificate");
+        assert_eq!(
+            describe(&Error::NoCertificatesPresented),
+            "client sent no certificate"
+        );
         let unknown = Error::InvalidCertificate(CertificateError::UnknownIssuer);
         assert_eq!(describe(&unknown), "certificate not signed by a trusted CA");
         let expired = Error::InvalidCertificate(CertificateError::ExpiredContext {
             time: UnixTime::since_unix_epoch(Duration::from_secs(1_800_000_000)),
             not_after: UnixTime::since_unix_epoch(Duration::from_secs(1_767_225_600)),
         });
-        assert_eq!(describe(&expired), "certificate expired at 2026-01-01T00:00:00Z");
+        assert_eq!(
+            describe(&expired),
+            "certificate expired at 2026-01-01T00:00:00Z"
+        );
         assert!(is_client_certificate_error(&unknown));
     }
 }

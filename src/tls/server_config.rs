@@ -19,16 +19,30 @@ pub const ALPN_HTTP11: &[u8] = b"http/1.1";
 #[non_exhaustive]
 #[derive(Debug)]
 pub enum TlsSetupError {
-    Pem { path: PathBuf, what: &'static str, reason: String },
-    Empty { path: PathBuf, what: &'static str },
-    Rustls { path: PathBuf, reason: String },
+    Pem {
+        path: PathBuf,
+        what: &'static str,
+        reason: String,
+    },
+    Empty {
+        path: PathBuf,
+        what: &'static str,
+    },
+    Rustls {
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 impl fmt::Display for TlsSetupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Pem { path, what, reason } => write!(f, "{}: cannot read {what}: {reason}", path.display()),
-            Self::Empty { path, what } => write!(f, "{}: no {what} found in this PEM file", path.display()),
+            Self::Pem { path, what, reason } => {
+                write!(f, "{}: cannot read {what}: {reason}", path.display())
+            }
+            Self::Empty { path, what } => {
+                write!(f, "{}: no {what} found in this PEM file", path.display())
+            }
             Self::Rustls { path, reason } => write!(f, "{}: {reason}", path.display()),
         }
     }
@@ -55,11 +69,12 @@ pub fn build(
 ) -> Result<Arc<ServerConfig>, TlsSetupError> {
     let provider = provider();
     let chain = load_certs(&listener.certificate, "certificate")?;
-    let key = PrivateKeyDer::from_pem_file(&listener.private_key).map_err(|e| TlsSetupError::Pem {
-        path: listener.private_key.clone(),
-        what: "private key",
-        reason: e.to_string(),
-    })?;
+    let key =
+        PrivateKeyDer::from_pem_file(&listener.private_key).map_err(|e| TlsSetupError::Pem {
+            path: listener.private_key.clone(),
+            what: "private key",
+            reason: e.to_string(),
+        })?;
 
     let mut roots = RootCertStore::empty();
     for path in &listener.client_ca {
@@ -73,7 +88,10 @@ pub fn build(
     let ca_path = listener.client_ca.first().cloned().unwrap_or_default();
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
-        .map_err(|e| TlsSetupError::Rustls { path: ca_path, reason: e.to_string() })?;
+        .map_err(|e| TlsSetupError::Rustls {
+            path: ca_path,
+            reason: e.to_string(),
+        })?;
 
     let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
     if listener.tls_versions.tls13 {
@@ -84,7 +102,10 @@ pub fn build(
     }
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
-        .map_err(|e| TlsSetupError::Rustls { path: listener.certificate.clone(), reason: e.to_string() })?
+        .map_err(|e| TlsSetupError::Rustls {
+            path: listener.certificate.clone(),
+            reason: e.to_string(),
+        })?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(|e| TlsSetupError::Rustls {
@@ -99,12 +120,22 @@ pub fn build(
     Ok(Arc::new(config))
 }
 
-fn load_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+fn load_certs(
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsSetupError::Pem { path: path.to_path_buf(), what, reason: e.to_string() })?;
+        .map_err(|e| TlsSetupError::Pem {
+            path: path.to_path_buf(),
+            what,
+            reason: e.to_string(),
+        })?;
     if certs.is_empty() {
-        return Err(TlsSetupError::Empty { path: path.to_path_buf(), what });
+        return Err(TlsSetupError::Empty {
+            path: path.to_path_buf(),
+            what,
+        });
     }
     Ok(certs)
 }

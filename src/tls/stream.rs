@@ -14,7 +14,9 @@ use monoio::io::{AsyncReadRent, AsyncReadRentExt, AsyncWriteRent, AsyncWriteRent
 use monoio::net::TcpStream;
 use rustls::pki_types::CertificateDer;
 use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedStatus};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedStatus,
+};
 use rustls::{ProtocolVersion, ServerConfig, SupportedCipherSuite};
 
 use super::client_hello::{self, MAX_RECORD_BODY, RECORD_HEADER_LEN};
@@ -48,6 +50,9 @@ pub struct TlsStream {
     incoming: Vec<u8>,
     /// Ciphertext produced by rustls and not yet written.
     outgoing: Vec<u8>,
+    /// Plaintext decrypted while we were only trying to write (a client may
+    /// pipeline); handed out by the next read.
+    pending_plain: Vec<u8>,
     sni: Option<String>,
     peer_closed: bool,
 }
@@ -69,6 +74,7 @@ impl TlsStream {
             conn,
             incoming: Vec::with_capacity(RECORD_HEADER_LEN + MAX_RECORD_BODY),
             outgoing: Vec::with_capacity(4096),
+            pending_plain: Vec::new(),
             sni: None,
             peer_closed: false,
         };
@@ -76,7 +82,11 @@ impl TlsStream {
             Ok(()) => {
                 let identity = PeerIdentity {
                     sni: stream.sni.clone(),
-                    chain: stream.conn.peer_certificates().map(<[_]>::to_vec).unwrap_or_default(),
+                    chain: stream
+                        .conn
+                        .peer_certificates()
+                        .map(<[_]>::to_vec)
+                        .unwrap_or_default(),
                     version: stream.conn.protocol_version(),
                     suite: stream.conn.negotiated_cipher_suite(),
                 };
@@ -111,7 +121,9 @@ impl TlsStream {
                         first_record = false;
                         match client_hello::server_name(&self.incoming[start..]) {
                             Ok(name) => self.sni = name,
-                            Err(client_hello::HelloError::NotHandshake) => return Err(HandshakeFailure::NotTls),
+                            Err(client_hello::HelloError::NotHandshake) => {
+                                return Err(HandshakeFailure::NotTls)
+                            }
                             // Malformed hellos are rustls's to refuse with the right alert.
                             Err(_) => {}
                         }
@@ -140,7 +152,10 @@ impl TlsStream {
         header.copy_from_slice(&self.incoming[start..header_end]);
         let body_len = client_hello::record_body_len(&header);
         if body_len > MAX_RECORD_BODY {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "TLS record longer than the protocol allows"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "TLS record longer than the protocol allows",
+            ));
         }
         self.read_exact_to(header_end + body_len).await
     }
@@ -169,13 +184,28 @@ impl TlsStream {
     }
 
     /// After rustls returned an error it has queued a fatal alert: encode and send it.
+    ///
+    /// rustls must always be given the real unprocessed input: its deframer
+    /// may still point into it (the rest of a record whose first message
+    /// failed), and an empty slice there makes it panic.
     async fn send_pending_alert(&mut self) {
         for _ in 0..4 {
-            let status = self.conn.process_tls_records(&mut []);
-            match status.state {
-                Ok(ConnectionState::EncodeTlsData(mut e)) => encode_into(&mut self.outgoing, &mut e),
-                Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
-                _ => break,
+            let status = self.conn.process_tls_records(&mut self.incoming);
+            let discard = status.discard;
+            let more = match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut e)) => {
+                    encode_into(&mut self.outgoing, &mut e);
+                    true
+                }
+                Ok(ConnectionState::TransmitTlsData(t)) => {
+                    t.done();
+                    true
+                }
+                _ => false,
+            };
+            self.incoming.drain(..discard);
+            if !more {
+                break;
             }
         }
         let _ = self.flush().await;
@@ -193,35 +223,89 @@ impl TlsStream {
         res
     }
 
-    fn encrypt_into_outgoing(&mut self, data: &[u8]) -> io::Result<()> {
+    /// Encrypts `data` (or, with None, a close_notify) onto `outgoing`.
+    ///
+    /// rustls only offers WriteTraffic once it has processed what it was
+    /// given, so buffered input is processed here too: any plaintext it
+    /// yields is kept for the next read, never dropped.
+    fn encrypt_into_outgoing(&mut self, data: Option<&[u8]>) -> io::Result<()> {
         loop {
-            let status = self.conn.process_tls_records(&mut []);
+            let status = self.conn.process_tls_records(&mut self.incoming);
+            let discard = status.discard;
+            let mut result = None;
             match status.state {
                 Ok(ConnectionState::WriteTraffic(mut wt)) => {
-                    let start = self.outgoing.len();
-                    let records = data.len() / 16384 + 1;
-                    let mut room = data.len() + records * 64;
-                    loop {
-                        self.outgoing.resize(start + room, 0);
-                        match wt.encrypt(data, &mut self.outgoing[start..]) {
-                            Ok(n) => {
-                                self.outgoing.truncate(start + n);
-                                return Ok(());
+                    result = Some(match data {
+                        Some(data) => encrypt_all(&mut wt, data, &mut self.outgoing),
+                        None => {
+                            let start = self.outgoing.len();
+                            self.outgoing.resize(start + 64, 0);
+                            match wt.queue_close_notify(&mut self.outgoing[start..]) {
+                                Ok(n) => {
+                                    self.outgoing.truncate(start + n);
+                                    Ok(())
+                                }
+                                Err(e) => {
+                                    self.outgoing.truncate(start);
+                                    Err(io::Error::other(e.to_string()))
+                                }
                             }
-                            Err(EncryptError::InsufficientSize(s)) if s.required_size > room => room = s.required_size,
+                        }
+                    });
+                }
+                Ok(ConnectionState::ReadTraffic(mut rt)) => {
+                    while let Some(record) = rt.next_record() {
+                        match record {
+                            Ok(r) => self.pending_plain.extend_from_slice(r.payload),
                             Err(e) => {
-                                self.outgoing.truncate(start);
-                                return Err(io::Error::other(e.to_string()));
+                                result = Some(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+                                break;
                             }
                         }
                     }
                 }
-                Ok(ConnectionState::EncodeTlsData(mut e)) => encode_into(&mut self.outgoing, &mut e),
+                Ok(ConnectionState::EncodeTlsData(mut e)) => {
+                    encode_into(&mut self.outgoing, &mut e)
+                }
                 Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
                 // Edge-triggered: remember it for the read side.
                 Ok(ConnectionState::PeerClosed) => self.peer_closed = true,
-                Ok(other) => return Err(io::Error::other(format!("TLS connection cannot send in state {other:?}"))),
-                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+                Ok(other) => {
+                    result = Some(Err(io::Error::other(format!(
+                        "TLS connection cannot send in state {other:?}"
+                    ))))
+                }
+                Err(e) => result = Some(Err(io::Error::new(io::ErrorKind::InvalidData, e))),
+            }
+            self.incoming.drain(..discard);
+            if let Some(r) = result {
+                return r;
+            }
+        }
+    }
+}
+
+fn encrypt_all(
+    wt: &mut rustls::unbuffered::WriteTraffic<'_, rustls::server::ServerConnectionData>,
+    data: &[u8],
+    outgoing: &mut Vec<u8>,
+) -> io::Result<()> {
+    let start = outgoing.len();
+    let records = data.len() / 16384 + 1;
+    let mut room = data.len() + records * 64;
+    loop {
+        outgoing.resize(start + room, 0);
+        match wt.encrypt(data, &mut outgoing[start..]) {
+            Ok(n) => {
+                outgoing.truncate(start + n);
+                return Ok(());
+            }
+            Err(EncryptError::InsufficientSize(s)) if s.required_size > room => {
+                room = s.required_size
+            }
+            Err(e) => {
+                outgoing.truncate(start);
+                return Err(io::Error::other(e.to_string()));
             }
         }
     }
@@ -229,6 +313,12 @@ impl TlsStream {
 
 impl Transport for TlsStream {
     async fn read_append(&mut self, mut dst: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        if !self.pending_plain.is_empty() {
+            let n = self.pending_plain.len();
+            dst.extend_from_slice(&self.pending_plain);
+            self.pending_plain.clear();
+            return (Ok(n), dst);
+        }
         loop {
             if self.peer_closed {
                 return (Ok(0), dst);
@@ -256,7 +346,16 @@ impl Transport for TlsStream {
                         None => Step::Plaintext(got),
                     }
                 }
-                other => step_of(UnbufferedStatus { discard, state: other }, &mut self.outgoing).1,
+                other => {
+                    step_of(
+                        UnbufferedStatus {
+                            discard,
+                            state: other,
+                        },
+                        &mut self.outgoing,
+                    )
+                    .1
+                }
             };
             self.incoming.drain(..discard);
             match step {
@@ -284,12 +383,16 @@ impl Transport for TlsStream {
         }
     }
 
-    async fn write_range(&mut self, buf: Vec<u8>, range: Range<usize>) -> (io::Result<()>, Vec<u8>) {
+    async fn write_range(
+        &mut self,
+        buf: Vec<u8>,
+        range: Range<usize>,
+    ) -> (io::Result<()>, Vec<u8>) {
         if range.is_empty() {
             return (Ok(()), buf);
         }
         let res = match buf.get(range) {
-            Some(data) => self.encrypt_into_outgoing(data),
+            Some(data) => self.encrypt_into_outgoing(Some(data)),
             None => Err(io::Error::other("write range outside the buffer")),
         };
         if let Err(e) = res {
@@ -299,15 +402,7 @@ impl Transport for TlsStream {
     }
 
     async fn close(&mut self) {
-        let status = self.conn.process_tls_records(&mut []);
-        if let Ok(ConnectionState::WriteTraffic(mut wt)) = status.state {
-            let start = self.outgoing.len();
-            self.outgoing.resize(start + 64, 0);
-            match wt.queue_close_notify(&mut self.outgoing[start..]) {
-                Ok(n) => self.outgoing.truncate(start + n),
-                Err(_) => self.outgoing.truncate(start),
-            }
-        }
+        let _ = self.encrypt_into_outgoing(None);
         let _ = self.flush().await;
         linger_close(&mut self.tcp).await;
     }
@@ -368,7 +463,9 @@ fn step_of(
         Ok(ConnectionState::WriteTraffic(_)) => Step::WriteTraffic,
         Ok(ConnectionState::ReadTraffic(_)) => Step::Plaintext(0),
         Ok(ConnectionState::PeerClosed) | Ok(ConnectionState::Closed) => Step::Eof,
-        Ok(other) => Step::Fail(rustls::Error::General(format!("unexpected TLS state {other:?}"))),
+        Ok(other) => Step::Fail(rustls::Error::General(format!(
+            "unexpected TLS state {other:?}"
+        ))),
         Err(e) => Step::Fail(e),
     };
     (status.discard, step)
@@ -384,7 +481,9 @@ fn encode_into(out: &mut Vec<u8>, e: &mut EncodeTlsData<'_, rustls::server::Serv
                 out.truncate(start + n);
                 return;
             }
-            Err(EncodeError::InsufficientSize(s)) if s.required_size > room => room = s.required_size,
+            Err(EncodeError::InsufficientSize(s)) if s.required_size > room => {
+                room = s.required_size
+            }
             Err(_) => {
                 out.truncate(start);
                 return;

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned, SupportedProtocolVersion};
+use rustls::{
+    ClientConfig, ClientConnection, RootCertStore, StreamOwned, SupportedProtocolVersion,
+};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------
@@ -56,7 +58,13 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let path = base.join(format!("{}-{}-{}-{}", name, std::process::id(), unique(), nanos));
+        let path = base.join(format!(
+            "{}-{}-{}-{}",
+            name,
+            std::process::id(),
+            unique(),
+            nanos
+        ));
         fs::create_dir_all(&path).expect("create temp dir");
         TempDir { path }
     }
@@ -233,9 +241,13 @@ impl Out {
 /// Runs a command to completion with a deadline (killed and panicking past
 /// it). stdout/stderr are captured; `stdin` bytes are written then closed.
 pub fn run_cmd(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Out {
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let desc = format!("{:?}", cmd);
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {desc}: {e}"));
     let stdin_thread = stdin.map(|data| {
@@ -278,7 +290,11 @@ pub fn run_cmd(cmd: &mut Command, stdin: Option<&[u8]>, timeout: Duration) -> Ou
     let stdout = t_out.join().unwrap_or_default();
     let stderr = String::from_utf8_lossy(&t_err.join().unwrap_or_default()).into_owned();
     match status {
-        Some(status) => Out { status, stdout, stderr },
+        Some(status) => Out {
+            status,
+            stdout,
+            stderr,
+        },
         None => panic!(
             "command timed out after {:?}: {desc}\n--- stdout ---\n{}\n--- stderr ---\n{}",
             timeout,
@@ -307,20 +323,34 @@ impl ChildGuard {
         let out = File::create(&stdout_path).unwrap();
         let err = File::create(&stderr_path).unwrap();
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name} ({cmd:?}): {e}"));
-        ChildGuard { name: name.to_string(), child: Some(child), stdout_path, stderr_path, exit: None }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name} ({cmd:?}): {e}"));
+        ChildGuard {
+            name: name.to_string(),
+            child: Some(child),
+            stdout_path,
+            stderr_path,
+            exit: None,
+        }
     }
 
     /// Like `spawn`, but stdout is also delivered line by line on a channel
     /// (and still copied to the stdout file).
-    pub fn spawn_lines(name: &str, mut cmd: Command, dir: &Path) -> (ChildGuard, mpsc::Receiver<String>) {
+    pub fn spawn_lines(
+        name: &str,
+        mut cmd: Command,
+        dir: &Path,
+    ) -> (ChildGuard, mpsc::Receiver<String>) {
         let n = unique();
         let stdout_path = dir.join(format!("{name}-{n}.stdout"));
         let stderr_path = dir.join(format!("{name}-{n}.stderr"));
         let mut out = File::create(&stdout_path).unwrap();
         let err = File::create(&stderr_path).unwrap();
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(err);
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name} ({cmd:?}): {e}"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name} ({cmd:?}): {e}"));
         let pipe = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
@@ -331,7 +361,16 @@ impl ChildGuard {
                 let _ = tx.send(line);
             }
         });
-        (ChildGuard { name: name.to_string(), child: Some(child), stdout_path, stderr_path, exit: None }, rx)
+        (
+            ChildGuard {
+                name: name.to_string(),
+                child: Some(child),
+                stdout_path,
+                stderr_path,
+                exit: None,
+            },
+            rx,
+        )
     }
 
     pub fn pid(&self) -> i32 {
@@ -342,7 +381,12 @@ impl ChildGuard {
         let pid = self.pid();
         assert!(pid > 0, "{}: no child to signal", self.name);
         let r = unsafe { libc::kill(pid, sig) };
-        assert_eq!(r, 0, "kill({pid}, {sig}) failed: {}", io::Error::last_os_error());
+        assert_eq!(
+            r,
+            0,
+            "kill({pid}, {sig}) failed: {}",
+            io::Error::last_os_error()
+        );
     }
 
     pub fn sigterm(&self) {
@@ -401,7 +445,10 @@ impl ChildGuard {
 
     /// Number of stderr lines containing every needle.
     pub fn count_log_lines(&self, needles: &[&str]) -> usize {
-        self.stderr().lines().filter(|l| needles.iter().all(|n| l.contains(n))).count()
+        self.stderr()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
     }
 
     pub fn log_lines(&self, needles: &[&str]) -> Vec<String> {
@@ -459,7 +506,9 @@ impl Drop for ChildGuard {
 }
 
 pub fn find_line(text: &str, needles: &[&str]) -> Option<String> {
-    text.lines().find(|l| needles.iter().all(|n| l.contains(n))).map(|s| s.to_string())
+    text.lines()
+        .find(|l| needles.iter().all(|n| l.contains(n)))
+        .map(|s| s.to_string())
 }
 
 /// Waits until `addr` accepts a TCP connection (poll every 20 ms, up to 10 s),
@@ -468,13 +517,19 @@ pub fn wait_accept(addr: SocketAddr, child: &mut ChildGuard) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(st) = child.try_exit() {
-            child.fail(&format!("{} exited ({st}) before accepting on {addr}", child.name));
+            child.fail(&format!(
+                "{} exited ({st}) before accepting on {addr}",
+                child.name
+            ));
         }
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             return;
         }
         if Instant::now() >= deadline {
-            child.fail(&format!("{} did not accept on {addr} within 10 s", child.name));
+            child.fail(&format!(
+                "{} did not accept on {addr} within 10 s",
+                child.name
+            ));
         }
         thread::sleep(Duration::from_millis(20));
     }
@@ -516,11 +571,25 @@ impl CertDir {
 /// `portcullis certs init --out DIR EXTRA...`; asserts success and the files.
 pub fn certs_init(out: &Path, extra: &[&str]) -> CertDir {
     let mut cmd = portcullis();
-    cmd.arg("certs").arg("init").arg("--out").arg(out).args(extra);
+    cmd.arg("certs")
+        .arg("init")
+        .arg("--out")
+        .arg(out)
+        .args(extra);
     let o = run_cmd(&mut cmd, None, Duration::from_secs(60));
     assert!(o.status.success(), "certs init failed: {}", o.describe());
-    let cd = CertDir { dir: out.to_path_buf() };
-    for f in ["ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key", "client.p12"] {
+    let cd = CertDir {
+        dir: out.to_path_buf(),
+    };
+    for f in [
+        "ca.pem",
+        "ca.key",
+        "server.pem",
+        "server.key",
+        "client.pem",
+        "client.key",
+        "client.p12",
+    ] {
         let p = out.join(f);
         let len = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
         assert!(len > 0, "certs init did not write {}", p.display());
@@ -529,7 +598,13 @@ pub fn certs_init(out: &Path, extra: &[&str]) -> CertDir {
 }
 
 /// `portcullis certs issue ...`; returns (cert.pem, key).
-pub fn certs_issue(ca_dir: &Path, out: &Path, stem: &str, cn: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
+pub fn certs_issue(
+    ca_dir: &Path,
+    out: &Path,
+    stem: &str,
+    cn: &str,
+    extra: &[&str],
+) -> (PathBuf, PathBuf) {
     let mut cmd = portcullis();
     cmd.arg("certs")
         .arg("issue")
@@ -546,7 +621,11 @@ pub fn certs_issue(ca_dir: &Path, out: &Path, stem: &str, cn: &str, extra: &[&st
     assert!(o.status.success(), "certs issue failed: {}", o.describe());
     let pem = out.join(format!("{stem}.pem"));
     let key = out.join(format!("{stem}.key"));
-    assert!(pem.exists() && key.exists(), "certs issue did not write {stem}.pem/.key in {}", out.display());
+    assert!(
+        pem.exists() && key.exists(),
+        "certs issue did not write {stem}.pem/.key in {}",
+        out.display()
+    );
     (pem, key)
 }
 
@@ -589,7 +668,9 @@ impl ListenerCfg {
     }
 
     pub fn socket_addr(&self) -> SocketAddr {
-        self.address.parse().unwrap_or_else(|e| panic!("listener address {}: {e}", self.address))
+        self.address
+            .parse()
+            .unwrap_or_else(|e| panic!("listener address {}: {e}", self.address))
     }
 }
 
@@ -703,9 +784,19 @@ impl Config {
         for l in &self.listeners {
             s.push_str("\n[[listener]]\n");
             s.push_str(&format!("address = {}\n", q(&l.address)));
-            s.push_str(&format!("certificate = {}\n", q(&l.certificate.to_string_lossy())));
-            s.push_str(&format!("private_key = {}\n", q(&l.private_key.to_string_lossy())));
-            let cas: Vec<String> = l.client_ca.iter().map(|p| q(&p.to_string_lossy())).collect();
+            s.push_str(&format!(
+                "certificate = {}\n",
+                q(&l.certificate.to_string_lossy())
+            ));
+            s.push_str(&format!(
+                "private_key = {}\n",
+                q(&l.private_key.to_string_lossy())
+            ));
+            let cas: Vec<String> = l
+                .client_ca
+                .iter()
+                .map(|p| q(&p.to_string_lossy()))
+                .collect();
             s.push_str(&format!("client_ca = [{}]\n", cas.join(", ")));
             let vs: Vec<String> = l.tls_versions.iter().map(|v| q(v)).collect();
             s.push_str(&format!("tls_versions = [{}]\n", vs.join(", ")));
@@ -713,13 +804,19 @@ impl Config {
         s.push_str("\n[limits]\n");
         s.push_str(&format!("max_header_bytes = {}\n", self.max_header_bytes));
         s.push_str(&format!("max_headers = {}\n", self.max_headers));
-        s.push_str(&format!("max_body_bytes = {}\n", size_val(&self.max_body_bytes)));
+        s.push_str(&format!(
+            "max_body_bytes = {}\n",
+            size_val(&self.max_body_bytes)
+        ));
         s.push_str("\n[timeouts]\n");
         s.push_str(&format!("handshake = {}\n", q(&self.handshake)));
         s.push_str(&format!("request_head = {}\n", q(&self.request_head)));
         s.push_str(&format!("idle = {}\n", q(&self.idle)));
         s.push_str(&format!("backend_connect = {}\n", q(&self.backend_connect)));
-        s.push_str(&format!("backend_response = {}\n", q(&self.backend_response)));
+        s.push_str(&format!(
+            "backend_response = {}\n",
+            q(&self.backend_response)
+        ));
         s.push_str("\n[pool]\n");
         s.push_str(&format!("max_idle_per_backend = {}\n", self.pool_max_idle));
         s.push_str(&format!("idle_timeout = {}\n", q(&self.pool_idle_timeout)));
@@ -785,7 +882,12 @@ impl Gateway {
         Self::start_with_env(td, certs, cfg, &[])
     }
 
-    pub fn start_with_env(td: &TempDir, certs: &CertDir, cfg: Config, env: &[(&str, Option<&str>)]) -> Gateway {
+    pub fn start_with_env(
+        td: &TempDir,
+        certs: &CertDir,
+        cfg: Config,
+        env: &[(&str, Option<&str>)],
+    ) -> Gateway {
         let config_path = config_file(td);
         cfg.write(&config_path);
         let mut cmd = portcullis();
@@ -805,9 +907,17 @@ impl Gateway {
             proc.count_log_lines(&["worker started"]) >= want || proc.try_exit().is_some()
         });
         if !ok || proc.try_exit().is_some() {
-            proc.fail(&format!("gateway did not log {want} `worker started` lines (or exited)"));
+            proc.fail(&format!(
+                "gateway did not log {want} `worker started` lines (or exited)"
+            ));
         }
-        Gateway { proc, cfg, config_path, certs: certs.clone(), work: td.path().to_path_buf() }
+        Gateway {
+            proc,
+            cfg,
+            config_path,
+            certs: certs.clone(),
+            work: td.path().to_path_buf(),
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -828,13 +938,23 @@ impl Gateway {
     }
 
     pub fn curl_auth(&self, auth: Auth, path: &str, extra: &[&str]) -> CurlRes {
-        curl(&self.work, &self.certs, self.port(), auth, &[&self.url(path)], extra)
+        curl(
+            &self.work,
+            &self.certs,
+            self.port(),
+            auth,
+            &[&self.url(path)],
+            extra,
+        )
     }
 
     /// A connected, handshaken rustls client (TLS 1.2+1.3, client cert).
     pub fn tls(&self) -> HttpConn<TlsStream> {
         let cfg = client_config(&self.certs, ClientAuth::Default, &[]);
-        HttpConn::new(tls_connect(self.addr(), cfg).unwrap_or_else(|e| self.proc.fail(&format!("TLS connect failed: {e}"))))
+        HttpConn::new(
+            tls_connect(self.addr(), cfg)
+                .unwrap_or_else(|e| self.proc.fail(&format!("TLS connect failed: {e}"))),
+        )
     }
 
     pub fn tls_with(&self, cfg: Arc<ClientConfig>) -> io::Result<TlsStream> {
@@ -850,7 +970,9 @@ impl Gateway {
         self.proc.sigterm();
         match self.proc.wait_exit(timeout) {
             Some(st) => st,
-            None => self.proc.fail(&format!("gateway did not exit within {timeout:?} after SIGTERM")),
+            None => self.proc.fail(&format!(
+                "gateway did not exit within {timeout:?} after SIGTERM"
+            )),
         }
     }
 }
@@ -865,7 +987,9 @@ impl Echo {
     pub fn start(td: &TempDir) -> Echo {
         let port = free_port();
         let mut cmd = portcullis();
-        cmd.arg("echo").arg("--listen").arg(format!("127.0.0.1:{port}"));
+        cmd.arg("echo")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"));
         let mut proc = ChildGuard::spawn("echo", cmd, td.path());
         wait_accept(SocketAddr::from(([127, 0, 0, 1], port)), &mut proc);
         Echo { proc, port }
@@ -900,7 +1024,12 @@ impl Stack {
         let cfg = Config::new(&certs).route(RouteCfg::new("/", &[&echo.addr()]));
         let cfg = tweak(cfg, &echo);
         let gw = Gateway::start(&td, &certs, cfg);
-        Stack { td, certs, echo, gw }
+        Stack {
+            td,
+            certs,
+            echo,
+            gw,
+        }
     }
 }
 
@@ -939,7 +1068,11 @@ impl CurlRes {
     }
     /// Value of a header in the last response head.
     pub fn header(&self, name: &str) -> Option<String> {
-        let last = self.headers.split("\r\n\r\n").filter(|b| !b.trim().is_empty()).last()?;
+        let last = self
+            .headers
+            .split("\r\n\r\n")
+            .filter(|b| !b.trim().is_empty())
+            .last()?;
         last.lines().skip(1).find_map(|l| {
             let (k, v) = l.split_once(':')?;
             if k.trim().eq_ignore_ascii_case(name) {
@@ -963,22 +1096,40 @@ impl CurlRes {
 
 /// Runs curl against `urls` (https://localhost:PORT/...), resolving
 /// localhost to 127.0.0.1, one output file per URL.
-pub fn curl(work: &Path, certs: &CertDir, port: u16, auth: Auth, urls: &[&str], extra: &[&str]) -> CurlRes {
+pub fn curl(
+    work: &Path,
+    certs: &CertDir,
+    port: u16,
+    auth: Auth,
+    urls: &[&str],
+    extra: &[&str],
+) -> CurlRes {
     let mut cmd = Command::new("curl");
-    cmd.arg("-sS").arg("--max-time").arg("20").arg("--cacert").arg(certs.ca());
+    cmd.arg("-sS")
+        .arg("--max-time")
+        .arg("20")
+        .arg("--cacert")
+        .arg(certs.ca());
     match auth {
         Auth::Client => {
-            cmd.arg("--cert").arg(certs.client_cert()).arg("--key").arg(certs.client_key());
+            cmd.arg("--cert")
+                .arg(certs.client_cert())
+                .arg("--key")
+                .arg(certs.client_key());
         }
         Auth::NoCert => {}
         Auth::Pem(c, k) => {
             cmd.arg("--cert").arg(c).arg("--key").arg(k);
         }
         Auth::P12(p, pw) => {
-            cmd.arg("--cert-type").arg("P12").arg("--cert").arg(format!("{}:{}", p.display(), pw));
+            cmd.arg("--cert-type")
+                .arg("P12")
+                .arg("--cert")
+                .arg(format!("{}:{}", p.display(), pw));
         }
     }
-    cmd.arg("--resolve").arg(format!("localhost:{port}:127.0.0.1"));
+    cmd.arg("--resolve")
+        .arg(format!("localhost:{port}:127.0.0.1"));
     let hdr = work.join(format!("curl-{}.headers", unique()));
     cmd.arg("-D").arg(&hdr);
     cmd.arg("-w").arg("%{http_code}\\n");
@@ -995,7 +1146,10 @@ pub fn curl(work: &Path, certs: &CertDir, port: u16, auth: Auth, urls: &[&str], 
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect();
-    let bodies: Vec<Vec<u8>> = outs.iter().map(|p| fs::read(p).unwrap_or_default()).collect();
+    let bodies: Vec<Vec<u8>> = outs
+        .iter()
+        .map(|p| fs::read(p).unwrap_or_default())
+        .collect();
     CurlRes {
         exit: o.status.code().unwrap_or(-1),
         code: codes.last().copied().unwrap_or(0),
@@ -1008,8 +1162,12 @@ pub fn curl(work: &Path, certs: &CertDir, port: u16, auth: Auth, urls: &[&str], 
 }
 
 pub fn parse_json(body: &[u8]) -> Value {
-    serde_json::from_slice(body)
-        .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&body[..body.len().min(2000)])))
+    serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!(
+            "body is not JSON ({e}): {:?}",
+            String::from_utf8_lossy(&body[..body.len().min(2000)])
+        )
+    })
 }
 
 /// Asserts the gateway's error JSON shape and returns the code string.
@@ -1017,7 +1175,10 @@ pub fn assert_error_json(body: &[u8], status: u16, code: &str) {
     let v = parse_json(body);
     assert_eq!(v["error"]["status"], status, "error.status in {v}");
     assert_eq!(v["error"]["code"], code, "error.code in {v}");
-    assert!(v["error"]["message"].is_string(), "error.message missing in {v}");
+    assert!(
+        v["error"]["message"].is_string(),
+        "error.message missing in {v}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1089,15 +1250,22 @@ pub fn client_config_alpn(
     } else {
         versions.to_vec()
     };
-    let b = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_protocol_versions(&versions)
-        .expect("protocol versions")
-        .with_root_certificates(roots);
+    let b = ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&versions)
+    .expect("protocol versions")
+    .with_root_certificates(roots);
     let mut cfg = match auth {
         ClientAuth::Default => b
-            .with_client_auth_cert(load_certs(&certs.client_cert()), load_key(&certs.client_key()))
+            .with_client_auth_cert(
+                load_certs(&certs.client_cert()),
+                load_key(&certs.client_key()),
+            )
             .expect("client auth cert"),
-        ClientAuth::Pem(c, k) => b.with_client_auth_cert(load_certs(&c), load_key(&k)).expect("client auth cert"),
+        ClientAuth::Pem(c, k) => b
+            .with_client_auth_cert(load_certs(&c), load_key(&k))
+            .expect("client auth cert"),
         ClientAuth::None => b.with_no_client_auth(),
     };
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -1109,13 +1277,18 @@ pub fn tls_connect(addr: SocketAddr, cfg: Arc<ClientConfig>) -> io::Result<TlsSt
     tls_connect_name(addr, cfg, "localhost")
 }
 
-pub fn tls_connect_name(addr: SocketAddr, cfg: Arc<ClientConfig>, name: &str) -> io::Result<TlsStream> {
+pub fn tls_connect_name(
+    addr: SocketAddr,
+    cfg: Arc<ClientConfig>,
+    name: &str,
+) -> io::Result<TlsStream> {
     let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     sock.set_read_timeout(Some(Duration::from_secs(20)))?;
     sock.set_write_timeout(Some(Duration::from_secs(20)))?;
     sock.set_nodelay(true)?;
-    let name = ServerName::try_from(name.to_string()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let conn = ClientConnection::new(cfg, name).map_err(|e| io::Error::new(io::ErrorKind::Other, e))?;
+    let name = ServerName::try_from(name.to_string())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let conn = ClientConnection::new(cfg, name).map_err(io::Error::other)?;
     let mut s = StreamOwned::new(conn, sock);
     while s.conn.is_handshaking() {
         s.conn.complete_io(&mut s.sock)?;
@@ -1125,7 +1298,8 @@ pub fn tls_connect_name(addr: SocketAddr, cfg: Arc<ClientConfig>, name: &str) ->
 
 /// The rustls error inside an io::Error, if any.
 pub fn rustls_error(e: &io::Error) -> Option<&rustls::Error> {
-    e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
 }
 
 /// Connects and expects the gateway to refuse the client with a TLS alert
@@ -1144,7 +1318,10 @@ pub fn expect_tls_alert(addr: SocketAddr, cfg: Arc<ClientConfig>) -> String {
     // TLS 1.3: the client finishes first; the server's verdict arrives next.
     let mut buf = [0u8; 1024];
     match s.read(&mut buf) {
-        Ok(n) => panic!("expected a TLS alert, read {n} bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
+        Ok(n) => panic!(
+            "expected a TLS alert, read {n} bytes: {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
         Err(e) => match rustls_error(&e) {
             Some(rustls::Error::AlertReceived(a)) => format!("{a:?}"),
             _ => panic!("connection failed, but not with a TLS alert: {e:?}"),
@@ -1183,10 +1360,17 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
     pub fn json(&self) -> Value {
         parse_json(&self.body)
@@ -1228,7 +1412,10 @@ fn is_closed_err(e: &io::Error) -> bool {
 }
 
 fn is_timeout_err(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 pub struct HttpConn<S: Transport> {
@@ -1239,7 +1426,11 @@ pub struct HttpConn<S: Transport> {
 
 impl<S: Transport> HttpConn<S> {
     pub fn new(s: S) -> Self {
-        HttpConn { s, buf: Vec::new(), eof: false }
+        HttpConn {
+            s,
+            buf: Vec::new(),
+            eof: false,
+        }
     }
 
     pub fn set_read_timeout(&self, d: Duration) {
@@ -1304,24 +1495,30 @@ impl<S: Transport> HttpConn<S> {
     /// Reads one response (1xx included). `head_request`: no body expected.
     pub fn read_response_for(&mut self, head_request: bool) -> io::Result<Response> {
         // status line (skip nothing: a blank line here is a protocol error)
-        let status_line = loop {
-            match self.read_line() {
-                Ok(l) => break l,
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && self.buf.is_empty() => {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before a response"))
-                }
-                Err(e) => return Err(e),
+        let status_line = match self.read_line() {
+            Ok(l) => l,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && self.buf.is_empty() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed before a response",
+                ))
             }
+            Err(e) => return Err(e),
         };
         let mut parts = status_line.splitn(3, ' ');
         let version = parts.next().unwrap_or("");
         if !version.starts_with("HTTP/1.") {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {status_line:?}")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad status line {status_line:?}"),
+            ));
         }
-        let status: u16 = parts
-            .next()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {status_line:?}")))?;
+        let status: u16 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad status line {status_line:?}"),
+            )
+        })?;
         let reason = parts.next().unwrap_or("").to_string();
         let mut headers = Vec::new();
         loop {
@@ -1329,24 +1526,40 @@ impl<S: Transport> HttpConn<S> {
             if l.is_empty() {
                 break;
             }
-            let (k, v) = l
-                .split_once(':')
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad header line {l:?}")))?;
+            let (k, v) = l.split_once(':').ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("bad header line {l:?}"))
+            })?;
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
-        let mut resp = Response { status, reason, headers, body: Vec::new(), chunked: false };
+        let mut resp = Response {
+            status,
+            reason,
+            headers,
+            body: Vec::new(),
+            chunked: false,
+        };
         if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
             return Ok(resp);
         }
-        let te = resp.header("transfer-encoding").map(|s| s.to_ascii_lowercase());
-        if te.as_deref().map(|t| t.contains("chunked")).unwrap_or(false) {
+        let te = resp
+            .header("transfer-encoding")
+            .map(|s| s.to_ascii_lowercase());
+        if te
+            .as_deref()
+            .map(|t| t.contains("chunked"))
+            .unwrap_or(false)
+        {
             resp.chunked = true;
             let mut body = Vec::new();
             loop {
                 let line = self.read_line()?;
                 let size_str = line.split(';').next().unwrap_or("").trim();
-                let size = usize::from_str_radix(size_str, 16)
-                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk size {line:?}")))?;
+                let size = usize::from_str_radix(size_str, 16).map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("bad chunk size {line:?}"),
+                    )
+                })?;
                 if size == 0 {
                     // trailers
                     loop {
@@ -1359,14 +1572,20 @@ impl<S: Transport> HttpConn<S> {
                 body.extend(self.read_exact_buf(size)?);
                 let crlf = self.read_exact_buf(2)?;
                 if crlf != b"\r\n" {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "missing CRLF after chunk"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "missing CRLF after chunk",
+                    ));
                 }
             }
             resp.body = body;
         } else if let Some(cl) = resp.header("content-length") {
-            let n: usize = cl
-                .parse()
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad content-length {cl:?}")))?;
+            let n: usize = cl.parse().map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad content-length {cl:?}"),
+                )
+            })?;
             resp.body = self.read_exact_buf(n)?;
         } else {
             // read to EOF
@@ -1501,21 +1720,35 @@ pub fn parse_response_bytes(bytes: &[u8]) -> io::Result<Response> {
     let sl = lines.next().unwrap_or("");
     let mut parts = sl.splitn(3, ' ');
     let _v = parts.next();
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {sl:?}")))?;
+    let status: u16 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad status line {sl:?}"),
+        )
+    })?;
     let reason = parts.next().unwrap_or("").to_string();
     let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
         .collect();
     let mut body = text[end + 4..].to_vec();
-    if let Some(cl) = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
+    if let Some(cl) = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+    {
         if let Ok(n) = cl.1.parse::<usize>() {
             body.truncate(n);
         }
     }
-    Ok(Response { status, reason, headers, body, chunked: false })
+    Ok(Response {
+        status,
+        reason,
+        headers,
+        body,
+        chunked: false,
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -1565,15 +1798,30 @@ impl MiniBackend {
                 match listener.accept() {
                     Ok((sock, _)) => {
                         let _ = sock.set_nonblocking(false);
-                        let (b, r, h, t, st) = (behave.clone(), req2.clone(), held2.clone(), tx.clone(), stop2.clone());
+                        let (b, r, h, t, st) = (
+                            behave.clone(),
+                            req2.clone(),
+                            held2.clone(),
+                            tx.clone(),
+                            stop2.clone(),
+                        );
                         thread::spawn(move || serve_conn(sock, b, r, h, t, st));
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(5)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(5))
+                    }
                     Err(_) => thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        MiniBackend { port, requests, heads: rx, stop, thread: Some(thread), held }
+        MiniBackend {
+            port,
+            requests,
+            heads: rx,
+            stop,
+            thread: Some(thread),
+            held,
+        }
     }
 
     pub fn addr(&self) -> String {
@@ -1595,7 +1843,10 @@ impl Drop for MiniBackend {
 
 fn set_linger_zero(s: &TcpStream) {
     use std::os::unix::io::AsRawFd;
-    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     unsafe {
         libc::setsockopt(
             s.as_raw_fd(),
