@@ -89,15 +89,24 @@ apt_download() {
 }
 need_pkgs=()
 for pair in qemu-system-x86_64:qemu-system-x86 cpio:cpio depmod:kmod xz:xz-utils \
-            zstd:zstd timeout:coreutils gzip:gzip dpkg-deb:dpkg; do
+            zstd:zstd timeout:coreutils gzip:gzip dpkg-deb:dpkg flock:util-linux; do
   command -v "${pair%%:*}" >/dev/null || need_pkgs+=("${pair#*:}")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   command -v apt-get >/dev/null || fail "missing ${need_pkgs[*]} and no apt-get to install them"
   apt_update_once
   log "installing ${need_pkgs[*]}"
+  had_qemu_img=$(command -v qemu-img || true)
   ${SUDO[@]+"${SUDO[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     "${need_pkgs[@]}" >&2 || fail "apt-get install ${need_pkgs[*]} failed"
+  # A machine whose qemu-utils came from a newer suite (backports) loses it to
+  # the older qemu-system-x86's dependencies: put qemu-img back, from the suite
+  # that qemu-system-x86 came from.
+  if [ -n "$had_qemu_img" ] && ! command -v qemu-img >/dev/null; then
+    log "apt replaced qemu-utils; reinstalling it to keep qemu-img"
+    ${SUDO[@]+"${SUDO[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      qemu-utils >&2 || log "could not reinstall qemu-utils (qemu-img is gone)"
+  fi
 fi
 
 # ---- resolve the kernel ABI name (e.g. 6.1.0-56-amd64) -------------------------
