@@ -12,11 +12,12 @@ use rustls::server::ProducesTickets;
 use rustls::ServerConfig;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, ListenerConfig, Workers};
+use crate::config::{Config, KtlsMode, ListenerConfig, Workers};
 use crate::drain::Drain;
 use crate::proxy::{self, GatewaySettings, WorkerContext};
 use crate::router::RouteTable;
 use crate::runtime::{self, Driver};
+use crate::tls::ktls::{self, Handover, KtlsSupport};
 use crate::tls::{self, reason, HandshakeFailure, TlsStream};
 use crate::upstream::Pool;
 
@@ -43,6 +44,12 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         .map_err(|e| format!("cannot create the TLS ticket key: {e}"))?;
     for l in &config.listeners {
         tls::server_config::build(l, ticketer.clone()).map_err(|e| e.to_string())?;
+    }
+    if config.listeners.iter().any(|l| l.ktls == KtlsMode::On) {
+        let support = ktls::probe();
+        if let Err(why) = &support.available {
+            return Err(format!("ktls = \"on\" but kernel TLS unavailable: {why}"));
+        }
     }
     let mut listeners: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
@@ -134,6 +141,20 @@ async fn worker_main(index: usize, shared: Arc<WorkerShared>) {
         drain.clone(),
     ));
     let accepted = Rc::new(Cell::new(0u64));
+    // Each core asks its kernel once; the answer is the same on every core,
+    // so only the first to finish says it in the log.
+    let wants_ktls = shared
+        .listener_configs
+        .iter()
+        .any(|l| l.ktls != KtlsMode::Off);
+    let support = Rc::new(if wants_ktls {
+        ktls::probe()
+    } else {
+        KtlsSupport::none("disabled by configuration")
+    });
+    if wants_ktls {
+        log_ktls_support_once(&support);
+    }
     for (socket, listener_config) in sockets.into_iter().zip(&shared.listener_configs) {
         // One TLS config per core: its session cache stays core-local.
         let tls = match tls::server_config::build(listener_config, shared.ticketer.clone()) {
@@ -145,7 +166,15 @@ async fn worker_main(index: usize, shared: Arc<WorkerShared>) {
         };
         match runtime::adopt_listener(socket, shared.driver) {
             Ok(listener) => {
-                monoio::spawn(accept_loop(listener, tls, ctx.clone(), accepted.clone()));
+                let mode = listener_config.ktls;
+                monoio::spawn(accept_loop(
+                    listener,
+                    tls,
+                    mode,
+                    support.clone(),
+                    ctx.clone(),
+                    accepted.clone(),
+                ));
             }
             Err(e) => tracing::error!(worker = index, error = %e, "cannot adopt listener"),
         }
@@ -173,9 +202,15 @@ async fn worker_main(index: usize, shared: Arc<WorkerShared>) {
         );
     }
     let hist = ctx.latency.borrow();
+    let modes = &ctx.modes;
     info!(
         worker = index,
         connections = accepted.get(),
+        ktls = modes.ktls.get(),
+        userspace = modes.userspace.get(),
+        handshake_failed = modes.handshake_failed.get(),
+        body_bytes_spliced = ctx.body_bytes.spliced.get(),
+        body_bytes_copied = ctx.body_bytes.copied.get(),
         requests = ctx.requests.get(),
         p50_us = hist.value_at_quantile(0.5),
         p99_us = hist.value_at_quantile(0.99),
@@ -186,6 +221,8 @@ async fn worker_main(index: usize, shared: Arc<WorkerShared>) {
 async fn accept_loop(
     listener: monoio::net::TcpListener,
     tls: Arc<ServerConfig>,
+    mode: KtlsMode,
+    support: Rc<KtlsSupport>,
     ctx: Rc<WorkerContext>,
     accepted: Rc<Cell<u64>>,
 ) {
@@ -197,7 +234,7 @@ async fn accept_loop(
                 Ok((tcp, peer)) => {
                     accepted.set(accepted.get() + 1);
                     let _ = tcp.set_nodelay(true);
-                    monoio::spawn(handle_connection(tcp, peer, tls.clone(), ctx.clone()));
+                    monoio::spawn(handle_connection(tcp, peer, tls.clone(), mode, support.clone(), ctx.clone()));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -214,17 +251,77 @@ async fn handle_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     tls: Arc<ServerConfig>,
+    mode: KtlsMode,
+    support: Rc<KtlsSupport>,
     ctx: Rc<WorkerContext>,
 ) {
     let timeout = ctx.settings.timeouts.handshake;
-    match monoio::time::timeout(timeout, TlsStream::accept(tcp, tls)).await {
-        Ok(Ok((stream, identity))) => {
-            debug!(peer = %peer, sni = ?identity.sni, version = ?identity.version, "TLS handshake complete");
+    let (stream, identity) = match monoio::time::timeout(timeout, TlsStream::accept(tcp, tls)).await
+    {
+        Ok(Ok(done)) => done,
+        Ok(Err((failure, sni))) => {
+            ctx.modes
+                .handshake_failed
+                .set(ctx.modes.handshake_failed.get() + 1);
+            log_handshake_failure(peer, sni.as_deref(), &failure);
+            return;
+        }
+        Err(_) => {
+            ctx.modes
+                .handshake_failed
+                .set(ctx.modes.handshake_failed.get() + 1);
+            info!(peer = %peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    debug!(peer = %peer, sni = ?identity.sni, version = ?identity.version, suite = ?identity.suite, "TLS handshake complete");
+    if mode == KtlsMode::Off {
+        ctx.modes.userspace.set(ctx.modes.userspace.get() + 1);
+        return proxy::serve(stream, peer, identity, ctx).await;
+    }
+    match ktls::handover(stream, &support) {
+        Handover::Kernel(kernel) => {
+            ctx.modes.ktls.set(ctx.modes.ktls.get() + 1);
+            proxy::serve(kernel, peer, identity, ctx).await;
+        }
+        Handover::Userspace(stream, why) => {
+            debug!(peer = %peer, reason = why, "serving this connection over userspace TLS");
+            ctx.modes.userspace.set(ctx.modes.userspace.get() + 1);
             proxy::serve(stream, peer, identity, ctx).await;
         }
-        Ok(Err((failure, sni))) => log_handshake_failure(peer, sni.as_deref(), &failure),
-        Err(_) => info!(peer = %peer, "TLS handshake timed out"),
+        Handover::Failed(e) => {
+            ctx.modes
+                .handshake_failed
+                .set(ctx.modes.handshake_failed.get() + 1);
+            warn!(peer = %peer, error = %e, "kernel TLS handover failed after the point of no return; closing the connection");
+        }
     }
+}
+
+fn log_ktls_support_once(support: &KtlsSupport) {
+    static LOGGED: std::sync::Once = std::sync::Once::new();
+    LOGGED.call_once(|| match &support.available {
+        Err(why) => warn!("kernel TLS unavailable: {why}; serving over userspace rustls"),
+        Ok(()) => {
+            let taken: Vec<String> = support
+                .suites
+                .iter()
+                .filter(|(_, r)| r.is_ok())
+                .map(|(s, _)| format!("{s:?}"))
+                .collect();
+            let refused: Vec<String> = support
+                .suites
+                .iter()
+                .filter_map(|(s, r)| r.as_ref().err().map(|e| format!("{s:?}: {e}")))
+                .collect();
+            info!(
+                suites = %taken.join(","),
+                refused = %refused.join("; "),
+                rekey = support.rekey,
+                "kernel TLS available: connections move to the kernel after the handshake"
+            );
+        }
+    });
 }
 
 fn log_handshake_failure(peer: SocketAddr, sni: Option<&str>, failure: &HandshakeFailure) {

@@ -29,6 +29,12 @@ pub trait Transport {
 
     /// Ends the stream cleanly (TLS close_notify where there is TLS, then FIN).
     async fn close(&mut self);
+
+    /// The kernel-TLS stream underneath, when the kernel does the crypto:
+    /// body bytes can then be spliced straight into its socket.
+    fn kernel_tls(&mut self) -> Option<&mut crate::tls::ktls::KtlsStream> {
+        None
+    }
 }
 
 impl Transport for TcpStream {

@@ -3,8 +3,8 @@
 
 use super::tree::{Node, Value};
 use super::{
-    addr, units, Config, DriverChoice, HostMatch, Limits, ListenerConfig, LogFormat, PoolSettings,
-    RouteConfig, ServerSettings, Timeouts, TlsVersions, Workers,
+    addr, units, Config, DriverChoice, HostMatch, KtlsMode, Limits, ListenerConfig, LogFormat,
+    PoolSettings, RouteConfig, ServerSettings, Timeouts, TlsVersions, Workers,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -137,6 +137,7 @@ fn listener(
         "private_key",
         "client_ca",
         "tls_versions",
+        "ktls",
     ])?;
     let address_field = t.require("address")?;
     let address = addr::parse_listen_addr(address_field.string()?)
@@ -169,12 +170,21 @@ fn listener(
             versions
         }
     };
+    let ktls = match t.take("ktls") {
+        None => KtlsMode::Auto,
+        Some(f) => match f.choice(&["auto", "on", "off"])? {
+            "on" => KtlsMode::On,
+            "off" => KtlsMode::Off,
+            _ => KtlsMode::Auto,
+        },
+    };
     Ok(ListenerConfig {
         address,
         certificate,
         private_key,
         client_ca,
         tls_versions,
+        ktls,
     })
 }
 

@@ -80,6 +80,20 @@ pub struct ListenerConfig {
     /// Non-empty.
     pub client_ca: Vec<PathBuf>,
     pub tls_versions: TlsVersions,
+    /// Hand the symmetric crypto to the kernel after the handshake.
+    pub ktls: KtlsMode,
+}
+
+/// Kernel TLS policy of a listener.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KtlsMode {
+    /// Use kernel TLS where this host's probe says it works; userspace otherwise (logged once).
+    #[default]
+    Auto,
+    /// Require kernel TLS: refuse to start where the probe says no.
+    On,
+    /// Always userspace rustls.
+    Off,
 }
 
 /// At least one of the two is true.

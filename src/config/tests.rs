@@ -148,6 +148,7 @@ backends = ["localhost:9002"]
                     tls12: false,
                     tls13: true
                 },
+                ktls: KtlsMode::Auto,
             },
             ListenerConfig {
                 address: "127.0.0.1:9443".parse().unwrap(),
@@ -155,6 +156,7 @@ backends = ["localhost:9002"]
                 private_key: certs.join("server.key"),
                 client_ca: vec![certs.join("ca.pem")],
                 tls_versions: TlsVersions::default(),
+                ktls: KtlsMode::Auto,
             },
         ]
     );

@@ -46,6 +46,25 @@ pub struct WorkerContext {
     /// Request latency in microseconds, head received to response relayed.
     pub latency: RefCell<Histogram<u64>>,
     pub requests: Cell<u64>,
+    /// Connections by TLS mode after the handshake.
+    pub modes: ModeCounters,
+    /// Body bytes relayed by splice (never in user memory) versus copied.
+    pub body_bytes: BodyByteCounters,
+    /// Pipes for splicing, one per splice in flight, reused.
+    pub pipes: RefCell<Vec<(monoio::net::Pipe, monoio::net::Pipe)>>,
+}
+
+#[derive(Default)]
+pub struct ModeCounters {
+    pub ktls: Cell<u64>,
+    pub userspace: Cell<u64>,
+    pub handshake_failed: Cell<u64>,
+}
+
+#[derive(Default)]
+pub struct BodyByteCounters {
+    pub spliced: Cell<u64>,
+    pub copied: Cell<u64>,
 }
 
 impl WorkerContext {
@@ -61,6 +80,9 @@ impl WorkerContext {
                 |_| Histogram::new(3).expect("hdrhistogram with 3 significant digits"),
             )),
             requests: Cell::new(0),
+            modes: ModeCounters::default(),
+            body_bytes: BodyByteCounters::default(),
+            pipes: RefCell::new(Vec::new()),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! and plain-words handshake failure reasons.
 
 pub mod client_hello;
+pub mod ktls;
 pub mod reason;
 pub mod server_config;
 pub mod stream;

@@ -58,6 +58,42 @@ pub struct TlsStream {
 }
 
 impl TlsStream {
+    /// The negotiated suite (after the handshake).
+    pub fn negotiated_suite(&self) -> Option<SupportedCipherSuite> {
+        self.conn.negotiated_cipher_suite()
+    }
+
+    /// Splits a finished connection for the kernel-TLS handover, only at a
+    /// record boundary: nothing unread, unwritten or undelivered on either
+    /// side (a partial record left behind would make the kernel decode from
+    /// the middle of it).
+    pub(crate) fn into_parts(self) -> Result<(TcpStream, UnbufferedServerConnection), Self> {
+        let clean = !self.conn.is_handshaking()
+            && self.incoming.is_empty()
+            && self.outgoing.is_empty()
+            && self.pending_plain.is_empty()
+            && !self.peer_closed;
+        if clean {
+            Ok((self.tcp, self.conn))
+        } else {
+            Err(self)
+        }
+    }
+
+    /// Puts a connection back together when the handover stopped before the
+    /// point of no return.
+    pub(crate) fn from_parts(tcp: TcpStream, conn: UnbufferedServerConnection) -> Self {
+        TlsStream {
+            tcp,
+            conn,
+            incoming: Vec::with_capacity(RECORD_HEADER_LEN + MAX_RECORD_BODY),
+            outgoing: Vec::new(),
+            pending_plain: Vec::new(),
+            sni: None,
+            peer_closed: false,
+        }
+    }
+
     /// Runs the handshake on an accepted socket. On failure the alert rustls
     /// produced has been written, and the SNI (if any was read) is returned
     /// with the error for the log line.
