@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command README gives: unit tests, then the integration suite once
-# per I/O driver (io_uring, then forced epoll), against the real binary.
+# per I/O driver (io_uring, then forced epoll), against the real binary, then
+# the kernel-TLS suite inside QEMU VMs (Debian 6.1 and 6.12 kernels).
 # PORTCULLIS_TEST_DRIVERS="epoll" limits the drivers (e.g. a host without io_uring).
+# PORTCULLIS_SKIP_VM=1 skips the VM suite (it needs qemu and ~2 min of builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,3 +19,9 @@ for driver in $drivers; do
   echo "== integration tests, driver=$driver"
   PORTCULLIS_DRIVER=$driver cargo test --locked --test '*' -- --test-threads=4
 done
+
+if [ "${PORTCULLIS_SKIP_VM:-0}" = 1 ]; then
+  echo "== kTLS VM suite skipped (PORTCULLIS_SKIP_VM=1)"
+else
+  tests/ktls/run.sh
+fi

@@ -17,6 +17,8 @@ use crate::http::{BodyFraming, Parsed};
 use crate::io::Transport;
 use crate::upstream::{connect, BackendConn, PoolKey};
 
+use super::splice::{return_pipe, splice_exact, take_pipe, Side};
+
 const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// How an exchange failed, which decides what the client still gets.
@@ -154,6 +156,44 @@ async fn send_request<S: Transport>(
             let mut remaining = n;
             while remaining > 0 {
                 if c.rbuf.is_empty() {
+                    if let Some(k) = c.io.kernel_tls() {
+                        // Straight from the kernel-TLS socket into the backend's.
+                        if let Some(mut pipe) = take_pipe(ctx) {
+                            let timeout = io_timeout(ctx);
+                            match splice_exact(
+                                k.socket(),
+                                &mut b.stream,
+                                &mut pipe,
+                                remaining,
+                                timeout,
+                            )
+                            .await
+                            {
+                                Ok(()) => {
+                                    return_pipe(ctx, pipe);
+                                    *body_started = true;
+                                    add(&ctx.body_bytes.spliced, remaining);
+                                    return Ok(());
+                                }
+                                Err(f) => {
+                                    add(&ctx.body_bytes.spliced, f.moved);
+                                    remaining -= f.moved;
+                                    *body_started |= f.moved > 0;
+                                    if let Side::Destination = f.side {
+                                        let e = ProxyError::BackendReset(f.error);
+                                        return Err(Attempt::Failed(Failure::BeforeResponse(e)));
+                                    }
+                                    // The client side stopped the splice (a control
+                                    // record, EOF, a stall): the copying read path
+                                    // below handles each of those properly.
+                                    debug!(error = %f.error, "request body splice stopped; continuing by copy");
+                                    if remaining == 0 {
+                                        return Ok(());
+                                    }
+                                }
+                            }
+                        }
+                    }
                     client_read(c, ctx).await?;
                 }
                 let take = usize::try_from(remaining)
@@ -192,6 +232,7 @@ async fn send_request<S: Transport>(
                         write_chunk_header(data.len(), &mut c.out);
                         c.out.extend_from_slice(data);
                         c.out.extend_from_slice(b"\r\n");
+                        add(&ctx.body_bytes.copied, data.len() as u64);
                     }
                     pos += d.consumed;
                     if d.consumed == 0 {
@@ -321,7 +362,39 @@ async fn relay_response<S: Transport>(
             c.out.extend_from_slice(&b.buf[..take]);
             b.buf.drain(..take);
             client_write_out(c, ctx).await?;
+            add(&ctx.body_bytes.copied, take as u64);
             let mut remaining = n - take as u64;
+            if remaining > 0 {
+                if let Some(k) = c.io.kernel_tls() {
+                    if let Some(mut pipe) = take_pipe(ctx) {
+                        let timeout = settings.timeouts.backend_response;
+                        let res =
+                            splice_exact(&mut b.stream, k.socket(), &mut pipe, remaining, timeout)
+                                .await;
+                        let moved = match &res {
+                            Ok(()) => remaining,
+                            Err(f) => f.moved,
+                        };
+                        k.account_sent(moved);
+                        add(&ctx.body_bytes.spliced, moved);
+                        match res {
+                            Ok(()) => {
+                                return_pipe(ctx, pipe);
+                                return Ok((client_keep, backend_keep && b.buf.is_empty()));
+                            }
+                            Err(f) => {
+                                return Err(match f.side {
+                                    Side::Source if f.error.kind() == io::ErrorKind::TimedOut => {
+                                        after(ProxyError::BackendTimeout)
+                                    }
+                                    Side::Source => after(ProxyError::BackendReset(f.error)),
+                                    Side::Destination => Attempt::Failed(Failure::ClientGone),
+                                })
+                            }
+                        }
+                    }
+                }
+            }
             while remaining > 0 {
                 backend_read(b, ctx).await.map_err(after)?;
                 let take = usize::try_from(remaining)
@@ -333,6 +406,7 @@ async fn relay_response<S: Transport>(
                 res?;
                 b.buf.drain(..take);
                 remaining -= take as u64;
+                add(&ctx.body_bytes.copied, take as u64);
             }
             Ok((client_keep, backend_keep && b.buf.is_empty()))
         }
@@ -396,6 +470,10 @@ async fn relay_response<S: Transport>(
             }
         }
     }
+}
+
+fn add(counter: &std::cell::Cell<u64>, n: u64) {
+    counter.set(counter.get() + n);
 }
 
 /// Reads more of the response body into `b.buf`; EOF is an error here.

@@ -3,6 +3,7 @@
 //! `crate::http` (pure); this module is the I/O shell around them.
 
 mod forward;
+mod splice;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;

@@ -654,6 +654,8 @@ pub struct ListenerCfg {
     pub private_key: PathBuf,
     pub client_ca: Vec<PathBuf>,
     pub tls_versions: Vec<String>,
+    /// `ktls = "..."` when set.
+    pub ktls: Option<String>,
 }
 
 impl ListenerCfg {
@@ -664,6 +666,7 @@ impl ListenerCfg {
             private_key: certs.server_key(),
             client_ca: vec![certs.ca()],
             tls_versions: vec!["1.2".into(), "1.3".into()],
+            ktls: None,
         }
     }
 
@@ -798,6 +801,9 @@ impl Config {
                 .map(|p| q(&p.to_string_lossy()))
                 .collect();
             s.push_str(&format!("client_ca = [{}]\n", cas.join(", ")));
+            if let Some(mode) = &l.ktls {
+                s.push_str(&format!("ktls = {}\n", q(mode)));
+            }
             let vs: Vec<String> = l.tls_versions.iter().map(|v| q(v)).collect();
             s.push_str(&format!("tls_versions = [{}]\n", vs.join(", ")));
         }

@@ -9,7 +9,7 @@
 //!   KeyUpdate) read and written through cmsgs.
 
 mod stream;
-mod sys;
+pub mod sys;
 
 use std::fmt;
 use std::io;
@@ -303,7 +303,7 @@ fn ulp_reason(e: &io::Error) -> &'static str {
 /// already used `iv` itself (XOR sequence 0) for the Finished record under the
 /// same key. Handing the kernel `iv` unchanged would reuse that nonce; it gets
 /// `iv + 1`, which (counting up) never meets a nonce rustls used.
-fn kernel_crypto_tx(
+pub fn kernel_crypto_tx(
     version: ProtocolVersion,
     secrets: ConnectionTrafficSecrets,
     seq: u64,
