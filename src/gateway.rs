@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, KtlsMode, ListenerConfig, Workers};
 use crate::drain::Drain;
+use crate::metrics::{self, Published, Snapshot};
 use crate::proxy::{self, GatewaySettings, WorkerContext};
 use crate::router::RouteTable;
 use crate::runtime::{self, Driver};
@@ -94,6 +95,23 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
         timeouts: config.timeouts.clone(),
         access_log: config.server.access_log,
     });
+    let published = match config.admin {
+        Some(addr) => {
+            let labels = config
+                .routes
+                .iter()
+                .map(|r| match &r.host {
+                    Some(h) => format!("{h:?} {}", r.path),
+                    None => r.path.clone(),
+                })
+                .collect();
+            let published = Published::new(workers, labels);
+            metrics::serve_admin(addr, published.clone())
+                .map_err(|e| format!("cannot start the admin listener on {addr}: {e}"))?;
+            Some(published)
+        }
+        None => None,
+    };
     let shared = Arc::new(WorkerShared {
         listeners: Mutex::new(listeners.into_iter().map(Some).collect()),
         listener_configs: config.listeners.clone(),
@@ -102,6 +120,7 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
         pool: (config.pool.max_idle_per_backend, config.pool.idle_timeout),
         drain_timeout: config.server.drain_timeout,
         driver,
+        published,
     });
     let handles = runtime::spawn_workers("portcullis", driver, workers, move |index| {
         worker_main(index, shared.clone())
@@ -123,6 +142,8 @@ struct WorkerShared {
     pool: (usize, Duration),
     drain_timeout: Duration,
     driver: Driver,
+    /// Where workers publish metrics snapshots; None without an admin listener.
+    published: Option<Arc<Published>>,
 }
 
 async fn worker_main(index: usize, shared: Arc<WorkerShared>) {
@@ -186,6 +207,18 @@ async fn worker_main(index: usize, shared: Arc<WorkerShared>) {
             evict_ctx.pool.borrow_mut().evict_expired();
         }
     });
+    if let Some(published) = shared.published.clone() {
+        let ctx = ctx.clone();
+        monoio::spawn(async move {
+            loop {
+                published.publish(ctx.index, snapshot(&ctx));
+                if ctx.drain.is_draining() {
+                    break;
+                }
+                monoio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
     info!(worker = index, driver = %shared.driver.name(), "worker started");
 
     runtime::shutdown_requested().await;
@@ -216,6 +249,24 @@ async fn worker_main(index: usize, shared: Arc<WorkerShared>) {
         p99_us = hist.value_at_quantile(0.99),
         "worker stopped"
     );
+}
+
+/// Copies this core's counters for the admin endpoint (once a second, off the request path).
+fn snapshot(ctx: &WorkerContext) -> Snapshot {
+    let mut snap = Snapshot::take(&ctx.metrics);
+    snap.connections_ktls = ctx.modes.ktls.get();
+    snap.connections_userspace = ctx.modes.userspace.get();
+    snap.connections_handshake_failed = ctx.modes.handshake_failed.get();
+    {
+        let pool = ctx.pool.borrow();
+        snap.pool_hits = pool.stats.hits.get();
+        snap.pool_misses = pool.stats.misses.get();
+        snap.pool_connects = pool.stats.connects.get();
+    }
+    snap.body_bytes_spliced = ctx.body_bytes.spliced.get();
+    snap.body_bytes_copied = ctx.body_bytes.copied.get();
+    snap.latency_us = ctx.latency.borrow().clone();
+    snap
 }
 
 async fn accept_loop(
@@ -263,6 +314,8 @@ async fn handle_connection(
             ctx.modes
                 .handshake_failed
                 .set(ctx.modes.handshake_failed.get() + 1);
+            ctx.metrics
+                .record_handshake_failure(handshake_reason(&failure));
             log_handshake_failure(peer, sni.as_deref(), &failure);
             return;
         }
@@ -270,6 +323,7 @@ async fn handle_connection(
             ctx.modes
                 .handshake_failed
                 .set(ctx.modes.handshake_failed.get() + 1);
+            ctx.metrics.record_handshake_failure(5);
             info!(peer = %peer, "TLS handshake timed out");
             return;
         }
@@ -322,6 +376,23 @@ fn log_ktls_support_once(support: &KtlsSupport) {
             );
         }
     });
+}
+
+/// Index into `metrics::HANDSHAKE_REASONS`.
+fn handshake_reason(failure: &HandshakeFailure) -> usize {
+    use rustls::{CertificateError, Error};
+    match failure {
+        HandshakeFailure::Tls(Error::NoCertificatesPresented) => 0,
+        HandshakeFailure::Tls(Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        )) => 1,
+        HandshakeFailure::Tls(Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        )) => 2,
+        HandshakeFailure::Tls(Error::InvalidCertificate(_)) => 3,
+        HandshakeFailure::Tls(_) | HandshakeFailure::NotTls => 4,
+        HandshakeFailure::Io(_) => 6,
+    }
 }
 
 fn log_handshake_failure(peer: SocketAddr, sni: Option<&str>, failure: &HandshakeFailure) {

@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod http;
 pub mod io;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod router;
 pub mod runtime;

@@ -55,7 +55,10 @@ impl Pool {
     }
 
     pub fn checkout(&mut self, key: &PoolKey) -> Option<BackendConn> {
-        let list = self.idle.get_mut(key)?;
+        let Some(list) = self.idle.get_mut(key) else {
+            self.stats.misses.set(self.stats.misses.get() + 1);
+            return None;
+        };
         let now = Instant::now();
         while let Some((mut conn, since)) = list.pop() {
             if now.duration_since(since) < self.idle_timeout {

@@ -19,7 +19,9 @@ pub(super) struct Problem {
 
 pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config, Problem> {
     let root = Field::root(root);
-    let mut top = root.table(&["server", "listener", "limits", "timeouts", "pool", "route"])?;
+    let mut top = root.table(&[
+        "server", "listener", "limits", "timeouts", "pool", "route", "admin",
+    ])?;
     let server = match top.take("server") {
         Some(f) => server(f)?,
         None => ServerSettings::default(),
@@ -42,6 +44,15 @@ pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config
         Some(f) => pool(f)?,
         None => PoolSettings::default(),
     };
+    let admin = match top.take("admin") {
+        Some(f) => {
+            let mut t = f.table(&["address"])?;
+            let a = t.require("address")?;
+            let addr = addr::parse_listen_addr(a.string()?).map_err(|why| a.problem(why))?;
+            Some(addr)
+        }
+        None => None,
+    };
     let routes = top
         .require_tables("route")?
         .into_iter()
@@ -55,6 +66,7 @@ pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config
         timeouts,
         pool,
         routes,
+        admin,
     })
 }
 

@@ -34,6 +34,8 @@ pub struct Config {
     pub pool: PoolSettings,
     /// At least one, in file order.
     pub routes: Vec<RouteConfig>,
+    /// `[admin] address`: plain-HTTP /metrics and /healthz; None = no admin listener.
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 /// `[server]`: process-wide settings.

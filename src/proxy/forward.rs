@@ -52,7 +52,9 @@ pub(super) async fn exchange<S: Transport>(
                 }
                 match connect(plan.backend, ctx.settings.timeouts.backend_connect).await {
                     Ok(b) => b,
-                    Err(e) => return finish_with_error(c, plan, Failure::BeforeResponse(e)).await,
+                    Err(e) => {
+                        return finish_with_error(c, ctx, plan, Failure::BeforeResponse(e)).await
+                    }
                 }
             }
         };
@@ -86,12 +88,13 @@ pub(super) async fn exchange<S: Transport>(
             Err(Attempt::Stale(e)) => {
                 return finish_with_error(
                     c,
+                    ctx,
                     plan,
                     Failure::BeforeResponse(ProxyError::BackendReset(e)),
                 )
                 .await
             }
-            Err(Attempt::Failed(f)) => return finish_with_error(c, plan, f).await,
+            Err(Attempt::Failed(f)) => return finish_with_error(c, ctx, plan, f).await,
         }
     }
 }
@@ -104,13 +107,14 @@ enum Attempt {
 
 async fn finish_with_error<S: Transport>(
     c: &mut ClientConn<S>,
+    ctx: &WorkerContext,
     plan: &RequestPlan,
     f: Failure,
 ) -> bool {
     match f {
         Failure::BeforeResponse(e) => {
             log_error(c, &e, Some(plan.backend));
-            access_log(c, plan, e.status(), e.code());
+            access_log(c, ctx, plan, e.status(), e.code());
             respond_error(c, &e, true).await;
         }
         Failure::AfterResponse(e) => log_error(c, &e, Some(plan.backend)),
@@ -348,7 +352,7 @@ async fn relay_response<S: Transport>(
     };
     let client_keep =
         plan.keep_alive && framing != BodyFraming::UntilClose && !ctx.drain.is_draining();
-    access_log(c, plan, status, "-");
+    access_log(c, ctx, plan, status, "-");
     let after = |e| Attempt::Failed(Failure::AfterResponse(e));
 
     match framing {

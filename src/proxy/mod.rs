@@ -53,6 +53,8 @@ pub struct WorkerContext {
     pub body_bytes: BodyByteCounters,
     /// Pipes for splicing, one per splice in flight, reused.
     pub pipes: RefCell<Vec<(monoio::net::Pipe, monoio::net::Pipe)>>,
+    /// Requests by route and status, handshake failures by reason.
+    pub metrics: crate::metrics::WorkerMetrics,
 }
 
 #[derive(Default)]
@@ -84,6 +86,7 @@ impl WorkerContext {
             modes: ModeCounters::default(),
             body_bytes: BodyByteCounters::default(),
             pipes: RefCell::new(Vec::new()),
+            metrics: crate::metrics::WorkerMetrics::new(routes),
         }
     }
 }
@@ -146,6 +149,7 @@ pub async fn serve<S: Transport>(
             Ok(None) => break,
             Err(e) => {
                 log_error(&c, &e, None);
+                ctx.metrics.record_request(None, e.status());
                 respond_error(&mut c, &e, true).await;
                 break;
             }
@@ -371,7 +375,15 @@ pub(crate) fn log_error<S>(c: &ClientConn<S>, e: &ProxyError, backend: Option<So
     }
 }
 
-pub(crate) fn access_log<S>(c: &ClientConn<S>, plan: &RequestPlan, status: u16, code: &str) {
+/// Counts the response in this core's metrics and writes the access-log line if enabled.
+pub(crate) fn access_log<S>(
+    c: &ClientConn<S>,
+    ctx: &WorkerContext,
+    plan: &RequestPlan,
+    status: u16,
+    code: &str,
+) {
+    ctx.metrics.record_request(Some(plan.route_id), status);
     if let Some((method, target)) = &plan.log {
         let micros = plan.started.elapsed().as_micros();
         info!(target: "portcullis::access", client = %c.peer.ip(), method = %method, target = %target, route = plan.route_id, backend = %plan.backend, status, code, micros = micros as u64, "access");

@@ -733,6 +733,8 @@ pub struct Config {
     pub pool_max_idle: u64,
     pub pool_idle_timeout: String,
     pub routes: Vec<RouteCfg>,
+    /// `[admin] address`, when set.
+    pub admin: Option<String>,
 }
 
 impl Config {
@@ -757,6 +759,7 @@ impl Config {
             pool_max_idle: 64,
             pool_idle_timeout: "30s".into(),
             routes: Vec::new(),
+            admin: None,
         }
     }
 
@@ -844,6 +847,9 @@ impl Config {
             if let Some(m) = &r.max_body_bytes {
                 s.push_str(&format!("max_body_bytes = {}\n", size_val(m)));
             }
+        }
+        if let Some(a) = &self.admin {
+            s.push_str(&format!("\n[admin]\naddress = {}\n", q(a)));
         }
         s
     }

@@ -1,0 +1,297 @@
+//! Metrics without cross-core traffic on the request path.
+//!
+//! Each worker counts into plain `Cell`s it alone owns. Once a second, off the
+//! request path, it copies them into its own slot of [`Published`]; the admin
+//! endpoint merges the slots when scraped and renders Prometheus text. A
+//! scrape is therefore at most ~1 s stale, and recording a metric never takes
+//! a lock or writes a cache line another core reads.
+
+use std::cell::{Cell, RefCell};
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use tracing::info;
+
+/// Why handshakes failed, as metric labels.
+pub const HANDSHAKE_REASONS: [&str; 7] = [
+    "no_certificate",
+    "unknown_ca",
+    "expired",
+    "bad_certificate",
+    "protocol",
+    "timeout",
+    "io",
+];
+
+/// Status codes are counted in this many slots per route: the common ones
+/// exactly, the rest by class.
+const STATUS_SLOTS: [u16; 16] = [
+    200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 405, 413, 500, 502, 503, 504,
+];
+
+/// One worker's counters. Only its own thread touches them.
+pub struct WorkerMetrics {
+    /// [route][status slot + 5 class slots]; the last route row is "no route".
+    requests: RefCell<Vec<[u64; STATUS_SLOTS.len() + 5]>>,
+    pub handshake_failures: [Cell<u64>; HANDSHAKE_REASONS.len()],
+}
+
+impl WorkerMetrics {
+    pub fn new(routes: usize) -> Self {
+        WorkerMetrics {
+            requests: RefCell::new(vec![[0; STATUS_SLOTS.len() + 5]; routes + 1]),
+            handshake_failures: Default::default(),
+        }
+    }
+
+    /// `route` None: the request matched no route.
+    pub fn record_request(&self, route: Option<usize>, status: u16) {
+        let mut rows = self.requests.borrow_mut();
+        let last = rows.len() - 1;
+        let row = &mut rows[route.unwrap_or(last).min(last)];
+        let slot = STATUS_SLOTS
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or_else(|| STATUS_SLOTS.len() + usize::from((status / 100).clamp(1, 5)) - 1);
+        row[slot] += 1;
+    }
+
+    pub fn record_handshake_failure(&self, reason: usize) {
+        if let Some(c) = self.handshake_failures.get(reason) {
+            c.set(c.get() + 1);
+        }
+    }
+}
+
+/// What a worker publishes each second.
+#[derive(Clone)]
+pub struct Snapshot {
+    pub requests: Vec<[u64; STATUS_SLOTS.len() + 5]>,
+    pub handshake_failures: [u64; HANDSHAKE_REASONS.len()],
+    pub connections_ktls: u64,
+    pub connections_userspace: u64,
+    pub connections_handshake_failed: u64,
+    pub pool_hits: u64,
+    pub pool_misses: u64,
+    pub pool_connects: u64,
+    pub body_bytes_spliced: u64,
+    pub body_bytes_copied: u64,
+    pub latency_us: Histogram<u64>,
+}
+
+impl Snapshot {
+    pub fn take(m: &WorkerMetrics) -> Self {
+        let mut hf = [0; HANDSHAKE_REASONS.len()];
+        for (o, c) in hf.iter_mut().zip(&m.handshake_failures) {
+            *o = c.get();
+        }
+        Snapshot {
+            requests: m.requests.borrow().clone(),
+            handshake_failures: hf,
+            connections_ktls: 0,
+            connections_userspace: 0,
+            connections_handshake_failed: 0,
+            pool_hits: 0,
+            pool_misses: 0,
+            pool_connects: 0,
+            body_bytes_spliced: 0,
+            body_bytes_copied: 0,
+            latency_us: Histogram::new(3).unwrap_or_else(|_| unreachable_histogram()),
+        }
+    }
+}
+
+fn unreachable_histogram() -> Histogram<u64> {
+    // 3 significant digits is always valid; keep a total fallback anyway.
+    Histogram::new_with_bounds(1, 2, 1).expect("trivial histogram bounds")
+}
+
+/// One slot per worker; each written only by its worker, read by the admin thread.
+pub struct Published {
+    slots: Vec<Mutex<Option<Snapshot>>>,
+    route_labels: Vec<String>,
+}
+
+impl Published {
+    pub fn new(workers: usize, route_labels: Vec<String>) -> Arc<Self> {
+        Arc::new(Published {
+            slots: (0..workers).map(|_| Mutex::new(None)).collect(),
+            route_labels,
+        })
+    }
+
+    pub fn publish(&self, worker: usize, snap: Snapshot) {
+        if let Some(slot) = self.slots.get(worker) {
+            if let Ok(mut s) = slot.lock() {
+                *s = Some(snap);
+            }
+        }
+    }
+
+    /// Prometheus text exposition of all workers merged.
+    pub fn render(&self) -> String {
+        let snaps: Vec<Snapshot> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.lock().ok().and_then(|g| g.clone()))
+            .collect();
+        let mut out = String::with_capacity(8192);
+        let sum = |f: fn(&Snapshot) -> u64| snaps.iter().map(f).sum::<u64>();
+
+        out.push_str("# HELP portcullis_requests_total Requests answered, by route and status.\n# TYPE portcullis_requests_total counter\n");
+        let rows = self.route_labels.len() + 1;
+        for r in 0..rows {
+            let label = self
+                .route_labels
+                .get(r)
+                .map(String::as_str)
+                .unwrap_or("none");
+            for slot in 0..STATUS_SLOTS.len() + 5 {
+                let n: u64 = snaps
+                    .iter()
+                    .filter_map(|s| s.requests.get(r))
+                    .map(|row| row[slot])
+                    .sum();
+                if n == 0 {
+                    continue;
+                }
+                let status = match STATUS_SLOTS.get(slot) {
+                    Some(s) => s.to_string(),
+                    None => format!("{}xx", slot - STATUS_SLOTS.len() + 1),
+                };
+                let _ = writeln!(
+                    out,
+                    "portcullis_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                    escape(label)
+                );
+            }
+        }
+        out.push_str("# HELP portcullis_handshake_failures_total TLS handshakes that failed, by reason.\n# TYPE portcullis_handshake_failures_total counter\n");
+        for (i, reason) in HANDSHAKE_REASONS.iter().enumerate() {
+            let n: u64 = snaps.iter().map(|s| s.handshake_failures[i]).sum();
+            let _ = writeln!(
+                out,
+                "portcullis_handshake_failures_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP portcullis_connections_total Client connections after the handshake, by TLS mode.\n# TYPE portcullis_connections_total counter\n");
+        let _ = writeln!(
+            out,
+            "portcullis_connections_total{{tls_mode=\"ktls\"}} {}",
+            sum(|s| s.connections_ktls)
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_connections_total{{tls_mode=\"userspace\"}} {}",
+            sum(|s| s.connections_userspace)
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_connections_total{{tls_mode=\"handshake_failed\"}} {}",
+            sum(|s| s.connections_handshake_failed)
+        );
+        out.push_str("# HELP portcullis_backend_pool_total Backend connection pool events.\n# TYPE portcullis_backend_pool_total counter\n");
+        let _ = writeln!(
+            out,
+            "portcullis_backend_pool_total{{event=\"hit\"}} {}",
+            sum(|s| s.pool_hits)
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_backend_pool_total{{event=\"miss\"}} {}",
+            sum(|s| s.pool_misses)
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_backend_pool_total{{event=\"connect\"}} {}",
+            sum(|s| s.pool_connects)
+        );
+        out.push_str("# HELP portcullis_body_bytes_total Body bytes relayed, by path (splice never enters user memory).\n# TYPE portcullis_body_bytes_total counter\n");
+        let _ = writeln!(
+            out,
+            "portcullis_body_bytes_total{{path=\"splice\"}} {}",
+            sum(|s| s.body_bytes_spliced)
+        );
+        let _ = writeln!(
+            out,
+            "portcullis_body_bytes_total{{path=\"copy\"}} {}",
+            sum(|s| s.body_bytes_copied)
+        );
+
+        let mut merged = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable_histogram());
+        for s in &snaps {
+            let _ = merged.add(&s.latency_us);
+        }
+        out.push_str("# HELP portcullis_request_duration_seconds Request latency, head received to response relayed (hdrhistogram per core, merged).\n# TYPE portcullis_request_duration_seconds summary\n");
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            let v = merged.value_at_quantile(q) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "portcullis_request_duration_seconds{{quantile=\"{q}\"}} {v}"
+            );
+        }
+        let total: f64 = merged
+            .iter_recorded()
+            .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+            .sum::<f64>()
+            / 1e6;
+        let _ = writeln!(out, "portcullis_request_duration_seconds_sum {total}");
+        let _ = writeln!(
+            out,
+            "portcullis_request_duration_seconds_count {}",
+            merged.len()
+        );
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Serves `/metrics` and `/healthz` on a plain-HTTP admin listener, on its own
+/// thread (blocking I/O: a scrape is rare and must never compete with a worker core).
+pub fn serve_admin(addr: SocketAddr, published: Arc<Published>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new().name("admin".into()).spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 4096];
+            let mut len = 0;
+            while len < buf.len() {
+                match stream.read(&mut buf[len..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        len += n;
+                        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                }
+            }
+            let line = String::from_utf8_lossy(&buf[..len]);
+            let path = line.split_whitespace().nth(1).unwrap_or("");
+            let (status, ctype, body) = match path {
+                "/metrics" => ("200 OK", "text/plain; version=0.0.4", published.render()),
+                "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
+                _ => ("404 Not Found", "text/plain", "not found: try /metrics or /healthz\n".to_string()),
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    })?;
+    info!(address = %bound, "admin listener: /metrics, /healthz");
+    Ok(bound)
+}
