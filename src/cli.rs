@@ -27,6 +27,8 @@ USAGE:
       One more certificate signed by the CA in --ca-dir (client unless --server).
   portcullis check --config FILE
       Validate a config file and explain what it will do.
+  portcullis doctor [--config FILE]
+      Check this host (io_uring, kernel TLS, limits, somaxconn, cores) and say how to fix what is missing.
 
 ENVIRONMENT:
   PORTCULLIS_DRIVER=io_uring|epoll|auto   overrides server.driver
@@ -47,6 +49,17 @@ pub fn main() -> ExitCode {
         "echo" => cmd_echo(rest),
         "certs" => cmd_certs(rest),
         "check" => cmd_check(rest),
+        "doctor" => {
+            let flags = match Flags::parse(rest, &[], &["--config"]) {
+                Ok(f) => f,
+                Err(e) => return report(Err(e)),
+            };
+            return if crate::doctor::run(flags.one("--config").map(Path::new)) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            };
+        }
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -57,6 +70,10 @@ pub fn main() -> ExitCode {
         }
         other => Err(Failure::Usage(format!("unknown command {other:?}"))),
     };
+    report(result)
+}
+
+fn report(result: Result<(), Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(msg)) => {

@@ -8,6 +8,7 @@
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod drain;
 pub mod echo;
 pub mod error;
