@@ -12,9 +12,10 @@ for tool in curl openssl; do
 done
 
 drivers=${PORTCULLIS_TEST_DRIVERS:-"io_uring epoll"}
-cargo build --all-targets --locked
+cargo build --workspace --all-targets --locked
 echo "== unit tests"
 cargo test --locked --lib --bins
+cargo test --locked -p portcullis-bench
 for driver in $drivers; do
   echo "== integration tests, driver=$driver"
   PORTCULLIS_DRIVER=$driver cargo test --locked --test '*' -- --test-threads=4

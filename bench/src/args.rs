@@ -18,8 +18,10 @@ Options:
   -t, --threads N         worker threads, one monoio runtime each (default: cores)
       --pin CORES         pin threads to these cores, e.g. 0 or 0,1 (round robin)
   -R, --rate N            open loop: N requests/s in total, spread evenly over the
-                          connections; latency is measured from each request's
-                          scheduled send time (coordinated-omission correction, as wrk2)
+                          connections. A connection that falls behind its schedule
+                          sends at once and the latency counts from the request's
+                          scheduled send time (coordinated-omission correction, as
+                          wrk2); one that is on time is timed from its actual send
       --new-conn          a new TCP+TLS connection (full mTLS handshake) per request
       --resume            with --new-conn: TLS session resumption (tickets / session
                           cache in the client config, shared per thread)
@@ -42,7 +44,10 @@ Options:
   -h, --help              print this help
 
 Closed loop (default): each connection sends its next request as soon as the
-previous response is complete. HTTP/1.1 keep-alive, no pipelining.
+previous response is complete. HTTP/1.1 keep-alive, no pipelining. Without
+--new-conn, every connection is opened and carries one unrecorded request
+before the clock starts (warm-up, at most 2 s), so the run measures the
+steady state. Wall time is at most warm-up + duration + 2 s.
 ";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,7 +76,6 @@ pub struct Target {
     pub scheme_https: bool,
     /// Host as written in the URL (brackets stripped from IPv6 literals).
     pub host: String,
-    pub port: u16,
     /// Path and query, starting with '/'.
     pub path: String,
     /// Value of the Host header.
@@ -135,14 +139,27 @@ pub fn parse(argv: &[String]) -> Result<Parsed, String> {
     let mut it = argv.iter().skip(1);
     while let Some(raw) = it.next() {
         // Accept --opt=value as well as --opt value.
+        // and -c64 (short option with its value attached, as wrk takes it).
         let (flag, inline) = match raw.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ if raw.len() > 2
+                && !raw.starts_with("--")
+                && matches!(
+                    &raw[..2],
+                    "-c" | "-d" | "-t" | "-R" | "-H" | "-m" | "-X" | "-E"
+                ) =>
+            {
+                (raw[..2].to_string(), Some(raw[2..].to_string()))
+            }
             _ => (raw.clone(), None),
         };
         let mut value = |name: &str| -> Result<String, String> {
             match &inline {
                 Some(v) => Ok(v.clone()),
-                None => it.next().cloned().ok_or_else(|| format!("{name} needs a value")),
+                None => it
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| format!("{name} needs a value")),
             }
         };
         match flag.as_str() {
@@ -158,7 +175,9 @@ pub fn parse(argv: &[String]) -> Result<Parsed, String> {
             }
             "-R" | "--rate" => {
                 let v = value(&flag)?;
-                let r: f64 = v.parse().map_err(|_| format!("{flag}: not a number: {v:?}"))?;
+                let r: f64 = v
+                    .parse()
+                    .map_err(|_| format!("{flag}: not a number: {v:?}"))?;
                 if !(r > 0.0 && r.is_finite()) {
                     return Err(format!("{flag}: must be > 0"));
                 }
@@ -208,7 +227,11 @@ pub fn parse(argv: &[String]) -> Result<Parsed, String> {
                     "auto" => DriverChoice::Auto,
                     "io_uring" | "iouring" | "uring" => DriverChoice::IoUring,
                     "epoll" | "legacy" => DriverChoice::Epoll,
-                    other => return Err(format!("--driver: expected io_uring, epoll or auto, got {other:?}")),
+                    other => {
+                        return Err(format!(
+                            "--driver: expected io_uring, epoll or auto, got {other:?}"
+                        ))
+                    }
                 }
             }
             s if s.starts_with('-') && s.len() > 1 => {
@@ -242,7 +265,9 @@ pub fn parse(argv: &[String]) -> Result<Parsed, String> {
     if resume && !new_conn {
         return Err("--resume only makes sense with --new-conn".into());
     }
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let threads = threads.unwrap_or(cores).clamp(1, connections);
     if threads == 0 {
         return Err("--threads must be at least 1".into());
@@ -255,18 +280,31 @@ pub fn parse(argv: &[String]) -> Result<Parsed, String> {
             }
             Identity::None
         }
-        ("PEM", Some(c)) => Identity::Pem { cert: PathBuf::from(c), key },
+        ("PEM", Some(c)) => Identity::Pem {
+            cert: PathBuf::from(c),
+            key,
+        },
         ("P12" | "PKCS12" | "PFX", Some(c)) => {
             if key.is_some() {
-                return Err("--key is not used with --cert-type P12 (the key is in the .p12)".into());
+                return Err(
+                    "--key is not used with --cert-type P12 (the key is in the .p12)".into(),
+                );
             }
             let (file, password) = split_cert_password(&c);
-            Identity::P12 { file: PathBuf::from(file), password }
+            Identity::P12 {
+                file: PathBuf::from(file),
+                password,
+            }
         }
         (other, Some(_)) => return Err(format!("--cert-type: expected PEM or P12, got {other:?}")),
     };
     if plain {
-        if !matches!(identity, Identity::None) || cacert.is_some() || insecure || resume || sni.is_some() {
+        if !matches!(identity, Identity::None)
+            || cacert.is_some()
+            || insecure
+            || resume
+            || sni.is_some()
+        {
             return Err("TLS options given with --plain".into());
         }
     } else if cacert.is_none() && !insecure {
@@ -298,7 +336,8 @@ pub fn parse(argv: &[String]) -> Result<Parsed, String> {
 }
 
 fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    v.parse().map_err(|_| format!("{flag}: not a number: {v:?}"))
+    v.parse()
+        .map_err(|_| format!("{flag}: not a number: {v:?}"))
 }
 
 /// "FILE:PASSWORD" as curl takes it: the first ':' not escaped as "\:".
@@ -334,7 +373,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("bad duration unit in {s:?} (use us, ms, s, m, h)")),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e7 {
+    if !secs.is_finite() || !(0.0..=1e7).contains(&secs) {
         return Err(format!("bad duration {s:?}"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -381,12 +420,26 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
     if host.is_empty() {
         return Err(format!("no host in {url:?}"));
     }
-    let addr = (host.as_str(), port)
+    let addrs: Vec<SocketAddr> = (host.as_str(), port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host} resolves to no address"))?;
-    let host_for_header = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+        .collect();
+    // A name with several addresses (localhost: 127.0.0.1 and ::1): use the
+    // first that accepts a connection now, so a server listening on only
+    // one family is still found. All connections then go to that address.
+    let addr = match addrs.as_slice() {
+        [] => return Err(format!("{host} resolves to no address")),
+        [one] => *one,
+        many => *many
+            .iter()
+            .find(|a| std::net::TcpStream::connect_timeout(a, Duration::from_secs(1)).is_ok())
+            .unwrap_or(&many[0]),
+    };
+    let host_for_header = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.clone()
+    };
     let authority = if port == default_port {
         host_for_header
     } else {
@@ -395,7 +448,7 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
     Ok(Target {
         scheme_https: https,
         host,
-        port,
+
         path,
         authority,
         addr,
@@ -418,20 +471,38 @@ mod tests {
     #[test]
     fn urls() {
         let t = parse_url("https://127.0.0.1:8443/a/b?c=1").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("127.0.0.1", 8443, "/a/b?c=1"));
+        assert_eq!(
+            (t.host.as_str(), t.addr.port(), t.path.as_str()),
+            ("127.0.0.1", 8443, "/a/b?c=1")
+        );
         assert_eq!(t.authority, "127.0.0.1:8443");
         let t = parse_url("http://[::1]:8080").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("::1", 8080, "/"));
+        assert_eq!(
+            (t.host.as_str(), t.addr.port(), t.path.as_str()),
+            ("::1", 8080, "/")
+        );
         assert_eq!(t.authority, "[::1]:8080");
         let t = parse_url("https://127.0.0.1?x").unwrap();
-        assert_eq!((t.port, t.path.as_str(), t.authority.as_str()), (443, "/?x", "127.0.0.1"));
+        assert_eq!(
+            (t.addr.port(), t.path.as_str(), t.authority.as_str()),
+            (443, "/?x", "127.0.0.1")
+        );
     }
 
     #[test]
     fn p12_password() {
-        assert_eq!(split_cert_password("a.p12:pw"), ("a.p12".into(), "pw".into()));
-        assert_eq!(split_cert_password("a.p12:p:w"), ("a.p12".into(), "p:w".into()));
-        assert_eq!(split_cert_password("c\\:x.p12:pw"), ("c:x.p12".into(), "pw".into()));
+        assert_eq!(
+            split_cert_password("a.p12:pw"),
+            ("a.p12".into(), "pw".into())
+        );
+        assert_eq!(
+            split_cert_password("a.p12:p:w"),
+            ("a.p12".into(), "p:w".into())
+        );
+        assert_eq!(
+            split_cert_password("c\\:x.p12:pw"),
+            ("c:x.p12".into(), "pw".into())
+        );
         assert_eq!(split_cert_password("a.p12"), ("a.p12".into(), "".into()));
     }
 }

@@ -55,7 +55,10 @@ impl TlsSetup {
                 n += 1;
             }
             if n == 0 {
-                return Err(format!("--cacert {}: no certificates in it", path.display()));
+                return Err(format!(
+                    "--cacert {}: no certificates in it",
+                    path.display()
+                ));
             }
             builder.with_root_certificates(roots)
         };
@@ -67,14 +70,17 @@ impl TlsSetup {
                     .map_err(|e| format!("client certificate: {e}"))?,
                 desc,
             ),
-            None => (builder.with_no_client_auth(), "no client certificate".into()),
+            None => (
+                builder.with_no_client_auth(),
+                "no client certificate".into(),
+            ),
         };
         base.alpn_protocols = vec![b"http/1.1".to_vec()];
         base.resumption = Resumption::disabled();
 
         let name = args.sni.clone().unwrap_or_else(|| args.target.host.clone());
-        let server_name = ServerName::try_from(name.clone())
-            .map_err(|e| format!("server name {name:?}: {e}"))?;
+        let server_name =
+            ServerName::try_from(name.clone()).map_err(|e| format!("server name {name:?}: {e}"))?;
         Ok(TlsSetup {
             base,
             server_name,
@@ -119,7 +125,10 @@ fn load_identity(identity: &Identity) -> Result<Option<LoadedIdentity>, String> 
             let store = p12_keystore::KeyStore::from_pkcs12(&data, password)
                 .map_err(|e| format!("--cert {} (PKCS#12): {e}", file.display()))?;
             let (alias, chain) = store.private_key_chain().ok_or_else(|| {
-                format!("--cert {}: no private key with a certificate in it", file.display())
+                format!(
+                    "--cert {}: no private key with a certificate in it",
+                    file.display()
+                )
             })?;
             let certs: Vec<CertificateDer<'static>> = chain
                 .chain()
@@ -127,7 +136,10 @@ fn load_identity(identity: &Identity) -> Result<Option<LoadedIdentity>, String> 
                 .map(|c| CertificateDer::from(c.as_der().to_vec()))
                 .collect();
             if certs.is_empty() {
-                return Err(format!("--cert {}: the key has no certificate", file.display()));
+                return Err(format!(
+                    "--cert {}: the key has no certificate",
+                    file.display()
+                ));
             }
             let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(chain.key().to_vec()));
             let desc = format!("client certificate {} (PKCS#12, {alias:?})", file.display());
