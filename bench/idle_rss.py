@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""RSS per idle mTLS connection: open N idle connections (full mTLS handshake,
+then silence), divide the gateway's RSS growth by N. Loopback only, bounded.
+
+Usage: bench/idle_rss.py [N]   (default 10000; needs `ulimit -n` > N + 100)
+"""
+import os, resource, socket, ssl, subprocess, sys, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+W = ROOT / "target" / "bench-idle"
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+PORT, ECHO = 19643, 19600
+
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+def main():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < N + 200:
+        sys.exit(f"open-file limit {hard} < {N + 200}: raise it (ulimit -n) or use a smaller N")
+    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "portcullis", "--bin", "portcullis"], cwd=ROOT, check=True)
+    B = ROOT / "target/release/portcullis"
+    W.mkdir(parents=True, exist_ok=True)
+    subprocess.run([B, "certs", "init", "--out", W / "pki", "--force"], check=True, stdout=subprocess.DEVNULL)
+    (W / "gw.toml").write_text(f"""[server]
+workers = 1
+log_level = "warn"
+[[listener]]
+address = "127.0.0.1:{PORT}"
+certificate = "pki/server.pem"
+private_key = "pki/server.key"
+client_ca = ["pki/ca.pem"]
+[timeouts]
+idle = "10m"
+request_head = "10m"
+[[route]]
+path = "/"
+backends = ["127.0.0.1:{ECHO}"]
+""")
+    gw = subprocess.Popen([B, "run", "--config", W / "gw.toml"], stderr=open(W / "gw.log", "w"), preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard)))
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", PORT), timeout=0.1).close(); break
+            except OSError:
+                time.sleep(0.05)
+        ctx = ssl.create_default_context(cafile=str(W / "pki/ca.pem"))
+        ctx.load_cert_chain(str(W / "pki/client.pem"), str(W / "pki/client.key"))
+        # A few warm-up connections so one-time allocations are not charged to N.
+        warm = [ctx.wrap_socket(socket.create_connection(("127.0.0.1", PORT)), server_hostname="localhost") for _ in range(50)]
+        time.sleep(0.5)
+        base = rss_kib(gw.pid)
+        conns, t0 = [], time.time()
+        for i in range(N):
+            s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", PORT)), server_hostname="localhost")
+            conns.append(s)
+            if time.time() - t0 > 300:
+                sys.exit(f"stopped after {i} connections: over 300 s")
+        time.sleep(1.0)
+        after = rss_kib(gw.pid)
+        per = (after - base) * 1024 / N
+        print(f"idle mTLS connections: {N}; gateway RSS {base} KiB -> {after} KiB; {per:.0f} bytes ({per / 1024:.1f} KiB) per idle connection; {time.time() - t0:.1f} s to open")
+        for s in conns + warm:
+            s.close()
+    finally:
+        gw.terminate()
+        gw.wait(timeout=15)
+
+main()
