@@ -30,6 +30,10 @@ pub trait Transport {
     /// Ends the stream cleanly (TLS close_notify where there is TLS, then FIN).
     async fn close(&mut self);
 
+    /// Waits until there is something to read, holding no buffer meanwhile
+    /// (an idle kept-alive connection then costs no buffer memory).
+    async fn wait_readable(&mut self) -> io::Result<()>;
+
     /// The kernel-TLS stream underneath, when the kernel does the crypto:
     /// body bytes can then be spliced straight into its socket.
     fn kernel_tls(&mut self) -> Option<&mut crate::tls::ktls::KtlsStream> {
@@ -62,10 +66,47 @@ impl Transport for TcpStream {
     async fn close(&mut self) {
         let _ = self.shutdown().await;
     }
+
+    async fn wait_readable(&mut self) -> io::Result<()> {
+        self.readable(false).await
+    }
 }
 
 /// Writes the whole of `buf`.
 pub async fn write_all<T: Transport>(t: &mut T, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
     let len = buf.len();
     t.write_range(buf, 0..len).await
+}
+
+/// Idle buffers kept per core (beyond this they are freed).
+const MAX_POOLED_BUFFERS: usize = 4096;
+
+thread_local! {
+    /// This core's spare buffers: connections return theirs while idle and take
+    /// one back when bytes arrive, so the steady state allocates nothing and
+    /// idle connections hold no buffer memory.
+    static BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer with at least `capacity` bytes of room, from this core's pool.
+pub fn take_buffer(capacity: usize) -> Vec<u8> {
+    let mut buf = BUFFERS.with(|b| b.borrow_mut().pop()).unwrap_or_default();
+    if buf.capacity() < capacity {
+        buf.reserve(capacity);
+    }
+    buf
+}
+
+/// Gives a buffer back to this core's pool (contents are discarded).
+pub fn give_buffer(mut buf: Vec<u8>) {
+    if buf.capacity() == 0 {
+        return;
+    }
+    buf.clear();
+    BUFFERS.with(|b| {
+        let mut pool = b.borrow_mut();
+        if pool.len() < MAX_POOLED_BUFFERS {
+            pool.push(buf);
+        }
+    });
 }

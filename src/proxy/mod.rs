@@ -20,10 +20,14 @@ use crate::error::{Fault, ProxyError};
 use crate::http::request::{parse_request, write_backend_request_head, ForwardContext};
 use crate::http::response::write_error_response;
 use crate::http::{BodyFraming, Parsed};
-use crate::io::{write_all, Transport};
+use crate::io::{give_buffer, take_buffer, write_all, Transport};
 use crate::router::{RouteMatch, RouteTable};
 use crate::tls::PeerIdentity;
 use crate::upstream::Pool;
+
+/// Per-connection buffer sizes (taken from the core's pool when bytes arrive).
+const RBUF_CAPACITY: usize = 16 * 1024;
+const OUT_CAPACITY: usize = 4 * 1024;
 
 /// Hard cap on header slots parsed per head (the configurable limit is below it).
 pub const MAX_HEADERS_CAP: usize = 512;
@@ -136,8 +140,8 @@ pub async fn serve<S: Transport>(
 ) {
     let mut c = ClientConn {
         io,
-        rbuf: Vec::with_capacity(16 * 1024),
-        out: Vec::with_capacity(4 * 1024),
+        rbuf: Vec::new(),
+        out: Vec::new(),
         peer,
         identity,
         host: String::new(),
@@ -180,6 +184,8 @@ pub async fn serve<S: Transport>(
         }
     }
     c.io.close().await;
+    give_buffer(std::mem::take(&mut c.rbuf));
+    give_buffer(std::mem::take(&mut c.out));
 }
 
 /// Reads until one whole request head is in `rbuf`, then plans it. Ok(None):
@@ -208,6 +214,27 @@ async fn read_request<S: Transport>(
         if wait.is_zero() {
             return Err(ProxyError::HeadTimeout);
         }
+        if c.rbuf.is_empty() {
+            // Between requests: idle connections give their buffers back to the
+            // core's pool and wait for readability holding none.
+            give_buffer(std::mem::take(&mut c.rbuf));
+            give_buffer(std::mem::take(&mut c.out));
+            match monoio::time::timeout(wait, c.io.wait_readable()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    debug!(peer = %c.peer, error = %e, "client connection failed while idle");
+                    return Ok(None);
+                }
+                Err(_) if head_deadline.is_some() => return Err(ProxyError::HeadTimeout),
+                Err(_) => return Ok(None),
+            }
+            c.rbuf = take_buffer(RBUF_CAPACITY);
+            c.out = take_buffer(OUT_CAPACITY);
+        }
+        let wait = match head_deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => timeouts.idle,
+        };
         let buf = std::mem::take(&mut c.rbuf);
         match monoio::time::timeout(wait, c.io.read_append(buf)).await {
             Ok((Ok(0), buf)) => {

@@ -249,6 +249,9 @@ impl TlsStream {
 
     /// Reads more ciphertext after the handshake: as much as the socket has.
     async fn read_ciphertext(&mut self) -> io::Result<usize> {
+        if self.incoming.capacity() == 0 {
+            self.incoming = crate::io::take_buffer(RECORD_HEADER_LEN + MAX_RECORD_BODY);
+        }
         if self.incoming.capacity() - self.incoming.len() < MIN_READ {
             self.incoming.reserve(MIN_READ);
         }
@@ -435,6 +438,16 @@ impl Transport for TlsStream {
             return (Err(e), buf);
         }
         (self.flush().await, buf)
+    }
+
+    async fn wait_readable(&mut self) -> io::Result<()> {
+        if !self.incoming.is_empty() || !self.pending_plain.is_empty() || self.peer_closed {
+            return Ok(());
+        }
+        // Nothing buffered: hand the buffers back while the client is idle.
+        crate::io::give_buffer(std::mem::take(&mut self.incoming));
+        crate::io::give_buffer(std::mem::take(&mut self.outgoing));
+        self.tcp.readable(false).await
     }
 
     async fn close(&mut self) {

@@ -81,7 +81,7 @@ impl KtlsStream {
             read_closed: false,
             close_notify_sent: false,
             key_updates: 0,
-            control: vec![0; 16 * 1024 + 512],
+            control: Vec::new(),
         }
     }
 
@@ -105,6 +105,10 @@ impl KtlsStream {
     }
 
     async fn on_control_record(&mut self, dst: &mut Vec<u8>) -> Control {
+        if self.control.is_empty() {
+            // Control records are rare: the scratch space is allocated on first use.
+            self.control = vec![0; 16 * 1024 + 512];
+        }
         let fd = self.tcp.as_raw_fd();
         let (record_type, len) = match sys::recv_record(fd, &mut self.control) {
             Ok(r) => r,
@@ -342,6 +346,13 @@ impl Transport for KtlsStream {
             pos = end;
         }
         (Ok(()), buf)
+    }
+
+    async fn wait_readable(&mut self) -> io::Result<()> {
+        if self.read_closed {
+            return Ok(());
+        }
+        self.tcp.readable(false).await
     }
 
     async fn close(&mut self) {
