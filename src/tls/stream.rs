@@ -20,7 +20,7 @@ use rustls::unbuffered::{
 use rustls::{ProtocolVersion, ServerConfig, SupportedCipherSuite};
 
 use super::client_hello::{self, MAX_RECORD_BODY, RECORD_HEADER_LEN};
-use crate::io::{Transport, MIN_READ};
+use crate::io::Transport;
 
 /// What the handshake established about the client, captured before rustls
 /// may be converted away (kernel TLS keeps no copy of it).
@@ -252,13 +252,11 @@ impl TlsStream {
         if self.incoming.capacity() == 0 {
             self.incoming = crate::io::take_buffer(RECORD_HEADER_LEN + MAX_RECORD_BODY);
         }
-        if self.incoming.capacity() - self.incoming.len() < MIN_READ {
-            self.incoming.reserve(MIN_READ);
-        }
-        let (start, end) = (self.incoming.len(), self.incoming.capacity());
-        let buf = std::mem::take(&mut self.incoming);
-        let (res, slice) = self.tcp.read(buf.slice_mut(start..end)).await;
-        self.incoming = slice.into_inner();
+        let (res, buf) = self
+            .tcp
+            .read_append(std::mem::take(&mut self.incoming))
+            .await;
+        self.incoming = buf;
         res
     }
 

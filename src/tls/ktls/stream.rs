@@ -7,8 +7,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use rustls::kernel::KernelConnection;
 use rustls::server::ServerConnectionData;
@@ -16,7 +15,7 @@ use rustls::{AlertDescription, ProtocolVersion, SupportedCipherSuite};
 use tracing::{info, warn};
 
 use super::{kernel_crypto_rx, kernel_crypto_tx, ktls_io_error, sys};
-use crate::io::{Transport, MIN_READ};
+use crate::io::Transport;
 use crate::tls::stream::linger_close;
 
 const RECORD_ALERT: u8 = 21;
@@ -287,12 +286,8 @@ impl Transport for KtlsStream {
             if self.read_closed {
                 return (Ok(0), buf);
             }
-            if buf.capacity() - buf.len() < MIN_READ {
-                buf.reserve(MIN_READ);
-            }
-            let (start, end) = (buf.len(), buf.capacity());
-            let (res, slice) = self.tcp.read(buf.slice_mut(start..end)).await;
-            buf = slice.into_inner();
+            let (res, b) = self.tcp.read_append(buf).await;
+            buf = b;
             match res {
                 Err(e) if e.raw_os_error() == Some(libc::EIO) => {
                     match self.on_control_record(&mut buf).await {
