@@ -170,56 +170,54 @@ impl Published {
                 );
             }
         }
-        out.push_str("# HELP portcullis_handshake_failures_total TLS handshakes that failed, by reason.\n# TYPE portcullis_handshake_failures_total counter\n");
-        for (i, reason) in HANDSHAKE_REASONS.iter().enumerate() {
-            let n: u64 = snaps.iter().map(|s| s.handshake_failures[i]).sum();
-            let _ = writeln!(
-                out,
-                "portcullis_handshake_failures_total{{reason=\"{reason}\"}} {n}"
-            );
-        }
-        out.push_str("# HELP portcullis_connections_total Client connections after the handshake, by TLS mode.\n# TYPE portcullis_connections_total counter\n");
-        let _ = writeln!(
-            out,
-            "portcullis_connections_total{{tls_mode=\"ktls\"}} {}",
-            sum(|s| s.connections_ktls)
+        let failures: Vec<(String, u64)> = HANDSHAKE_REASONS
+            .iter()
+            .enumerate()
+            .map(|(i, reason)| {
+                let n = snaps.iter().map(|s| s.handshake_failures[i]).sum();
+                (format!("reason=\"{reason}\""), n)
+            })
+            .collect();
+        counter_family(
+            &mut out,
+            "portcullis_handshake_failures_total",
+            "TLS handshakes that failed, by reason.",
+            &failures,
         );
-        let _ = writeln!(
-            out,
-            "portcullis_connections_total{{tls_mode=\"userspace\"}} {}",
-            sum(|s| s.connections_userspace)
+        counter_family(
+            &mut out,
+            "portcullis_connections_total",
+            "Client connections after the handshake, by TLS mode.",
+            &[
+                ("tls_mode=\"ktls\"".into(), sum(|s| s.connections_ktls)),
+                (
+                    "tls_mode=\"userspace\"".into(),
+                    sum(|s| s.connections_userspace),
+                ),
+                (
+                    "tls_mode=\"handshake_failed\"".into(),
+                    sum(|s| s.connections_handshake_failed),
+                ),
+            ],
         );
-        let _ = writeln!(
-            out,
-            "portcullis_connections_total{{tls_mode=\"handshake_failed\"}} {}",
-            sum(|s| s.connections_handshake_failed)
+        counter_family(
+            &mut out,
+            "portcullis_backend_pool_total",
+            "Backend connection pool events.",
+            &[
+                ("event=\"hit\"".into(), sum(|s| s.pool_hits)),
+                ("event=\"miss\"".into(), sum(|s| s.pool_misses)),
+                ("event=\"connect\"".into(), sum(|s| s.pool_connects)),
+            ],
         );
-        out.push_str("# HELP portcullis_backend_pool_total Backend connection pool events.\n# TYPE portcullis_backend_pool_total counter\n");
-        let _ = writeln!(
-            out,
-            "portcullis_backend_pool_total{{event=\"hit\"}} {}",
-            sum(|s| s.pool_hits)
-        );
-        let _ = writeln!(
-            out,
-            "portcullis_backend_pool_total{{event=\"miss\"}} {}",
-            sum(|s| s.pool_misses)
-        );
-        let _ = writeln!(
-            out,
-            "portcullis_backend_pool_total{{event=\"connect\"}} {}",
-            sum(|s| s.pool_connects)
-        );
-        out.push_str("# HELP portcullis_body_bytes_total Body bytes relayed, by path (splice never enters user memory).\n# TYPE portcullis_body_bytes_total counter\n");
-        let _ = writeln!(
-            out,
-            "portcullis_body_bytes_total{{path=\"splice\"}} {}",
-            sum(|s| s.body_bytes_spliced)
-        );
-        let _ = writeln!(
-            out,
-            "portcullis_body_bytes_total{{path=\"copy\"}} {}",
-            sum(|s| s.body_bytes_copied)
+        counter_family(
+            &mut out,
+            "portcullis_body_bytes_total",
+            "Body bytes relayed, by path (splice never enters user memory).",
+            &[
+                ("path=\"splice\"".into(), sum(|s| s.body_bytes_spliced)),
+                ("path=\"copy\"".into(), sum(|s| s.body_bytes_copied)),
+            ],
         );
 
         let mut merged = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable_histogram());
@@ -246,6 +244,14 @@ impl Published {
             merged.len()
         );
         out
+    }
+}
+
+/// Writes one counter family: HELP and TYPE lines, then `name{labels} value` per series.
+fn counter_family(out: &mut String, name: &str, help: &str, series: &[(String, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (labels, value) in series {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
     }
 }
 
