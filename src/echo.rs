@@ -13,14 +13,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use aws_lc_rs::digest;
-use monoio::net::TcpStream;
+use rustls::ServerConfig;
 use tracing::{debug, info};
 
 use crate::http::chunked::{write_chunk_header, ChunkedDecoder, LAST_CHUNK};
 use crate::http::request::parse_request;
 use crate::http::response::{reason_phrase, write_error_response};
 use crate::http::{BodyFraming, Limits, Parsed};
+use crate::identity::ClientCert;
 use crate::io::{write_all, Transport};
+use crate::tls::TlsStream;
 use crate::runtime::{self, Driver};
 
 /// Longest delay a request may ask for, so a stray header cannot park a connection forever.
@@ -30,10 +32,13 @@ static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Binds `addrs` on `workers` cores and serves until the process exits.
 /// Returns the bound addresses and the worker threads.
+/// With `tls`, every connection is TLS (and mTLS when the config verifies
+/// clients): a test backend for the gateway's upstream TLS.
 pub fn start(
     addrs: &[SocketAddr],
     workers: usize,
     driver: Driver,
+    tls: Option<Arc<ServerConfig>>,
 ) -> Result<(Vec<SocketAddr>, Vec<std::thread::JoinHandle<()>>), String> {
     let mut per_worker: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
@@ -47,6 +52,7 @@ pub fn start(
             per_worker[w].push(s);
         }
     }
+    let tls_on = tls.is_some();
     let slots = Arc::new(Mutex::new(
         per_worker.into_iter().map(Some).collect::<Vec<_>>(),
     ));
@@ -56,11 +62,12 @@ pub fn start(
             .ok()
             .and_then(|mut s| s.get_mut(index).and_then(Option::take))
             .unwrap_or_default();
+        let tls = tls.clone();
         async move {
             for socket in sockets {
                 match runtime::adopt_listener(socket, driver) {
                     Ok(l) => {
-                        monoio::spawn(accept_loop(l));
+                        monoio::spawn(accept_loop(l, tls.clone()));
                     }
                     Err(e) => tracing::error!(error = %e, "echo: cannot adopt listener"),
                 }
@@ -69,19 +76,37 @@ pub fn start(
         }
     })
     .map_err(|e| format!("echo: cannot start workers: {e}"))?;
+    let mode = if tls_on { "HTTP/1.1 over TLS" } else { "plain HTTP/1.1" };
     for addr in &bound {
-        info!(address = %addr, workers, "echo backend listening (plain HTTP/1.1)");
+        info!(address = %addr, workers, mode, "echo backend listening");
     }
     Ok((bound, handles))
 }
 
-async fn accept_loop(listener: monoio::net::TcpListener) {
+async fn accept_loop(listener: monoio::net::TcpListener, tls: Option<Arc<ServerConfig>>) {
     loop {
         match listener.accept().await {
             Ok((tcp, _)) => {
                 let _ = tcp.set_nodelay(true);
                 let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
-                monoio::spawn(serve(tcp, id));
+                match &tls {
+                    None => {
+                        monoio::spawn(serve(tcp, id, None));
+                    }
+                    Some(config) => {
+                        let config = config.clone();
+                        monoio::spawn(async move {
+                            match TlsStream::accept(tcp, move |_| Some(config)).await {
+                                Ok((stream, identity)) => {
+                                    let subject = ClientCert::from_chain(&identity.chain)
+                                        .map(|c| c.subject);
+                                    serve(stream, id, Some(subject)).await;
+                                }
+                                Err((e, _)) => debug!(error = ?e, "echo: TLS handshake failed"),
+                            }
+                        });
+                    }
+                }
             }
             Err(e) => {
                 debug!(error = %e, "echo: accept failed");
@@ -100,7 +125,8 @@ struct Steering {
     delay_ms: u64,
 }
 
-async fn serve(mut tcp: TcpStream, connection_id: u64) {
+/// `tls`: None for plain HTTP; Some(client certificate subject) over TLS.
+async fn serve<S: Transport>(mut tcp: S, connection_id: u64, tls: Option<Option<String>>) {
     let limits = Limits {
         max_header_bytes: 64 * 1024,
         max_headers: 256,
@@ -207,8 +233,14 @@ async fn serve(mut tcp: TcpStream, connection_id: u64) {
         }
         let _ = write!(
             json,
-            "\",\"connection\":{{\"id\":{connection_id},\"requests\":{requests}}}}}"
+            "\",\"connection\":{{\"id\":{connection_id},\"requests\":{requests}}}"
         );
+        if let Some(subject) = &tls {
+            json.push_str(",\"tls\":{\"client_subject\":");
+            push_json_opt(&mut json, subject.as_deref());
+            json.push('}');
+        }
+        json.push('}');
 
         if steer.delay_ms > 0 {
             monoio::time::sleep(Duration::from_millis(steer.delay_ms.min(MAX_DELAY_MS))).await;
@@ -224,8 +256,8 @@ async fn serve(mut tcp: TcpStream, connection_id: u64) {
     }
 }
 
-async fn write_response(
-    tcp: &mut TcpStream,
+async fn write_response<S: Transport>(
+    tcp: &mut S,
     out: &mut Vec<u8>,
     json: &str,
     steer: &Steering,
@@ -282,7 +314,10 @@ async fn write_response(
                     write_chunk_header(n, out);
                     flush(tcp, out).await?;
                 }
-                let (res, _) = monoio::io::AsyncWriteRentExt::write_all(tcp, &pattern[..n]).await;
+                // The pattern buffer is lent to the write (owned-buffer I/O) and
+                // returned, so large responses copy nothing.
+                let (res, buf) = tcp.write_range(take_pattern(), 0..n).await;
+                PATTERN_BUF.with(|p| *p.borrow_mut() = Some(buf));
                 res?;
                 if steer.chunked {
                     out.clear();
@@ -301,10 +336,22 @@ async fn write_response(
     }
 }
 
-async fn flush(tcp: &mut TcpStream, out: &mut Vec<u8>) -> std::io::Result<()> {
+async fn flush<S: Transport>(tcp: &mut S, out: &mut Vec<u8>) -> std::io::Result<()> {
     let (res, buf) = write_all(tcp, std::mem::take(out)).await;
     *out = buf;
     res
+}
+
+thread_local! {
+    static PATTERN_BUF: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// This thread's owned copy of [`pattern`] (made on first use).
+fn take_pattern() -> Vec<u8> {
+    PATTERN_BUF
+        .with(|p| p.borrow_mut().take())
+        .filter(|b| b.len() == pattern().len())
+        .unwrap_or_else(|| pattern().to_vec())
 }
 
 /// 251 * 256 bytes of i % 251: a whole number of periods, so consecutive

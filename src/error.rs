@@ -45,6 +45,14 @@ pub enum ProxyError {
     BackendTimeout,
     /// The gateway is draining for shutdown.
     Draining,
+    /// The Host header names a different site than the TLS server name.
+    MisdirectedRequest,
+    /// The route needs a client certificate and the connection has none.
+    ClientCertRequired,
+    /// The client certificate is not on the route's allowlist.
+    ClientCertNotAllowed,
+    /// The TLS handshake with the backend failed (its certificate, or ours).
+    BackendTls(String),
 }
 
 impl ProxyError {
@@ -60,6 +68,10 @@ impl ProxyError {
             }
             Self::BackendConnectTimeout | Self::BackendTimeout => 504,
             Self::Draining => 503,
+            Self::MisdirectedRequest => 421,
+            Self::ClientCertRequired => 401,
+            Self::ClientCertNotAllowed => 403,
+            Self::BackendTls(_) => 502,
         }
     }
 
@@ -77,6 +89,10 @@ impl ProxyError {
             Self::BackendConnectTimeout => "PCS.5041",
             Self::BackendTimeout => "PCS.5040",
             Self::Draining => "PCS.5030",
+            Self::MisdirectedRequest => "PCS.4210",
+            Self::ClientCertRequired => "PCS.4010",
+            Self::ClientCertNotAllowed => "PCS.4030",
+            Self::BackendTls(_) => "PCS.5023",
         }
     }
 
@@ -94,6 +110,12 @@ impl ProxyError {
             Self::BackendConnectTimeout => "backend did not accept the connection in time",
             Self::BackendTimeout => "backend did not respond in time",
             Self::Draining => "gateway is shutting down",
+            Self::MisdirectedRequest => {
+                "the Host header names a different site than the TLS server name"
+            }
+            Self::ClientCertRequired => "this route requires a client certificate",
+            Self::ClientCertNotAllowed => "this client certificate is not allowed on this route",
+            Self::BackendTls(_) => "TLS with the backend failed",
         }
     }
 
@@ -103,8 +125,12 @@ impl ProxyError {
             | Self::NoRoute
             | Self::MethodNotAllowed
             | Self::BodyTooLarge
-            | Self::HeadTimeout => Fault::Client,
-            Self::BackendConnect(_)
+            | Self::HeadTimeout
+            | Self::MisdirectedRequest
+            | Self::ClientCertRequired
+            | Self::ClientCertNotAllowed => Fault::Client,
+            Self::BackendTls(_)
+            | Self::BackendConnect(_)
             | Self::BackendConnectTimeout
             | Self::BackendReset(_)
             | Self::BackendInvalidResponse(_)
@@ -122,7 +148,14 @@ impl ProxyError {
     /// Client errors leave the connection in an unknown framing state, and a
     /// draining gateway wants the client gone: close after the response.
     pub fn closes_connection(&self) -> bool {
-        !matches!(self, Self::NoRoute | Self::MethodNotAllowed)
+        !matches!(
+            self,
+            Self::NoRoute
+                | Self::MethodNotAllowed
+                | Self::MisdirectedRequest
+                | Self::ClientCertRequired
+                | Self::ClientCertNotAllowed
+        )
     }
 }
 
@@ -132,6 +165,7 @@ impl fmt::Display for ProxyError {
         match self {
             Self::BackendConnect(e) | Self::BackendReset(e) => write!(f, " ({e})"),
             Self::BackendInvalidResponse(e) | Self::BadRequest(e) => write!(f, " ({e})"),
+            Self::BackendTls(why) => write!(f, " ({why})"),
             _ => Ok(()),
         }
     }

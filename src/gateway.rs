@@ -1,25 +1,23 @@
 //! Assembles a running gateway from a validated config: TLS configs per core,
 //! SO_REUSEPORT listeners per core, workers, graceful drain.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
-use rustls::server::ProducesTickets;
-use rustls::ServerConfig;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, KtlsMode, ListenerConfig, Workers};
+use crate::generation::{Current, Generation, WorkerGeneration};
 use crate::drain::Drain;
 use crate::metrics::{self, Published, Snapshot};
-use crate::proxy::{self, GatewaySettings, WorkerContext};
-use crate::router::RouteTable;
+use crate::proxy::{self, Session, WorkerContext};
 use crate::runtime::{self, Driver};
 use crate::tls::ktls::{self, Handover, KtlsSupport};
-use crate::tls::{self, reason, HandshakeFailure, TlsStream};
+use crate::tls::{reason, HandshakeFailure, TlsStream};
 use crate::upstream::Pool;
 
 /// A gateway whose sockets are bound and whose TLS material has loaded:
@@ -28,7 +26,8 @@ pub struct Prepared {
     config: Config,
     driver: Driver,
     workers: usize,
-    ticketer: Arc<dyn ProducesTickets>,
+    current: Arc<Current>,
+    published: Arc<Published>,
     /// listeners[worker] = that worker's socket for each configured listener.
     listeners: Vec<Vec<TcpListener>>,
     pub bound: Vec<SocketAddr>,
@@ -41,11 +40,8 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
     };
     let choice = runtime::driver_choice_from_env(config.server.driver)?;
     let driver = runtime::select_driver(choice)?;
-    let ticketer = tls::server_config::shared_ticketer()
-        .map_err(|e| format!("cannot create the TLS ticket key: {e}"))?;
-    for l in &config.listeners {
-        tls::server_config::build(l, ticketer.clone()).map_err(|e| e.to_string())?;
-    }
+    let published = Published::new(workers);
+    let first = Generation::load(&config, 1, &published)?;
     if config.listeners.iter().any(|l| l.ktls == KtlsMode::On) {
         let support = ktls::probe();
         if let Err(why) = &support.available {
@@ -68,44 +64,38 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         config,
         driver,
         workers,
-        ticketer,
+        current: Current::new(first),
+        published,
         listeners,
         bound,
     })
 }
 
-/// Runs until SIGTERM/SIGINT and the drain that follows.
+/// Runs until SIGTERM/SIGINT and the drain that follows. SIGHUP reloads.
 pub fn run(prepared: Prepared) -> Result<(), String> {
     let Prepared {
         config,
         driver,
         workers,
-        ticketer,
+        current,
+        published,
         listeners,
         bound,
     } = prepared;
-    runtime::install_signal_handlers()
+    let reloader = Reloader {
+        started_with: config.clone(),
+        current: current.clone(),
+        published: published.clone(),
+        next_id: std::sync::atomic::AtomicU64::new(2),
+    };
+    runtime::install_signal_handlers(move || reloader.reload())
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let pid_file = PidFile::write(config.server.pid_file.as_deref())?;
     for addr in &bound {
         info!(address = %addr, workers, driver = %driver.name(), "listening (mTLS, HTTP/1.1)");
     }
-    let settings = Arc::new(GatewaySettings {
-        routes: RouteTable::new(&config.routes),
-        limits: config.limits.clone(),
-        timeouts: config.timeouts.clone(),
-        access_log: config.server.access_log,
-    });
-    let published = match config.admin {
+    let admin_published = match config.admin {
         Some(addr) => {
-            let labels = config
-                .routes
-                .iter()
-                .map(|r| match &r.host {
-                    Some(h) => format!("{h:?} {}", r.path),
-                    None => r.path.clone(),
-                })
-                .collect();
-            let published = Published::new(workers, labels);
             metrics::serve_admin(addr, published.clone())
                 .map_err(|e| format!("cannot start the admin listener on {addr}: {e}"))?;
             Some(published)
@@ -115,12 +105,11 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
     let shared = Arc::new(WorkerShared {
         listeners: Mutex::new(listeners.into_iter().map(Some).collect()),
         listener_configs: config.listeners.clone(),
-        ticketer,
-        settings,
+        current,
         pool: (config.pool.max_idle_per_backend, config.pool.idle_timeout),
         drain_timeout: config.server.drain_timeout,
         driver,
-        published,
+        published: admin_published,
     });
     let handles = runtime::spawn_workers("portcullis", driver, workers, move |index| {
         worker_main(index, shared.clone())
@@ -129,21 +118,139 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
     for h in handles {
         let _ = h.join();
     }
+    drop(pid_file);
     info!("stopped");
     Ok(())
+}
+
+/// Re-reads the config file on SIGHUP. Runs on the signal thread, never on a
+/// worker: loading certificates and building TLS configs is slow next to a
+/// request.
+struct Reloader {
+    started_with: Config,
+    current: Arc<Current>,
+    published: Arc<Published>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Reloader {
+    fn reload(&self) {
+        let path = &self.started_with.source;
+        info!(config = %path.display(), "SIGHUP: reloading the config");
+        let serving = self.current.version();
+        let refused = |why: String| {
+            tracing::error!(
+                config = %path.display(),
+                generation = serving,
+                "reload refused: {why}; still serving the previous config"
+            );
+        };
+        let next = match crate::config::load(path) {
+            Ok(c) => c,
+            Err(e) => return refused(e.to_string()),
+        };
+        if let Some(why) = restart_only_changes(&self.started_with, &next) {
+            return refused(format!("{why} (that needs a restart)"));
+        }
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match Generation::load(&next, id, &self.published) {
+            Ok(generation) => {
+                let (sites, routes) = (generation.sites.len(), generation.settings.routes.len());
+                self.current.replace(generation);
+                info!(
+                    config = %path.display(),
+                    generation = id,
+                    sites,
+                    routes,
+                    "config reloaded: new connections use it; open connections finish on the one they started with"
+                );
+            }
+            Err(e) => refused(e),
+        }
+    }
+}
+
+/// What a reload cannot change in a running process: the sockets and threads.
+fn restart_only_changes(old: &Config, new: &Config) -> Option<String> {
+    let addrs = |c: &Config| -> Vec<(SocketAddr, KtlsMode)> {
+        c.listeners.iter().map(|l| (l.address, l.ktls)).collect()
+    };
+    if addrs(old) != addrs(new) {
+        return Some("the [[listener]] addresses or ktls modes changed".into());
+    }
+    if old.server.workers != new.server.workers || old.server.driver != new.server.driver {
+        return Some("server.workers or server.driver changed".into());
+    }
+    if old.admin != new.admin {
+        return Some("the admin address changed".into());
+    }
+    None
+}
+
+/// The process id in `server.pid_file` while running, for `portcullis reload`.
+struct PidFile(Option<std::path::PathBuf>);
+
+impl PidFile {
+    fn write(path: Option<&std::path::Path>) -> Result<PidFile, String> {
+        let Some(path) = path else {
+            return Ok(PidFile(None));
+        };
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("{}: cannot write the pid file: {e}", path.display()))?;
+        Ok(PidFile(Some(path.to_path_buf())))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 struct WorkerShared {
     /// Taken once by each worker at start-up.
     listeners: Mutex<Vec<Option<Vec<TcpListener>>>>,
     listener_configs: Vec<ListenerConfig>,
-    ticketer: Arc<dyn ProducesTickets>,
-    settings: Arc<GatewaySettings>,
+    current: Arc<Current>,
     pool: (usize, Duration),
     drain_timeout: Duration,
     driver: Driver,
     /// Where workers publish metrics snapshots; None without an admin listener.
     published: Option<Arc<Published>>,
+}
+
+/// This core's copy of the current generation, rebuilt when a reload bumps
+/// the version.
+struct WorkerGenerations {
+    current: Arc<Current>,
+    cached: RefCell<(u64, Rc<WorkerGeneration>)>,
+    index: usize,
+}
+
+impl WorkerGenerations {
+    fn get(&self) -> Rc<WorkerGeneration> {
+        let version = self.current.version();
+        let mut cached = self.cached.borrow_mut();
+        if cached.0 != version {
+            match self.current.get().for_worker() {
+                Ok(built) => {
+                    debug!(worker = self.index, generation = version, "worker switched to a reloaded config");
+                    *cached = (version, Rc::new(built));
+                }
+                // Cannot happen for a generation that loaded (every config was
+                // built once already); keep serving the old one if it does.
+                Err(e) => {
+                    warn!(worker = self.index, error = %e, "cannot build TLS configs for the reloaded config; keeping the previous one");
+                    cached.0 = version;
+                }
+            }
+        }
+        cached.1.clone()
+    }
 }
 
 async fn worker_main(index: usize, shared: Arc<WorkerShared>) {
@@ -154,10 +261,21 @@ async fn worker_main(index: usize, shared: Arc<WorkerShared>) {
             .unwrap_or_default(),
         Err(_) => Vec::new(),
     };
+    let first = match shared.current.get().for_worker() {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(worker = index, error = %e, "cannot load TLS material");
+            return;
+        }
+    };
+    let generations = Rc::new(WorkerGenerations {
+        current: shared.current.clone(),
+        cached: RefCell::new((first.shared.id, Rc::new(first))),
+        index,
+    });
     let drain = Rc::new(Drain::default());
     let ctx = Rc::new(WorkerContext::new(
         index,
-        shared.settings.clone(),
         Pool::new(shared.pool.0, shared.pool.1),
         drain.clone(),
     ));
@@ -176,23 +294,19 @@ async fn worker_main(index: usize, shared: Arc<WorkerShared>) {
     if wants_ktls {
         log_ktls_support_once(&support);
     }
-    for (socket, listener_config) in sockets.into_iter().zip(&shared.listener_configs) {
-        // One TLS config per core: its session cache stays core-local.
-        let tls = match tls::server_config::build(listener_config, shared.ticketer.clone()) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(worker = index, error = %e, "cannot load TLS material");
-                continue;
-            }
-        };
+    for (listener_index, (socket, listener_config)) in
+        sockets.into_iter().zip(&shared.listener_configs).enumerate()
+    {
         match runtime::adopt_listener(socket, shared.driver) {
             Ok(listener) => {
-                let mode = listener_config.ktls;
                 monoio::spawn(accept_loop(
                     listener,
-                    tls,
-                    mode,
-                    support.clone(),
+                    Accepting {
+                        listener: listener_index,
+                        mode: listener_config.ktls,
+                        support: support.clone(),
+                        generations: generations.clone(),
+                    },
                     ctx.clone(),
                     accepted.clone(),
                 ));
@@ -269,11 +383,19 @@ fn snapshot(ctx: &WorkerContext) -> Snapshot {
     snap
 }
 
-async fn accept_loop(
-    listener: monoio::net::TcpListener,
-    tls: Arc<ServerConfig>,
+/// What an accept loop hands each connection it accepts.
+#[derive(Clone)]
+struct Accepting {
+    /// Index of the `[[listener]]`: which sites it serves.
+    listener: usize,
     mode: KtlsMode,
     support: Rc<KtlsSupport>,
+    generations: Rc<WorkerGenerations>,
+}
+
+async fn accept_loop(
+    listener: monoio::net::TcpListener,
+    accepting: Accepting,
     ctx: Rc<WorkerContext>,
     accepted: Rc<Cell<u64>>,
 ) {
@@ -285,7 +407,10 @@ async fn accept_loop(
                 Ok((tcp, peer)) => {
                     accepted.set(accepted.get() + 1);
                     let _ = tcp.set_nodelay(true);
-                    monoio::spawn(handle_connection(tcp, peer, tls.clone(), mode, support.clone(), ctx.clone()));
+                    // The generation is fixed here, at accept: a reload later
+                    // does not change what this connection was promised.
+                    let generation = accepting.generations.get();
+                    monoio::spawn(handle_connection(tcp, peer, generation, accepting.clone(), ctx.clone()));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -301,13 +426,18 @@ async fn accept_loop(
 async fn handle_connection(
     tcp: TcpStream,
     peer: SocketAddr,
-    tls: Arc<ServerConfig>,
-    mode: KtlsMode,
-    support: Rc<KtlsSupport>,
+    generation: Rc<WorkerGeneration>,
+    accepting: Accepting,
     ctx: Rc<WorkerContext>,
 ) {
-    let timeout = ctx.settings.timeouts.handshake;
-    let (stream, identity) = match monoio::time::timeout(timeout, TlsStream::accept(tcp, tls)).await
+    let timeout = generation.shared.settings.timeouts.handshake;
+    let site = Cell::new(None);
+    let select = |sni: Option<&str>| {
+        let chosen = generation.shared.site_for_name(accepting.listener, sni)?;
+        site.set(Some(chosen));
+        generation.server_configs.get(chosen).cloned()
+    };
+    let (stream, identity) = match monoio::time::timeout(timeout, TlsStream::accept(tcp, select)).await
     {
         Ok(Ok(done)) => done,
         Ok(Err((failure, sni))) => {
@@ -316,32 +446,38 @@ async fn handle_connection(
                 .set(ctx.modes.handshake_failed.get() + 1);
             ctx.metrics
                 .record_handshake_failure(handshake_reason(&failure));
-            log_handshake_failure(peer, sni.as_deref(), &failure);
+            let site_name = site.get().and_then(|i| generation.shared.sites.get(i)).map(|s| s.name.as_str());
+            log_handshake_failure(peer, sni.as_deref(), site_name, &failure);
             return;
         }
         Err(_) => {
             ctx.modes
                 .handshake_failed
                 .set(ctx.modes.handshake_failed.get() + 1);
-            ctx.metrics.record_handshake_failure(5);
+            ctx.metrics.record_handshake_failure(TIMEOUT_REASON);
             info!(peer = %peer, "TLS handshake timed out");
             return;
         }
     };
     debug!(peer = %peer, sni = ?identity.sni, version = ?identity.version, suite = ?identity.suite, "TLS handshake complete");
-    if mode == KtlsMode::Off {
+    let session = Session {
+        generation,
+        listener: accepting.listener,
+        site: site.get(),
+    };
+    if accepting.mode == KtlsMode::Off {
         ctx.modes.userspace.set(ctx.modes.userspace.get() + 1);
-        return proxy::serve(stream, peer, identity, ctx).await;
+        return proxy::serve(stream, peer, identity, session, ctx).await;
     }
-    match ktls::handover(stream, &support) {
+    match ktls::handover(stream, &accepting.support) {
         Handover::Kernel(kernel) => {
             ctx.modes.ktls.set(ctx.modes.ktls.get() + 1);
-            proxy::serve(kernel, peer, identity, ctx).await;
+            proxy::serve(kernel, peer, identity, session, ctx).await;
         }
         Handover::Userspace(stream, why) => {
             debug!(peer = %peer, reason = why, "serving this connection over userspace TLS");
             ctx.modes.userspace.set(ctx.modes.userspace.get() + 1);
-            proxy::serve(stream, peer, identity, ctx).await;
+            proxy::serve(stream, peer, identity, session, ctx).await;
         }
         Handover::Failed(e) => {
             ctx.modes
@@ -378,6 +514,9 @@ fn log_ktls_support_once(support: &KtlsSupport) {
     });
 }
 
+/// Index of "timeout" in `metrics::HANDSHAKE_REASONS`.
+const TIMEOUT_REASON: usize = 7;
+
 /// Index into `metrics::HANDSHAKE_REASONS`.
 fn handshake_reason(failure: &HandshakeFailure) -> usize {
     use rustls::{CertificateError, Error};
@@ -389,20 +528,31 @@ fn handshake_reason(failure: &HandshakeFailure) -> usize {
         HandshakeFailure::Tls(Error::InvalidCertificate(
             CertificateError::Expired | CertificateError::ExpiredContext { .. },
         )) => 2,
-        HandshakeFailure::Tls(Error::InvalidCertificate(_)) => 3,
-        HandshakeFailure::Tls(_) | HandshakeFailure::NotTls => 4,
-        HandshakeFailure::Io(_) => 6,
+        HandshakeFailure::Tls(Error::InvalidCertificate(CertificateError::Revoked)) => 3,
+        HandshakeFailure::UnknownServerName => 4,
+        HandshakeFailure::Tls(Error::InvalidCertificate(_)) => 5,
+        HandshakeFailure::Tls(_) | HandshakeFailure::NotTls => 6,
+        HandshakeFailure::Io(_) => 8,
     }
 }
 
-fn log_handshake_failure(peer: SocketAddr, sni: Option<&str>, failure: &HandshakeFailure) {
+fn log_handshake_failure(
+    peer: SocketAddr,
+    sni: Option<&str>,
+    site: Option<&str>,
+    failure: &HandshakeFailure,
+) {
     let sni = sni.unwrap_or("-");
+    let site = site.unwrap_or("-");
     match failure {
         HandshakeFailure::Tls(e) if reason::is_client_certificate_error(e) => {
-            warn!(peer = %peer, sni, reason = %reason::describe(e), "client certificate refused")
+            warn!(peer = %peer, sni, site, reason = %reason::describe(e), "client certificate refused")
         }
         HandshakeFailure::Tls(e) => {
-            info!(peer = %peer, sni, reason = %reason::describe(e), "TLS handshake failed")
+            info!(peer = %peer, sni, site, reason = %reason::describe(e), "TLS handshake failed")
+        }
+        HandshakeFailure::UnknownServerName => {
+            info!(peer = %peer, sni, "TLS handshake refused: the server name matches no site and the listener has no default site (alert unrecognized_name)")
         }
         HandshakeFailure::NotTls => {
             info!(peer = %peer, "TLS handshake failed: client did not speak TLS (plain HTTP to the TLS port?)")

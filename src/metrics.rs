@@ -17,10 +17,12 @@ use hdrhistogram::Histogram;
 use tracing::info;
 
 /// Why handshakes failed, as metric labels.
-pub const HANDSHAKE_REASONS: [&str; 7] = [
+pub const HANDSHAKE_REASONS: [&str; 9] = [
     "no_certificate",
     "unknown_ca",
     "expired",
+    "revoked",
+    "unknown_site",
     "bad_certificate",
     "protocol",
     "timeout",
@@ -35,24 +37,28 @@ const STATUS_SLOTS: [u16; 16] = [
 
 /// One worker's counters. Only its own thread touches them.
 pub struct WorkerMetrics {
-    /// [route][status slot + 5 class slots]; the last route row is "no route".
+    /// [route metric slot][status slot + 5 class slots]; row 0 is "no route".
+    /// Grows when a reload adds routes.
     requests: RefCell<Vec<[u64; STATUS_SLOTS.len() + 5]>>,
     pub handshake_failures: [Cell<u64>; HANDSHAKE_REASONS.len()],
 }
 
 impl WorkerMetrics {
-    pub fn new(routes: usize) -> Self {
+    pub fn new() -> Self {
         WorkerMetrics {
-            requests: RefCell::new(vec![[0; STATUS_SLOTS.len() + 5]; routes + 1]),
+            requests: RefCell::new(Vec::new()),
             handshake_failures: Default::default(),
         }
     }
 
-    /// `route` None: the request matched no route.
-    pub fn record_request(&self, route: Option<usize>, status: u16) {
+    /// `route_slot` None: the request matched no route.
+    pub fn record_request(&self, route_slot: Option<usize>, status: u16) {
         let mut rows = self.requests.borrow_mut();
-        let last = rows.len() - 1;
-        let row = &mut rows[route.unwrap_or(last).min(last)];
+        let index = route_slot.unwrap_or(0);
+        if rows.len() <= index {
+            rows.resize(index + 1, [0; STATUS_SLOTS.len() + 5]);
+        }
+        let row = &mut rows[index];
         let slot = STATUS_SLOTS
             .iter()
             .position(|s| *s == status)
@@ -113,15 +119,30 @@ fn unreachable_histogram() -> Histogram<u64> {
 /// One slot per worker; each written only by its worker, read by the admin thread.
 pub struct Published {
     slots: Vec<Mutex<Option<Snapshot>>>,
-    route_labels: Vec<String>,
+    /// Route labels by metric slot; slot 0 is "none". Only grows: a route
+    /// kept across a reload keeps its slot and its counts.
+    route_labels: Mutex<Vec<String>>,
 }
 
 impl Published {
-    pub fn new(workers: usize, route_labels: Vec<String>) -> Arc<Self> {
+    pub fn new(workers: usize) -> Arc<Self> {
         Arc::new(Published {
             slots: (0..workers).map(|_| Mutex::new(None)).collect(),
-            route_labels,
+            route_labels: Mutex::new(vec!["none".to_string()]),
         })
+    }
+
+    /// The metric slot of a route label (allocated on first sight, at config load).
+    pub fn route_slot(&self, label: &str) -> usize {
+        let mut labels = match self.route_labels.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(i) = labels.iter().position(|l| l == label) {
+            return i;
+        }
+        labels.push(label.to_string());
+        labels.len() - 1
     }
 
     pub fn publish(&self, worker: usize, snap: Snapshot) {
@@ -143,13 +164,11 @@ impl Published {
         let sum = |f: fn(&Snapshot) -> u64| snaps.iter().map(f).sum::<u64>();
 
         out.push_str("# HELP portcullis_requests_total Requests answered, by route and status.\n# TYPE portcullis_requests_total counter\n");
-        let rows = self.route_labels.len() + 1;
-        for r in 0..rows {
-            let label = self
-                .route_labels
-                .get(r)
-                .map(String::as_str)
-                .unwrap_or("none");
+        let labels = match self.route_labels.lock() {
+            Ok(l) => l.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        for (r, label) in labels.iter().enumerate() {
             for slot in 0..STATUS_SLOTS.len() + 5 {
                 let n: u64 = snaps
                     .iter()

@@ -1,18 +1,25 @@
 //! Route table: host, then the longest path prefix, then the method.
 
-use std::net::SocketAddr;
-
-use crate::config::{HostMatch, RouteConfig};
+use crate::config::{ClientPolicy, HeaderRules, HostMatch, IdentityForwarding, RouteConfig};
 
 pub struct Route {
     pub id: usize,
+    /// Row in the request metrics (stable across reloads for the same label).
+    pub metric_slot: usize,
+    /// Only for connections to this site; None = any.
+    pub site: Option<usize>,
     pub host: Option<HostMatch>,
     pub path: String,
     /// Uppercase tokens; None = any method.
     pub methods: Option<Vec<String>>,
-    pub backends: Vec<SocketAddr>,
+    /// Index into the generation's upstreams.
+    pub upstream: usize,
     pub set_host: Option<String>,
     pub max_body_bytes: u64,
+    pub client_policy: ClientPolicy,
+    pub forward_identity: IdentityForwarding,
+    pub headers: HeaderRules,
+    pub rewrite_prefix: Option<String>,
 }
 
 pub enum RouteMatch<'a> {
@@ -27,18 +34,25 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    pub fn new(configs: &[RouteConfig]) -> Self {
+    /// `slots[i]` is route i's metrics row.
+    pub fn new(configs: &[RouteConfig], slots: &[usize]) -> Self {
         let routes = configs
             .iter()
             .enumerate()
             .map(|(id, r)| Route {
                 id,
+                metric_slot: slots.get(id).copied().unwrap_or(0),
+                site: r.site,
                 host: r.host.clone(),
                 path: r.path.clone(),
                 methods: r.methods.clone(),
-                backends: r.backends.clone(),
+                upstream: r.upstream,
                 set_host: r.set_host.clone(),
                 max_body_bytes: r.max_body_bytes,
+                client_policy: r.client_policy.clone(),
+                forward_identity: r.forward_identity.clone(),
+                headers: r.headers.clone(),
+                rewrite_prefix: r.rewrite_prefix.clone(),
             })
             .collect();
         RouteTable { routes }
@@ -52,12 +66,22 @@ impl RouteTable {
         self.routes.is_empty()
     }
 
-    /// `host` is the request's host without port, lowercased. A route bound to
-    /// a host beats a host-less one with an equally long path.
-    pub fn find(&self, host: Option<&str>, path: &str, method: &str) -> RouteMatch<'_> {
+    /// `site` is the connection's; `host` is the request's host without port,
+    /// lowercased. A route bound to a host beats a host-less one with an
+    /// equally long path.
+    pub fn find(
+        &self,
+        site: Option<usize>,
+        host: Option<&str>,
+        path: &str,
+        method: &str,
+    ) -> RouteMatch<'_> {
         let mut best: Option<&Route> = None;
         let mut best_any_method: Option<&Route> = None;
         for route in &self.routes {
+            if route.site.is_some() && route.site != site {
+                continue;
+            }
             let host_ok = match (&route.host, host) {
                 (None, _) => true,
                 (Some(m), Some(h)) => m.matches(h),
@@ -105,18 +129,24 @@ mod tests {
     ) -> Route {
         Route {
             id,
+            metric_slot: id + 1,
+            site: None,
             host,
             path: path.into(),
             methods: methods.map(|m| m.iter().map(|s| s.to_string()).collect()),
-            backends: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+            upstream: usize::from(port),
             set_host: None,
             max_body_bytes: 1024,
+            client_policy: ClientPolicy::default(),
+            forward_identity: IdentityForwarding::default(),
+            headers: HeaderRules::default(),
+            rewrite_prefix: None,
         }
     }
 
     fn port(m: RouteMatch<'_>) -> Option<u16> {
         match m {
-            RouteMatch::Found(r) => Some(r.backends[0].port()),
+            RouteMatch::Found(r) => u16::try_from(r.upstream).ok(),
             RouteMatch::MethodNotAllowed(_) => Some(405),
             RouteMatch::NotFound => None,
         }
@@ -138,15 +168,15 @@ mod tests {
                 route(3, None, "/only-get", Some(&["GET"]), 4),
             ],
         };
-        assert_eq!(port(t.find(Some("localhost"), "/dead", "GET")), Some(2));
-        assert_eq!(port(t.find(Some("localhost"), "/deadline", "GET")), Some(2));
-        assert_eq!(port(t.find(Some("localhost"), "/other", "GET")), Some(1));
-        assert_eq!(port(t.find(Some("api.example"), "/other", "GET")), Some(3));
-        assert_eq!(port(t.find(None, "/only-get", "GET")), Some(4));
-        assert_eq!(port(t.find(None, "/only-get", "POST")), Some(405));
+        assert_eq!(port(t.find(None, Some("localhost"), "/dead", "GET")), Some(2));
+        assert_eq!(port(t.find(None, Some("localhost"), "/deadline", "GET")), Some(2));
+        assert_eq!(port(t.find(None, Some("localhost"), "/other", "GET")), Some(1));
+        assert_eq!(port(t.find(None, Some("api.example"), "/other", "GET")), Some(3));
+        assert_eq!(port(t.find(None, None, "/only-get", "GET")), Some(4));
+        assert_eq!(port(t.find(None, None, "/only-get", "POST")), Some(405));
         let none = RouteTable {
             routes: vec![route(0, None, "/api", None, 1)],
         };
-        assert_eq!(port(none.find(None, "/other", "GET")), None);
+        assert_eq!(port(none.find(None, None, "/other", "GET")), None);
     }
 }

@@ -182,20 +182,29 @@ pub fn adopt_listener(
 /// Process-wide shutdown request, set by the signal thread, polled by workers.
 pub static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 
-/// Blocks SIGTERM/SIGINT handling onto a thread that sets [`SHUTDOWN`].
-pub fn install_signal_handlers() -> io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+/// Moves signal handling onto a thread: SIGTERM/SIGINT set [`SHUTDOWN`],
+/// SIGHUP calls `on_reload` (there, not on a worker: reloading reads files).
+pub fn install_signal_handlers<R>(on_reload: R) -> io::Result<()>
+where
+    R: Fn() + Send + 'static,
+{
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
+            for sig in signals.forever() {
+                if sig == SIGHUP {
+                    on_reload();
+                    continue;
+                }
                 let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
                 info!(
                     signal = name,
                     "shutdown requested: no new connections, draining in-flight requests"
                 );
                 SHUTDOWN.store(true, Ordering::SeqCst);
+                break;
             }
         })?;
     Ok(())

@@ -7,23 +7,81 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 
 use crate::error::ProxyError;
+use crate::io::Transport;
+use crate::upstream_tls::{TlsClientStream, UpstreamTlsError};
 
-/// Everything that makes a backend connection reusable for a request. Grows
-/// with upstream TLS (identity, SNI) so differently-authenticated connections
-/// are never mixed.
+/// Everything that makes a backend connection reusable for a request: the
+/// address, and for TLS the (generation, upstream) pair that fixes the CA,
+/// server name and client certificate, so differently-authenticated
+/// connections are never mixed.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub struct PoolKey {
     pub addr: SocketAddr,
+    pub tls: Option<(u64, usize)>,
+}
+
+/// A backend connection: plain TCP (which body splicing can use) or TLS.
+pub enum BackendStream {
+    Plain(TcpStream),
+    Tls(Box<TlsClientStream>),
+}
+
+impl BackendStream {
+    /// The socket to splice into or from, when bytes on it are plaintext.
+    pub fn plain_tcp(&mut self) -> Option<&mut TcpStream> {
+        match self {
+            BackendStream::Plain(tcp) => Some(tcp),
+            BackendStream::Tls(_) => None,
+        }
+    }
+}
+
+impl Transport for BackendStream {
+    async fn read_append(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        match self {
+            BackendStream::Plain(s) => s.read_append(buf).await,
+            BackendStream::Tls(s) => s.read_append(buf).await,
+        }
+    }
+
+    async fn write_range(
+        &mut self,
+        buf: Vec<u8>,
+        range: std::ops::Range<usize>,
+    ) -> (io::Result<()>, Vec<u8>) {
+        match self {
+            BackendStream::Plain(s) => s.write_range(buf, range).await,
+            BackendStream::Tls(s) => s.write_range(buf, range).await,
+        }
+    }
+
+    async fn close(&mut self) {
+        match self {
+            BackendStream::Plain(s) => s.close().await,
+            BackendStream::Tls(s) => s.close().await,
+        }
+    }
+
+    async fn wait_readable(&mut self) -> io::Result<()> {
+        match self {
+            BackendStream::Plain(s) => s.wait_readable().await,
+            BackendStream::Tls(s) => s.wait_readable().await,
+        }
+    }
 }
 
 pub struct BackendConn {
-    pub stream: TcpStream,
+    pub stream: BackendStream,
     /// Read buffer for responses; reused for the life of the connection.
     pub buf: Vec<u8>,
     /// True when it came out of the pool: it may have been closed meanwhile.
@@ -98,18 +156,34 @@ impl Pool {
     }
 }
 
-/// Opens a fresh connection to a backend within `timeout`.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<BackendConn, ProxyError> {
-    match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(BackendConn {
-                stream,
-                buf: Vec::with_capacity(16 * 1024),
-                reused: false,
-            })
+/// Opens a fresh connection to a backend, TLS handshake included, within `timeout`.
+pub async fn connect(
+    addr: SocketAddr,
+    tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    timeout: Duration,
+) -> Result<BackendConn, ProxyError> {
+    let deadline = Instant::now() + timeout;
+    let tcp = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => return Err(ProxyError::BackendConnect(e)),
+        Err(_) => return Err(ProxyError::BackendConnectTimeout),
+    };
+    let _ = tcp.set_nodelay(true);
+    let stream = match tls {
+        None => BackendStream::Plain(tcp),
+        Some((config, name)) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match monoio::time::timeout(left, TlsClientStream::connect(tcp, config, name)).await {
+                Ok(Ok(s)) => BackendStream::Tls(Box::new(s)),
+                Ok(Err(UpstreamTlsError::Tls(why))) => return Err(ProxyError::BackendTls(why)),
+                Ok(Err(e)) => return Err(ProxyError::BackendConnect(io::Error::other(e.to_string()))),
+                Err(_) => return Err(ProxyError::BackendConnectTimeout),
+            }
         }
-        Ok(Err(e)) => Err(ProxyError::BackendConnect(e)),
-        Err(_) => Err(ProxyError::BackendConnectTimeout),
-    }
+    };
+    Ok(BackendConn {
+        stream,
+        buf: Vec::with_capacity(16 * 1024),
+        reused: false,
+    })
 }

@@ -1,13 +1,13 @@
 //! Walks the located tree into a [`Config`], applying defaults and checking
 //! every value. Each check reports the field's dotted path and line.
 
+use super::field::Field;
 use super::tree::{Node, Value};
 use super::{
-    addr, units, Config, DriverChoice, HostMatch, KtlsMode, Limits, ListenerConfig, LogFormat,
-    PoolSettings, RouteConfig, ServerSettings, Timeouts, TlsVersions, Workers,
+    addr, route, sites, Config, DriverChoice, HostMatch, KtlsMode, Limits, ListenerConfig,
+    LogFormat, MtlsMode, PoolSettings, ServerSettings, SiteConfig, Timeouts, TlsVersions, Workers,
 };
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 /// A config error without the file name, which `super::parse` adds.
 #[derive(Debug)]
@@ -20,16 +20,21 @@ pub(super) struct Problem {
 pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config, Problem> {
     let root = Field::root(root);
     let mut top = root.table(&[
-        "server", "listener", "limits", "timeouts", "pool", "route", "admin",
+        "server", "listener", "site", "limits", "timeouts", "pool", "upstream", "route", "admin",
     ])?;
     let server = match top.take("server") {
-        Some(f) => server(f)?,
+        Some(f) => server(f, base_dir)?,
         None => ServerSettings::default(),
     };
+    let (mut sites, default_named) = match top.take_tables("site")? {
+        Some(tables) => sites::sites(tables, base_dir)?,
+        None => (Vec::new(), None),
+    };
+    let named_sites = sites.len();
     let listener_tables = top.require_tables("listener")?;
     let mut listeners = Vec::with_capacity(listener_tables.len());
-    for table in listener_tables {
-        let built = listener(table, base_dir, &listeners)?;
+    for (i, table) in listener_tables.into_iter().enumerate() {
+        let built = listener(table, i, base_dir, &listeners, &mut sites, (named_sites, default_named))?;
         listeners.push(built);
     }
     let limits = match top.take("limits") {
@@ -53,15 +58,22 @@ pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config
         }
         None => None,
     };
-    let routes = top
-        .require_tables("route")?
-        .into_iter()
-        .map(|table| route(table, &limits))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut upstreams = match top.take_tables("upstream")? {
+        Some(tables) => sites::upstreams(tables, base_dir)?,
+        None => Vec::new(),
+    };
+    let mut routes = Vec::new();
+    for (i, table) in top.require_tables("route")?.into_iter().enumerate() {
+        routes.push(route::route(table, i, &limits, &sites, &mut upstreams)?);
+    }
+    let identity_headers = route::identity_header_names(&routes);
     Ok(Config {
         source: source.to_path_buf(),
         server,
         listeners,
+        sites,
+        upstreams,
+        identity_headers,
         limits,
         timeouts,
         pool,
@@ -70,7 +82,7 @@ pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config
     })
 }
 
-fn server(field: Field) -> Result<ServerSettings, Problem> {
+fn server(field: Field, base_dir: &Path) -> Result<ServerSettings, Problem> {
     let mut t = field.table(&[
         "workers",
         "driver",
@@ -78,6 +90,7 @@ fn server(field: Field) -> Result<ServerSettings, Problem> {
         "log_level",
         "access_log",
         "drain_timeout",
+        "pid_file",
     ])?;
     let mut s = ServerSettings::default();
     if let Some(f) = t.take("workers") {
@@ -132,21 +145,37 @@ fn server(field: Field) -> Result<ServerSettings, Problem> {
         // Zero is meaningful here: stop at once without draining.
         s.drain_timeout = f.duration()?;
     }
+    if let Some(f) = t.take("pid_file") {
+        let written = f.string()?;
+        if written.is_empty() {
+            return Err(f.problem("empty file name".to_string()));
+        }
+        s.pid_file = Some(base_dir.join(written));
+    }
     Ok(s)
 }
 
 /// Far more than any machine has cores: catches a stray extra digit.
 const MAX_WORKERS: i64 = 1024;
 
+/// A listener either carries its own certificate (one implicit site that
+/// answers every name, as before sites existed) or serves every `[[site]]`.
 fn listener(
     field: Field,
+    index: usize,
     base_dir: &Path,
     earlier: &[ListenerConfig],
+    sites: &mut Vec<SiteConfig>,
+    (named_sites, default_named): (usize, Option<usize>),
 ) -> Result<ListenerConfig, Problem> {
     let mut t = field.table(&[
         "address",
         "certificate",
         "private_key",
+        "pkcs12",
+        "pkcs12_password",
+        "pkcs12_password_env",
+        "pkcs12_password_file",
         "client_ca",
         "tls_versions",
         "ktls",
@@ -158,30 +187,6 @@ fn listener(
     if address.port() != 0 && earlier.iter().any(|l| l.address == address) {
         return Err(address_field.problem(format!("{address} is already used by another listener")));
     }
-    let certificate = t.require("certificate")?.readable_file(base_dir)?;
-    let private_key = t.require("private_key")?.readable_file(base_dir)?;
-    let client_ca = t
-        .require("client_ca")?
-        .non_empty_array("a list of CA bundle files")?
-        .into_iter()
-        .map(|f| f.readable_file(base_dir))
-        .collect::<Result<Vec<_>, _>>()?;
-    let tls_versions = match t.take("tls_versions") {
-        None => TlsVersions::default(),
-        Some(f) => {
-            let mut versions = TlsVersions {
-                tls12: false,
-                tls13: false,
-            };
-            for item in f.non_empty_array("a list such as [\"1.2\", \"1.3\"]")? {
-                match item.choice(&["1.2", "1.3"])? {
-                    "1.2" => versions.tls12 = true,
-                    _ => versions.tls13 = true,
-                }
-            }
-            versions
-        }
-    };
     let ktls = match t.take("ktls") {
         None => KtlsMode::Auto,
         Some(f) => match f.choice(&["auto", "on", "off"])? {
@@ -190,12 +195,54 @@ fn listener(
             _ => KtlsMode::Auto,
         },
     };
+    let has_own_identity = t.has("certificate") || t.has("pkcs12");
+    if !has_own_identity {
+        if let Some((key, line)) = t.first_key() {
+            return Err(Problem {
+                line,
+                field: t.child_path(&key),
+                problem: "only with the listener's own certificate (or pkcs12); with [[site]] tables put it in each site".to_string(),
+            });
+        }
+        if named_sites == 0 {
+            return Err(Problem {
+                line: t.line,
+                field: t.child_path("certificate"),
+                problem: "missing: give the listener a certificate, or define [[site]] tables".to_string(),
+            });
+        }
+        return Ok(ListenerConfig {
+            address,
+            sites: (0..named_sites).collect(),
+            default_site: default_named,
+            ktls,
+        });
+    }
+    let identity = sites::identity_source(&mut t, base_dir)?;
+    let client_ca = t
+        .require("client_ca")?
+        .non_empty_array("a list of CA bundle files")?
+        .into_iter()
+        .map(|f| f.readable_file(base_dir))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tls_versions = match t.take("tls_versions") {
+        None => TlsVersions::default(),
+        Some(f) => sites::tls_versions(f)?,
+    };
+    sites.push(SiteConfig {
+        name: format!("listener[{index}]"),
+        server_names: Vec::new(),
+        identity,
+        client_ca,
+        mtls: MtlsMode::Mandatory,
+        crls: Vec::new(),
+        tls_versions,
+    });
+    let own = sites.len() - 1;
     Ok(ListenerConfig {
         address,
-        certificate,
-        private_key,
-        client_ca,
-        tls_versions,
+        sites: vec![own],
+        default_site: Some(own),
         ktls,
     })
 }
@@ -263,74 +310,8 @@ fn pool(field: Field) -> Result<PoolSettings, Problem> {
     Ok(p)
 }
 
-fn route(field: Field, limits: &Limits) -> Result<RouteConfig, Problem> {
-    let mut t = field.table(&[
-        "host",
-        "path",
-        "methods",
-        "backends",
-        "set_host",
-        "max_body_bytes",
-    ])?;
-    let host = match t.take("host") {
-        None => None,
-        Some(f) => Some(parse_host_match(f.string()?).map_err(|why| f.problem(why))?),
-    };
-    let path_field = t.require("path")?;
-    let path = path_field.string()?;
-    if !path.starts_with('/') {
-        return Err(path_field.problem(format!("\"{path}\" must start with \"/\"")));
-    }
-    if path
-        .bytes()
-        .any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#')
-    {
-        return Err(path_field.problem(format!(
-            "\"{path}\" must not contain spaces, control characters, \"?\" or \"#\""
-        )));
-    }
-    let path = path.to_string();
-    let methods = match t.take("methods") {
-        None => None,
-        Some(f) => methods(f)?,
-    };
-    let backends = t
-        .require("backends")?
-        .non_empty_array("a list of \"host:port\" addresses")?
-        .into_iter()
-        .map(|f| addr::resolve_backend_addr(f.string()?).map_err(|why| f.problem(why)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let set_host = match t.take("set_host") {
-        None => None,
-        Some(f) => {
-            let value = f.string()?;
-            let valid = !value.is_empty()
-                && value.bytes().all(|b| {
-                    b.is_ascii_alphanumeric()
-                        || matches!(b, b'-' | b'.' | b'_' | b':' | b'[' | b']')
-                });
-            if !valid {
-                return Err(f.problem(format!("\"{value}\" is not a valid Host header value")));
-            }
-            Some(value.to_string())
-        }
-    };
-    let max_body_bytes = match t.take("max_body_bytes") {
-        None => limits.max_body_bytes,
-        Some(f) => f.size()?,
-    };
-    Ok(RouteConfig {
-        host,
-        path,
-        methods,
-        backends,
-        set_host,
-        max_body_bytes,
-    })
-}
-
 /// `["ANY"]` means any method, as does leaving the field out.
-fn methods(field: Field) -> Result<Option<Vec<String>>, Problem> {
+pub(super) fn methods(field: Field) -> Result<Option<Vec<String>>, Problem> {
     let items = field.non_empty_array("a list of HTTP methods, or leave it out for any")?;
     let count = items.len();
     let mut methods: Vec<String> = Vec::with_capacity(count);
@@ -357,11 +338,11 @@ fn methods(field: Field) -> Result<Option<Vec<String>>, Problem> {
 }
 
 /// RFC 9110 `tchar`.
-fn is_token_byte(b: u8) -> bool {
+pub(super) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-fn parse_host_match(host: &str) -> Result<HostMatch, String> {
+pub(super) fn parse_host_match(host: &str) -> Result<HostMatch, String> {
     let lower = host.to_ascii_lowercase();
     let (wildcard, name) = match lower.strip_prefix("*.") {
         Some(rest) => (true, rest),
@@ -391,260 +372,6 @@ fn parse_host_match(host: &str) -> Result<HostMatch, String> {
     })
 }
 
-// --- Field access ---------------------------------------------------------
-
-/// A value together with its dotted path and line, so that every check can
-/// report where it failed.
-struct Field {
-    path: String,
-    line: usize,
-    value: Value,
-}
-
-/// The entries of a table that have not been taken yet.
-struct Fields {
-    path: String,
-    line: usize,
-    entries: Vec<(String, Node)>,
-}
-
-impl Field {
-    fn root(node: Node) -> Field {
-        Field {
-            path: String::new(),
-            line: 1,
-            value: node.value,
-        }
-    }
-
-    fn problem(&self, problem: String) -> Problem {
-        Problem {
-            line: self.line,
-            field: self.display_path(),
-            problem,
-        }
-    }
-
-    fn display_path(&self) -> String {
-        if self.path.is_empty() {
-            "(top level)".to_string()
-        } else {
-            self.path.clone()
-        }
-    }
-
-    /// The value for "found ..." messages: strings and numbers are quoted in
-    /// full since they are short and usually the mistake itself.
-    fn describe(&self) -> String {
-        match &self.value {
-            Value::String(s) => format!("\"{s}\""),
-            Value::Integer(i) => format!("the integer {i}"),
-            other => other.kind().to_string(),
-        }
-    }
-
-    fn type_error(&self, expected: &str) -> Problem {
-        self.problem(format!("expected {expected}, found {}", self.value.kind()))
-    }
-
-    fn string(&self) -> Result<&str, Problem> {
-        match &self.value {
-            Value::String(s) => Ok(s),
-            _ => Err(self.type_error("a string")),
-        }
-    }
-
-    fn integer(&self) -> Result<i64, Problem> {
-        match &self.value {
-            Value::Integer(i) => Ok(*i),
-            _ => Err(self.type_error("an integer")),
-        }
-    }
-
-    fn boolean(&self) -> Result<bool, Problem> {
-        match &self.value {
-            Value::Boolean(b) => Ok(*b),
-            _ => Err(self.type_error("true or false")),
-        }
-    }
-
-    fn to_usize<N: TryInto<usize> + Copy + std::fmt::Display>(
-        &self,
-        n: N,
-    ) -> Result<usize, Problem> {
-        n.try_into()
-            .map_err(|_| self.problem(format!("{n} is out of range")))
-    }
-
-    /// A string that must be one of `options`; returns the matching option.
-    fn choice(&self, options: &[&'static str]) -> Result<&'static str, Problem> {
-        let expected = || {
-            options
-                .iter()
-                .map(|o| format!("\"{o}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let Value::String(s) = &self.value else {
-            return Err(self.type_error(&format!("one of {}", expected())));
-        };
-        options
-            .iter()
-            .find(|o| **o == s)
-            .copied()
-            .ok_or_else(|| self.problem(format!("\"{s}\" is not one of {}", expected())))
-    }
-
-    fn duration(&self) -> Result<Duration, Problem> {
-        match &self.value {
-            Value::String(s) => units::parse_duration(s).map_err(|why| self.problem(why)),
-            Value::Integer(i) => Err(self.problem(format!(
-                "{i} has no unit: write a string such as \"{i}s\" or \"{i}ms\""
-            ))),
-            _ => Err(self.type_error("a duration such as \"10s\"")),
-        }
-    }
-
-    fn positive_duration(&self) -> Result<Duration, Problem> {
-        let d = self.duration()?;
-        if d.is_zero() {
-            return Err(self.problem("must be greater than zero".to_string()));
-        }
-        Ok(d)
-    }
-
-    /// Bytes as an integer, or a string with a unit ("10MiB").
-    fn size(&self) -> Result<u64, Problem> {
-        match &self.value {
-            Value::Integer(i) => u64::try_from(*i)
-                .map_err(|_| self.problem(format!("{i}: a size cannot be negative"))),
-            Value::String(s) => units::parse_size(s).map_err(|why| self.problem(why)),
-            _ => Err(self.type_error("a size such as 16384 or \"16KiB\"")),
-        }
-    }
-
-    fn array(self, expected: &str) -> Result<Vec<Field>, Problem> {
-        let Value::Array(items) = self.value else {
-            return Err(self.type_error(expected));
-        };
-        Ok(items
-            .into_iter()
-            .enumerate()
-            .map(|(i, node)| Field {
-                path: format!("{}[{i}]", self.path),
-                line: node.line,
-                value: node.value,
-            })
-            .collect())
-    }
-
-    fn non_empty_array(self, expected: &str) -> Result<Vec<Field>, Problem> {
-        let (line, path) = (self.line, self.display_path());
-        let items = self.array(expected)?;
-        if items.is_empty() {
-            return Err(Problem {
-                line,
-                field: path,
-                problem: format!("must not be empty (expected {expected})"),
-            });
-        }
-        Ok(items)
-    }
-
-    /// Opens the table, refusing keys outside `known` up front so that a
-    /// misspelt key is reported as such, not as the required key missing.
-    fn table(self, known: &[&str]) -> Result<Fields, Problem> {
-        let Value::Table(entries) = self.value else {
-            let kind = self.value.kind();
-            return Err(self.problem(format!("expected a table, found {kind}")));
-        };
-        let fields = Fields {
-            path: self.path,
-            line: self.line,
-            entries,
-        };
-        if let Some((key, node)) = fields
-            .entries
-            .iter()
-            .find(|(k, _)| !known.contains(&k.as_str()))
-        {
-            return Err(Problem {
-                line: node.line,
-                field: fields.child_path(key),
-                problem: format!("unknown field (expected one of: {})", known.join(", ")),
-            });
-        }
-        Ok(fields)
-    }
-
-    /// A path as written in the file, resolved against the config's directory,
-    /// and checked to be a readable file now rather than at first handshake.
-    fn readable_file(&self, base_dir: &Path) -> Result<PathBuf, Problem> {
-        let written = self.string()?;
-        if written.is_empty() {
-            return Err(self.problem("empty file name".to_string()));
-        }
-        let path = base_dir.join(written);
-        let file = std::fs::File::open(&path)
-            .map_err(|e| self.problem(format!("cannot read \"{}\": {e}", path.display())))?;
-        let metadata = file
-            .metadata()
-            .map_err(|e| self.problem(format!("cannot read \"{}\": {e}", path.display())))?;
-        if !metadata.is_file() {
-            return Err(self.problem(format!("\"{}\" is not a regular file", path.display())));
-        }
-        Ok(path)
-    }
-}
-
-impl Fields {
-    fn child_path(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{key}", self.path)
-        }
-    }
-
-    fn take(&mut self, key: &str) -> Option<Field> {
-        let index = self.entries.iter().position(|(k, _)| k == key)?;
-        let (key, node) = self.entries.remove(index);
-        Some(Field {
-            path: self.child_path(&key),
-            line: node.line,
-            value: node.value,
-        })
-    }
-
-    /// A missing field is reported on the line of its table's header.
-    fn require(&mut self, key: &str) -> Result<Field, Problem> {
-        self.take(key).ok_or_else(|| Problem {
-            line: self.line,
-            field: self.child_path(key),
-            problem: "missing (this field is required)".to_string(),
-        })
-    }
-
-    /// A required, non-empty array of tables such as `[[route]]`; each item
-    /// comes back as a field named `route[i]`.
-    fn require_tables(&mut self, key: &str) -> Result<Vec<Field>, Problem> {
-        let Some(field) = self.take(key) else {
-            return Err(Problem {
-                line: self.line,
-                field: self.child_path(key),
-                problem: format!("missing: at least one [[{key}]] table is required"),
-            });
-        };
-        let expected = format!("[[{key}]] tables");
-        let items = field.non_empty_array(&expected)?;
-        for item in &items {
-            if !matches!(item.value, Value::Table(_)) {
-                return Err(item.type_error("a table"));
-            }
-        }
-        Ok(items)
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,9 @@
 
 mod addr;
 mod build;
+mod field;
+mod route;
+mod sites;
 mod tree;
 mod units;
 
@@ -29,6 +32,15 @@ pub struct Config {
     pub server: ServerSettings,
     /// At least one.
     pub listeners: Vec<ListenerConfig>,
+    /// Every TLS identity served: the `[[site]]` tables in file order, then one
+    /// implicit site per listener that carries its own certificate.
+    pub sites: Vec<SiteConfig>,
+    /// Named `[[upstream]]` tables, then one implicit upstream per route that
+    /// lists plain `backends`.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Lowercased names of every header that carries client identity (the
+    /// defaults and any configured name): stripped from every request.
+    pub identity_headers: Vec<String>,
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub pool: PoolSettings,
@@ -49,6 +61,8 @@ pub struct ServerSettings {
     pub access_log: bool,
     /// How long in-flight requests may run after a shutdown signal.
     pub drain_timeout: Duration,
+    /// Where `run` writes its process id, for `portcullis reload`.
+    pub pid_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,18 +86,73 @@ pub enum LogFormat {
     Json,
 }
 
-/// One `[[listener]]`. Paths are resolved against the config file's directory
-/// and were readable at load time; their contents are not parsed here.
+/// One `[[listener]]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerConfig {
     pub address: SocketAddr,
-    pub certificate: PathBuf,
-    pub private_key: PathBuf,
-    /// Non-empty.
-    pub client_ca: Vec<PathBuf>,
-    pub tls_versions: TlsVersions,
+    /// Indices into `Config::sites`: the listener's own implicit site, or
+    /// every `[[site]]`. Non-empty.
+    pub sites: Vec<usize>,
+    /// The site for a ClientHello whose SNI names none of `sites` (or has no
+    /// SNI); None = such handshakes are refused (`unrecognized_name`).
+    pub default_site: Option<usize>,
     /// Hand the symmetric crypto to the kernel after the handshake.
     pub ktls: KtlsMode,
+}
+
+/// One TLS identity with its own client-certificate policy: a `[[site]]`
+/// table, or the certificate fields of a `[[listener]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteConfig {
+    /// `site.name`, or "listener[i]" for a listener's own.
+    pub name: String,
+    /// SNI / Host names this site answers; empty for a listener's own site
+    /// (it answers every name).
+    pub server_names: Vec<HostMatch>,
+    pub identity: IdentitySource,
+    /// CA bundles client certificates must chain to; empty only with `mtls = off`.
+    pub client_ca: Vec<PathBuf>,
+    pub mtls: MtlsMode,
+    /// CRL files (PEM or DER); the client's end-entity certificate is checked.
+    pub crls: Vec<PathBuf>,
+    pub tls_versions: TlsVersions,
+}
+
+/// How a site treats client certificates at the handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MtlsMode {
+    /// A valid certificate is required to finish the handshake.
+    Mandatory,
+    /// A presented certificate must be valid; none is allowed (routes decide).
+    Optional,
+    /// No certificate is asked for.
+    Off,
+}
+
+// The identity types are defined beside their loader; config only names files.
+pub use crate::tls::material::{IdentitySource, PasswordSource};
+
+/// A set of backend addresses and how to speak to them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// `upstream.name`, or "route[i]" for a route's plain `backends`.
+    pub name: String,
+    /// Non-empty; host names were resolved at load.
+    pub addresses: Vec<SocketAddr>,
+    /// None = plain HTTP.
+    pub tls: Option<UpstreamTls>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// CA bundles the backend's certificate must chain to (non-empty).
+    pub ca: Vec<PathBuf>,
+    /// Sent as SNI and checked against the backend's certificate.
+    pub server_name: String,
+    /// False only with `insecure_skip_verify_hostname = true`.
+    pub verify_hostname: bool,
+    /// The certificate the gateway presents to the backend (mTLS).
+    pub client_identity: Option<IdentitySource>,
 }
 
 /// Kernel TLS policy of a listener.
@@ -140,16 +209,77 @@ pub struct PoolSettings {
 pub struct RouteConfig {
     /// None matches any host.
     pub host: Option<HostMatch>,
+    /// Only for connections to this site (index into `Config::sites`); None = any.
+    pub site: Option<usize>,
     /// Starts with "/"; matched as a plain string prefix.
     pub path: String,
     /// Uppercased HTTP tokens, no duplicates; None matches any method.
     pub methods: Option<Vec<String>>,
-    /// Non-empty; host names were resolved at load.
-    pub backends: Vec<SocketAddr>,
+    /// Index into `Config::upstreams`.
+    pub upstream: usize,
     /// Host header to send to the backend instead of the client's.
     pub set_host: Option<String>,
     /// The route's own value, or `limits.max_body_bytes`.
     pub max_body_bytes: u64,
+    pub client_policy: ClientPolicy,
+    pub forward_identity: IdentityForwarding,
+    pub headers: HeaderRules,
+    /// Replaces the matched `path` prefix in the target sent to the backend.
+    pub rewrite_prefix: Option<String>,
+}
+
+/// Who may use a route, judged on the verified client certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientPolicy {
+    /// 401 when the connection has no client certificate.
+    pub require_client_cert: bool,
+    /// 403 when the certificate matches none of these (empty = anyone).
+    pub allow: crate::identity::Allowlist,
+}
+
+impl ClientPolicy {
+    /// Whether the route needs a certificate at all (an allowlist implies it).
+    pub fn needs_certificate(&self) -> bool {
+        self.require_client_cert || !self.allow.is_empty()
+    }
+}
+
+/// Which client-identity headers go to the backend, by header name (None = not sent).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IdentityForwarding {
+    /// URL-escaped PEM, as nginx's `$ssl_client_escaped_cert`.
+    pub escaped_pem: Option<String>,
+    /// RFC 9440 `Client-Cert`.
+    pub client_cert: Option<String>,
+    /// RFC 9440 `Client-Cert-Chain`.
+    pub client_cert_chain: Option<String>,
+    /// Envoy's `X-Forwarded-Client-Cert`.
+    pub xfcc: Option<String>,
+    pub subject: Option<String>,
+    pub fingerprint: Option<String>,
+}
+
+impl IdentityForwarding {
+    pub fn is_empty(&self) -> bool {
+        self == &IdentityForwarding::default()
+    }
+}
+
+/// Request header edits, applied after the gateway's own (Host, X-Forwarded-*).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderRules {
+    /// Replace: any header of that name from the client is dropped first.
+    pub set: Vec<(String, String)>,
+    /// Append, keeping what the client sent.
+    pub add: Vec<(String, String)>,
+    /// Lowercased names to drop.
+    pub remove: Vec<String>,
+}
+
+impl HeaderRules {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -252,6 +382,7 @@ impl Default for ServerSettings {
             log_level: "info".to_string(),
             access_log: false,
             drain_timeout: Duration::from_secs(10),
+            pid_file: None,
         }
     }
 }

@@ -134,6 +134,7 @@ backends = ["localhost:9002"]
             log_level: "portcullis=debug,info".into(),
             access_log: true,
             drain_timeout: Duration::from_secs(2),
+            pid_file: None,
         }
     );
     assert_eq!(
@@ -141,22 +142,48 @@ backends = ["localhost:9002"]
         vec![
             ListenerConfig {
                 address: "[::1]:8443".parse().unwrap(),
-                certificate: certs.join("server.pem"),
-                private_key: certs.join("server.key"),
-                client_ca: vec![certs.join("ca.pem"), certs.join("other-ca.pem")],
-                tls_versions: TlsVersions {
-                    tls12: false,
-                    tls13: true
-                },
+                sites: vec![0],
+                default_site: Some(0),
                 ktls: KtlsMode::Auto,
             },
             ListenerConfig {
                 address: "127.0.0.1:9443".parse().unwrap(),
-                certificate: certs.join("server.pem"),
-                private_key: certs.join("server.key"),
-                client_ca: vec![certs.join("ca.pem")],
-                tls_versions: TlsVersions::default(),
+                sites: vec![1],
+                default_site: Some(1),
                 ktls: KtlsMode::Auto,
+            },
+        ]
+    );
+    // A listener with its own certificate is one implicit site that answers every name.
+    assert_eq!(
+        config.sites,
+        vec![
+            SiteConfig {
+                name: "listener[0]".into(),
+                server_names: Vec::new(),
+                identity: IdentitySource::Pem {
+                    certificate: certs.join("server.pem"),
+                    private_key: certs.join("server.key"),
+                },
+                client_ca: vec![certs.join("ca.pem"), certs.join("other-ca.pem")],
+                mtls: MtlsMode::Mandatory,
+                crls: Vec::new(),
+                tls_versions: TlsVersions {
+                    tls12: false,
+                    tls13: true
+                },
+            },
+            SiteConfig {
+                name: "listener[1]".into(),
+                server_names: Vec::new(),
+                identity: IdentitySource::Pem {
+                    certificate: certs.join("server.pem"),
+                    private_key: certs.join("server.key"),
+                },
+                client_ca: vec![certs.join("ca.pem")],
+                mtls: MtlsMode::Mandatory,
+                crls: Vec::new(),
+                tls_versions: TlsVersions::default(),
             },
         ]
     );
@@ -194,7 +221,7 @@ backends = ["localhost:9002"]
         Some(vec!["GET".to_string(), "POST".to_string()])
     );
     assert_eq!(
-        api.backends,
+        config.upstreams[api.upstream].addresses,
         vec![
             "127.0.0.1:9000".parse::<SocketAddr>().unwrap(),
             "[::1]:9001".parse().unwrap()
@@ -208,8 +235,10 @@ backends = ["localhost:9002"]
         Some(HostMatch::WildcardSuffix(".example.com".into()))
     );
     assert_eq!(wild.methods, None);
-    assert_eq!(wild.backends.len(), 1);
-    assert!(wild.backends[0].ip().is_loopback());
+    let wild_backends = &config.upstreams[wild.upstream].addresses;
+    assert_eq!(wild_backends.len(), 1);
+    assert!(wild_backends[0].ip().is_loopback());
+    assert_eq!(config.upstreams[wild.upstream].name, "route[1]");
     assert_eq!(wild.set_host, None);
     // No route value: the [limits] default.
     assert_eq!(wild.max_body_bytes, 2048);
@@ -233,7 +262,7 @@ fn defaults() {
     assert_eq!(config.pool, PoolSettings::default());
     assert_eq!(config.pool.max_idle_per_backend, 64);
     assert_eq!(
-        config.listeners[0].tls_versions,
+        config.sites[0].tls_versions,
         TlsVersions {
             tls12: true,
             tls13: true
@@ -539,8 +568,11 @@ fn files_must_exist_and_are_relative_to_the_config() {
     let fx = Fixture::new();
     let config = fx.parse(MINIMAL).unwrap();
     assert_eq!(
-        config.listeners[0].certificate,
-        fx.dir.join("certs/server.pem")
+        config.sites[0].identity,
+        IdentitySource::Pem {
+            certificate: fx.dir.join("certs/server.pem"),
+            private_key: fx.dir.join("certs/server.key"),
+        }
     );
 
     let text = MINIMAL.replace("certs/ca.pem", "certs/missing.pem");

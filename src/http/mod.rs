@@ -12,7 +12,7 @@ pub mod request;
 pub mod response;
 
 mod error;
-mod head;
+pub(crate) mod head;
 
 pub use error::HttpError;
 

@@ -37,7 +37,17 @@ pub(super) async fn exchange<S: Transport>(
     plan: &RequestPlan,
     ctx: &WorkerContext,
 ) -> bool {
-    let key = PoolKey { addr: plan.backend };
+    let generation = c.session.generation.clone();
+    let tls = generation.upstream_configs[plan.upstream]
+        .as_ref()
+        .zip(generation.shared.upstreams[plan.upstream].tls.as_ref())
+        .map(|(config, material)| (config.clone(), material.server_name.clone()));
+    // Connections made under another generation's TLS settings (CA, client
+    // certificate, server name) are never reused for this one.
+    let key = PoolKey {
+        addr: plan.backend,
+        tls: tls.as_ref().map(|_| (generation.shared.id, plan.upstream)),
+    };
     let mut body_started = false;
     let mut sent_continue = false;
     let mut retried = false;
@@ -50,7 +60,8 @@ pub(super) async fn exchange<S: Transport>(
                     let pool = ctx.pool.borrow();
                     pool.stats.connects.set(pool.stats.connects.get() + 1);
                 }
-                match connect(plan.backend, ctx.settings.timeouts.backend_connect).await {
+                let timeout = generation.shared.settings.timeouts.backend_connect;
+                match connect(plan.backend, tls.clone(), timeout).await {
                     Ok(b) => b,
                     Err(e) => {
                         return finish_with_error(c, ctx, plan, Failure::BeforeResponse(e)).await
@@ -144,7 +155,7 @@ async fn send_request<S: Transport>(
         *sent_continue = true;
         // Not through `out`: it still holds the backend head, needed for a retry.
         let (res, _) = match monoio::time::timeout(
-            io_timeout(ctx),
+            io_timeout(c),
             c.io.write_range(CONTINUE_100.to_vec(), 0..CONTINUE_100.len()),
         )
         .await
@@ -160,13 +171,13 @@ async fn send_request<S: Transport>(
             let mut remaining = n;
             while remaining > 0 {
                 if c.rbuf.is_empty() {
-                    if let Some(k) = c.io.kernel_tls() {
+                    let timeout = io_timeout(c);
+                    if let (Some(k), Some(backend_tcp)) = (c.io.kernel_tls(), b.stream.plain_tcp()) {
                         // Straight from the kernel-TLS socket into the backend's.
                         if let Some(mut pipe) = take_pipe(ctx) {
-                            let timeout = io_timeout(ctx);
                             match splice_exact(
                                 k.socket(),
-                                &mut b.stream,
+                                backend_tcp,
                                 &mut pipe,
                                 remaining,
                                 timeout,
@@ -198,7 +209,7 @@ async fn send_request<S: Transport>(
                             }
                         }
                     }
-                    client_read(c, ctx).await?;
+                    client_read(c).await?;
                 }
                 let take = usize::try_from(remaining)
                     .unwrap_or(usize::MAX)
@@ -259,7 +270,7 @@ async fn send_request<S: Transport>(
                 if decoder.is_done() {
                     return Ok(());
                 }
-                client_read(c, ctx).await?;
+                client_read(c).await?;
             }
         }
     }
@@ -272,7 +283,8 @@ async fn relay_response<S: Transport>(
     plan: &RequestPlan,
     ctx: &WorkerContext,
 ) -> Result<(bool, bool), Attempt> {
-    let settings = &ctx.settings;
+    let generation = c.session.generation.clone();
+    let settings = &generation.shared.settings;
     let limits = crate::http::Limits {
         max_header_bytes: settings.limits.max_header_bytes.max(64 * 1024),
         max_headers: MAX_HEADERS_CAP,
@@ -357,7 +369,7 @@ async fn relay_response<S: Transport>(
 
     match framing {
         BodyFraming::None | BodyFraming::ContentLength(0) => {
-            client_write_out(c, ctx).await?;
+            client_write_out(c).await?;
             Ok((client_keep, backend_keep && b.buf.is_empty()))
         }
         BodyFraming::ContentLength(n) => {
@@ -365,15 +377,15 @@ async fn relay_response<S: Transport>(
             let take = usize::try_from(n).unwrap_or(usize::MAX).min(b.buf.len());
             c.out.extend_from_slice(&b.buf[..take]);
             b.buf.drain(..take);
-            client_write_out(c, ctx).await?;
+            client_write_out(c).await?;
             add(&ctx.body_bytes.copied, take as u64);
             let mut remaining = n - take as u64;
             if remaining > 0 {
-                if let Some(k) = c.io.kernel_tls() {
+                if let (Some(k), Some(backend_tcp)) = (c.io.kernel_tls(), b.stream.plain_tcp()) {
                     if let Some(mut pipe) = take_pipe(ctx) {
                         let timeout = settings.timeouts.backend_response;
                         let res =
-                            splice_exact(&mut b.stream, k.socket(), &mut pipe, remaining, timeout)
+                            splice_exact(backend_tcp, k.socket(), &mut pipe, remaining, timeout)
                                 .await;
                         let moved = match &res {
                             Ok(()) => remaining,
@@ -400,12 +412,12 @@ async fn relay_response<S: Transport>(
                 }
             }
             while remaining > 0 {
-                backend_read(b, ctx).await.map_err(after)?;
+                backend_read(b, settings.timeouts.backend_response).await.map_err(after)?;
                 let take = usize::try_from(remaining)
                     .unwrap_or(usize::MAX)
                     .min(b.buf.len());
                 let buf = std::mem::take(&mut b.buf);
-                let (res, buf) = client_write_range(c, ctx, buf, take).await;
+                let (res, buf) = client_write_range(c, buf, take).await;
                 b.buf = buf;
                 res?;
                 b.buf.drain(..take);
@@ -443,20 +455,20 @@ async fn relay_response<S: Transport>(
                     c.out.extend_from_slice(LAST_CHUNK);
                 }
                 if !c.out.is_empty() {
-                    client_write_out(c, ctx).await?;
+                    client_write_out(c).await?;
                 }
                 if decoder.is_done() {
                     return Ok((client_keep, backend_keep && b.buf.is_empty()));
                 }
-                backend_read(b, ctx).await.map_err(after)?;
+                backend_read(b, settings.timeouts.backend_response).await.map_err(after)?;
             }
         }
         BodyFraming::UntilClose => {
             c.out.extend_from_slice(&b.buf);
             b.buf.clear();
-            client_write_out(c, ctx).await?;
+            client_write_out(c).await?;
             loop {
-                match backend_read(b, ctx).await {
+                match backend_read(b, settings.timeouts.backend_response).await {
                     Ok(()) => {}
                     Err(ProxyError::BackendReset(e))
                         if e.kind() == io::ErrorKind::UnexpectedEof =>
@@ -467,7 +479,7 @@ async fn relay_response<S: Transport>(
                 }
                 let len = b.buf.len();
                 let buf = std::mem::take(&mut b.buf);
-                let (res, buf) = client_write_range(c, ctx, buf, len).await;
+                let (res, buf) = client_write_range(c, buf, len).await;
                 b.buf = buf;
                 res?;
                 b.buf.clear();
@@ -481,13 +493,9 @@ fn add(counter: &std::cell::Cell<u64>, n: u64) {
 }
 
 /// Reads more of the response body into `b.buf`; EOF is an error here.
-async fn backend_read(b: &mut BackendConn, ctx: &WorkerContext) -> Result<(), ProxyError> {
+async fn backend_read(b: &mut BackendConn, timeout: std::time::Duration) -> Result<(), ProxyError> {
     let buf = std::mem::take(&mut b.buf);
-    match monoio::time::timeout(
-        ctx.settings.timeouts.backend_response,
-        b.stream.read_append(buf),
-    )
-    .await
+    match monoio::time::timeout(timeout, b.stream.read_append(buf)).await
     {
         Ok((Ok(0), buf)) => {
             b.buf = buf;
@@ -509,12 +517,9 @@ async fn backend_read(b: &mut BackendConn, ctx: &WorkerContext) -> Result<(), Pr
 }
 
 /// Reads more request body from the client into `rbuf`.
-async fn client_read<S: Transport>(
-    c: &mut ClientConn<S>,
-    ctx: &WorkerContext,
-) -> Result<(), Attempt> {
+async fn client_read<S: Transport>(c: &mut ClientConn<S>) -> Result<(), Attempt> {
     let buf = std::mem::take(&mut c.rbuf);
-    match monoio::time::timeout(io_timeout(ctx), c.io.read_append(buf)).await {
+    match monoio::time::timeout(io_timeout(c), c.io.read_append(buf)).await {
         Ok((Ok(n), buf)) if n > 0 => {
             c.rbuf = buf;
             Ok(())
@@ -527,24 +532,20 @@ async fn client_read<S: Transport>(
     }
 }
 
-async fn client_write_out<S: Transport>(
-    c: &mut ClientConn<S>,
-    ctx: &WorkerContext,
-) -> Result<(), Attempt> {
+async fn client_write_out<S: Transport>(c: &mut ClientConn<S>) -> Result<(), Attempt> {
     let out = std::mem::take(&mut c.out);
     let len = out.len();
-    let (res, out) = client_write_range(c, ctx, out, len).await;
+    let (res, out) = client_write_range(c, out, len).await;
     c.out = out;
     res
 }
 
 async fn client_write_range<S: Transport>(
     c: &mut ClientConn<S>,
-    ctx: &WorkerContext,
     buf: Vec<u8>,
     len: usize,
 ) -> (Result<(), Attempt>, Vec<u8>) {
-    match monoio::time::timeout(io_timeout(ctx), c.io.write_range(buf, 0..len)).await {
+    match monoio::time::timeout(io_timeout(c), c.io.write_range(buf, 0..len)).await {
         Ok((Ok(()), buf)) => (Ok(()), buf),
         Ok((Err(_), buf)) => (Err(Attempt::Failed(Failure::ClientGone)), buf),
         Err(_) => (Err(Attempt::Failed(Failure::ClientGone)), Vec::new()),

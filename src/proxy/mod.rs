@@ -3,25 +3,26 @@
 //! `crate::http` (pure); this module is the I/O shell around them.
 
 mod forward;
+mod identity_headers;
 mod splice;
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use tracing::{debug, info, warn};
 
-use crate::config::{Limits, Timeouts};
 use crate::drain::Drain;
 use crate::error::{Fault, ProxyError};
 use crate::http::request::{parse_request, write_backend_request_head, ForwardContext};
 use crate::http::response::write_error_response;
 use crate::http::{BodyFraming, Parsed};
 use crate::io::{give_buffer, take_buffer, write_all, Transport};
-use crate::router::{RouteMatch, RouteTable};
+use crate::generation::{GatewaySettings, WorkerGeneration};
+use crate::identity::ClientCert;
+use crate::router::RouteMatch;
 use crate::tls::PeerIdentity;
 use crate::upstream::Pool;
 
@@ -32,22 +33,26 @@ const OUT_CAPACITY: usize = 4 * 1024;
 /// Hard cap on header slots parsed per head (the configurable limit is below it).
 pub const MAX_HEADERS_CAP: usize = 512;
 
-/// What every core needs to proxy, read-only and shared (swapped whole on reload).
-pub struct GatewaySettings {
-    pub routes: RouteTable,
-    pub limits: Limits,
-    pub timeouts: Timeouts,
-    pub access_log: bool,
+/// What a connection was accepted under: the config generation (kept for the
+/// connection's life, across reloads), the listener and the TLS site.
+pub struct Session {
+    pub generation: Rc<WorkerGeneration>,
+    pub listener: usize,
+    /// None only when the site could not be determined (no handshake ran).
+    pub site: Option<usize>,
+}
+
+impl Session {
+    pub fn settings(&self) -> &GatewaySettings {
+        &self.generation.shared.settings
+    }
 }
 
 /// One worker's state. Lives on one core; nothing here is touched by another.
 pub struct WorkerContext {
     pub index: usize,
-    pub settings: Arc<GatewaySettings>,
     pub pool: RefCell<Pool>,
     pub drain: Rc<Drain>,
-    /// Round-robin position per route.
-    pub round_robin: Vec<Cell<usize>>,
     /// Request latency in microseconds, head received to response relayed.
     pub latency: RefCell<Histogram<u64>>,
     pub requests: Cell<u64>,
@@ -75,14 +80,11 @@ pub struct BodyByteCounters {
 }
 
 impl WorkerContext {
-    pub fn new(index: usize, settings: Arc<GatewaySettings>, pool: Pool, drain: Rc<Drain>) -> Self {
-        let routes = settings.routes.len();
+    pub fn new(index: usize, pool: Pool, drain: Rc<Drain>) -> Self {
         WorkerContext {
             index,
-            settings,
             pool: RefCell::new(pool),
             drain,
-            round_robin: (0..routes).map(|_| Cell::new(0)).collect(),
             latency: RefCell::new(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap_or_else(
                 |_| Histogram::new(3).expect("hdrhistogram with 3 significant digits"),
             )),
@@ -90,7 +92,7 @@ impl WorkerContext {
             modes: ModeCounters::default(),
             body_bytes: BodyByteCounters::default(),
             pipes: RefCell::new(Vec::new()),
-            metrics: crate::metrics::WorkerMetrics::new(routes),
+            metrics: crate::metrics::WorkerMetrics::new(),
         }
     }
 }
@@ -104,6 +106,9 @@ pub(crate) struct ClientConn<S> {
     pub out: Vec<u8>,
     pub peer: SocketAddr,
     pub identity: PeerIdentity,
+    pub session: Session,
+    /// The client certificate, parsed on first need (policy or identity headers).
+    cert: OnceCell<Option<ClientCert>>,
     host: String,
 }
 
@@ -111,7 +116,10 @@ pub(crate) struct ClientConn<S> {
 /// been copied out or written into `ClientConn::out` (the backend head).
 pub(crate) struct RequestPlan {
     pub backend: SocketAddr,
+    /// Index into the generation's upstreams (decides TLS and the pool key).
+    pub upstream: usize,
     pub route_id: usize,
+    pub metric_slot: usize,
     pub framing: BodyFraming,
     pub max_body: u64,
     pub keep_alive: bool,
@@ -136,6 +144,7 @@ pub async fn serve<S: Transport>(
     io: S,
     peer: SocketAddr,
     identity: PeerIdentity,
+    session: Session,
     ctx: Rc<WorkerContext>,
 ) {
     let mut c = ClientConn {
@@ -144,6 +153,8 @@ pub async fn serve<S: Transport>(
         out: Vec::new(),
         peer,
         identity,
+        session,
+        cert: OnceCell::new(),
         host: String::new(),
     };
     let mut first = true;
@@ -195,7 +206,7 @@ async fn read_request<S: Transport>(
     ctx: &WorkerContext,
     first: bool,
 ) -> Result<Option<Next>, ProxyError> {
-    let timeouts = &ctx.settings.timeouts;
+    let timeouts = c.session.settings().timeouts;
     // The head clock starts at the first byte of a request (at once for the
     // first request: the client has just finished its handshake).
     let mut head_deadline =
@@ -256,7 +267,8 @@ async fn read_request<S: Transport>(
 /// Parses the head in `rbuf` if complete, routes it and writes the backend
 /// head into `out`. Consumes the head from `rbuf`.
 fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<Next>, ProxyError> {
-    let settings = &ctx.settings;
+    let generation = c.session.generation.clone();
+    let settings = &generation.shared.settings;
     let limits = crate::http::Limits {
         max_header_bytes: settings.limits.max_header_bytes,
         max_headers: settings.limits.max_headers.min(MAX_HEADERS_CAP),
@@ -272,6 +284,11 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
         req.framing,
         BodyFraming::None | BodyFraming::ContentLength(0)
     );
+    let reject = |error: ProxyError| Next::Reject {
+        close: has_body || !req.keep_alive || error.closes_connection(),
+        error,
+        allow: None,
+    };
     let next = 'plan: {
         if ctx.drain.is_draining() {
             break 'plan Next::Reject {
@@ -286,7 +303,17 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
             c.host.extend(h.chars().map(|ch| ch.to_ascii_lowercase()));
         }
         let host = raw_host.map(|_| c.host.as_str());
-        let route = match settings.routes.find(host, req.path(), req.method) {
+        // One certificate must not reach another site's routes: the Host must
+        // select the same site the TLS server name did.
+        if req.host.is_some()
+            && generation.shared.site_for_name(c.session.listener, host) != c.session.site
+        {
+            break 'plan reject(ProxyError::MisdirectedRequest);
+        }
+        let route = match settings
+            .routes
+            .find(c.session.site, host, req.path(), req.method)
+        {
             RouteMatch::Found(r) => r,
             RouteMatch::MethodNotAllowed(r) => {
                 let allow = r
@@ -299,14 +326,22 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
                     allow,
                 };
             }
-            RouteMatch::NotFound => {
-                break 'plan Next::Reject {
-                    error: ProxyError::NoRoute,
-                    close: has_body || !req.keep_alive,
-                    allow: None,
-                }
-            }
+            RouteMatch::NotFound => break 'plan reject(ProxyError::NoRoute),
         };
+        if route.client_policy.needs_certificate() || !route.forward_identity.is_empty() {
+            let chain = &c.identity.chain;
+            c.cert.get_or_init(|| ClientCert::from_chain(chain));
+        }
+        let cert = c.cert.get().and_then(Option::as_ref);
+        if route.client_policy.needs_certificate() {
+            match cert {
+                None => break 'plan reject(ProxyError::ClientCertRequired),
+                Some(cert) if !route.client_policy.allow.permits(cert) => {
+                    break 'plan reject(ProxyError::ClientCertNotAllowed)
+                }
+                Some(_) => {}
+            }
+        }
         if let BodyFraming::ContentLength(n) = req.framing {
             if n > route.max_body_bytes {
                 break 'plan Next::Reject {
@@ -316,20 +351,41 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
                 };
             }
         }
-        let rr = &ctx.round_robin[route.id];
-        let backend = route.backends[rr.get() % route.backends.len()];
+        let upstream = &generation.shared.upstreams[route.upstream];
+        let rr = &generation.round_robin[route.id];
+        let backend = upstream.addresses[rr.get() % upstream.addresses.len()];
         rr.set(rr.get().wrapping_add(1));
         c.out.clear();
+        let rewritten = route
+            .rewrite_prefix
+            .as_deref()
+            .and_then(|prefix| rewrite_target(req.target, &route.path, prefix));
+        let mut extra = Vec::new();
+        if let Some(cert) = cert {
+            identity_headers::write(&route.forward_identity, cert, &mut extra);
+        }
+        for (name, value) in route.headers.set.iter().chain(&route.headers.add) {
+            crate::http::head::put_header(&mut extra, name.as_bytes(), value.as_bytes());
+        }
         let fwd = ForwardContext {
             client_ip: c.peer.ip(),
             proto: "https",
             set_host: route.set_host.as_deref(),
             framing: req.framing,
+            target: rewritten.as_deref(),
+            strip: &[
+                settings.identity_headers.as_slice(),
+                route.headers.remove.as_slice(),
+            ],
+            strip_set: &route.headers.set,
+            extra_headers: &extra,
         };
         write_backend_request_head(&req, &fwd, &mut c.out);
         Next::Forward(RequestPlan {
             backend,
+            upstream: route.upstream,
             route_id: route.id,
+            metric_slot: route.metric_slot,
             framing: req.framing,
             max_body: route.max_body_bytes,
             keep_alive: req.keep_alive,
@@ -344,6 +400,19 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
     };
     c.rbuf.drain(..head_len);
     Ok(Some(next))
+}
+
+/// The target with the route's matched prefix replaced; None when the target
+/// is not in origin form under that prefix (it is then sent unchanged).
+fn rewrite_target(target: &str, prefix: &str, replacement: &str) -> Option<String> {
+    let rest = target.strip_prefix(prefix)?;
+    let mut out = String::with_capacity(replacement.len() + rest.len() + 1);
+    out.push_str(replacement);
+    out.push_str(rest);
+    if !out.starts_with('/') {
+        out.insert(0, '/');
+    }
+    Some(out)
 }
 
 fn strip_port(host: &str) -> &str {
@@ -410,7 +479,7 @@ pub(crate) fn access_log<S>(
     status: u16,
     code: &str,
 ) {
-    ctx.metrics.record_request(Some(plan.route_id), status);
+    ctx.metrics.record_request(Some(plan.metric_slot), status);
     if let Some((method, target)) = &plan.log {
         let micros = plan.started.elapsed().as_micros();
         info!(target: "portcullis::access", client = %c.peer.ip(), method = %method, target = %target, route = plan.route_id, backend = %plan.backend, status, code, micros = micros as u64, "access");
@@ -418,6 +487,6 @@ pub(crate) fn access_log<S>(
 }
 
 /// Client I/O deadline for body reads and response writes.
-pub(crate) fn io_timeout(ctx: &WorkerContext) -> Duration {
-    ctx.settings.timeouts.idle
+pub(crate) fn io_timeout<S>(c: &ClientConn<S>) -> Duration {
+    c.session.settings().timeouts.idle
 }

@@ -3,6 +3,7 @@
 
 pub mod client_hello;
 pub mod ktls;
+pub mod material;
 pub mod reason;
 pub mod server_config;
 pub mod stream;

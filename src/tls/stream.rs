@@ -41,6 +41,8 @@ pub enum HandshakeFailure {
     Io(io::Error),
     /// The first bytes were not a TLS record (plain HTTP to a TLS port, a scanner).
     NotTls,
+    /// The SNI names no site and the listener has no default site.
+    UnknownServerName,
 }
 
 pub struct TlsStream {
@@ -94,24 +96,47 @@ impl TlsStream {
         }
     }
 
-    /// Runs the handshake on an accepted socket. On failure the alert rustls
-    /// produced has been written, and the SNI (if any was read) is returned
-    /// with the error for the log line.
-    pub async fn accept(
-        tcp: TcpStream,
-        config: Arc<ServerConfig>,
-    ) -> Result<(Self, PeerIdentity), (HandshakeFailure, Option<String>)> {
+    /// Runs the handshake on an accepted socket. `select` picks the server
+    /// config from the ClientHello's SNI (read from the first record before
+    /// rustls sees it); None refuses with an `unrecognized_name` alert. On
+    /// failure the alert has been written, and the SNI (if any was read) is
+    /// returned with the error for the log line.
+    pub async fn accept<F>(
+        mut tcp: TcpStream,
+        select: F,
+    ) -> Result<(Self, PeerIdentity), (HandshakeFailure, Option<String>)>
+    where
+        F: FnOnce(Option<&str>) -> Option<Arc<ServerConfig>>,
+    {
+        let mut incoming = Vec::with_capacity(RECORD_HEADER_LEN + MAX_RECORD_BODY);
+        if let Err(e) = read_one_record(&mut tcp, &mut incoming).await {
+            return Err((HandshakeFailure::Io(e), None));
+        }
+        let sni = match client_hello::server_name(&incoming) {
+            Ok(name) => name,
+            Err(client_hello::HelloError::NotHandshake) => {
+                linger_close(&mut tcp).await;
+                return Err((HandshakeFailure::NotTls, None));
+            }
+            // Malformed hellos are rustls's to refuse with the right alert.
+            Err(_) => None,
+        };
+        let Some(config) = select(sni.as_deref()) else {
+            let (_, _) = tcp.write_all(UNRECOGNIZED_NAME_ALERT.to_vec()).await;
+            linger_close(&mut tcp).await;
+            return Err((HandshakeFailure::UnknownServerName, sni));
+        };
         let conn = match UnbufferedServerConnection::new(config) {
             Ok(c) => c,
-            Err(e) => return Err((HandshakeFailure::Tls(e), None)),
+            Err(e) => return Err((HandshakeFailure::Tls(e), sni)),
         };
         let mut stream = TlsStream {
             tcp,
             conn,
-            incoming: Vec::with_capacity(RECORD_HEADER_LEN + MAX_RECORD_BODY),
+            incoming,
             outgoing: Vec::with_capacity(4096),
             pending_plain: Vec::new(),
-            sni: None,
+            sni,
             peer_closed: false,
         };
         match stream.handshake().await {
@@ -136,7 +161,6 @@ impl TlsStream {
     }
 
     async fn handshake(&mut self) -> Result<(), HandshakeFailure> {
-        let mut first_record = true;
         loop {
             let status = self.conn.process_tls_records(&mut self.incoming);
             let (discard, step) = step_of(status, &mut self.outgoing);
@@ -151,19 +175,9 @@ impl TlsStream {
                     return self.flush().await.map_err(HandshakeFailure::Io);
                 }
                 Step::NeedData | Step::WriteTraffic => {
-                    let start = self.incoming.len();
-                    self.read_one_record().await.map_err(HandshakeFailure::Io)?;
-                    if first_record {
-                        first_record = false;
-                        match client_hello::server_name(&self.incoming[start..]) {
-                            Ok(name) => self.sni = name,
-                            Err(client_hello::HelloError::NotHandshake) => {
-                                return Err(HandshakeFailure::NotTls)
-                            }
-                            // Malformed hellos are rustls's to refuse with the right alert.
-                            Err(_) => {}
-                        }
-                    }
+                    read_one_record(&mut self.tcp, &mut self.incoming)
+                        .await
+                        .map_err(HandshakeFailure::Io)?;
                 }
                 Step::Plaintext(_) | Step::Eof => {
                     return Err(HandshakeFailure::Io(io::Error::new(
@@ -177,35 +191,6 @@ impl TlsStream {
                 }
             }
         }
-    }
-
-    /// Reads exactly one TLS record (header, then exactly its body) onto `incoming`.
-    async fn read_one_record(&mut self) -> io::Result<()> {
-        let start = self.incoming.len();
-        let header_end = start + RECORD_HEADER_LEN;
-        self.read_exact_to(header_end).await?;
-        let mut header = [0u8; RECORD_HEADER_LEN];
-        header.copy_from_slice(&self.incoming[start..header_end]);
-        let body_len = client_hello::record_body_len(&header);
-        if body_len > MAX_RECORD_BODY {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "TLS record longer than the protocol allows",
-            ));
-        }
-        self.read_exact_to(header_end + body_len).await
-    }
-
-    async fn read_exact_to(&mut self, end: usize) -> io::Result<()> {
-        let start = self.incoming.len();
-        if end <= start {
-            return Ok(());
-        }
-        self.incoming.reserve(end - start);
-        let buf = std::mem::take(&mut self.incoming);
-        let (res, slice) = self.tcp.read_exact(buf.slice_mut(start..end)).await;
-        self.incoming = slice.into_inner();
-        res.map(|_| ())
     }
 
     async fn flush(&mut self) -> io::Result<()> {
@@ -537,4 +522,36 @@ fn encode_into(out: &mut Vec<u8>, e: &mut EncodeTlsData<'_, rustls::server::Serv
             }
         }
     }
+}
+
+/// A fatal `unrecognized_name` alert, in plaintext (no keys exist yet).
+const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+
+/// Reads exactly one TLS record (header, then exactly its body) onto `incoming`.
+async fn read_one_record(tcp: &mut TcpStream, incoming: &mut Vec<u8>) -> io::Result<()> {
+    let start = incoming.len();
+    let header_end = start + RECORD_HEADER_LEN;
+    read_exact_to(tcp, incoming, header_end).await?;
+    let mut header = [0u8; RECORD_HEADER_LEN];
+    header.copy_from_slice(&incoming[start..header_end]);
+    let body_len = client_hello::record_body_len(&header);
+    if body_len > MAX_RECORD_BODY {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "TLS record longer than the protocol allows",
+        ));
+    }
+    read_exact_to(tcp, incoming, header_end + body_len).await
+}
+
+async fn read_exact_to(tcp: &mut TcpStream, incoming: &mut Vec<u8>, end: usize) -> io::Result<()> {
+    let start = incoming.len();
+    if end <= start {
+        return Ok(());
+    }
+    incoming.reserve(end - start);
+    let buf = std::mem::take(incoming);
+    let (res, slice) = tcp.read_exact(buf.slice_mut(start..end)).await;
+    *incoming = slice.into_inner();
+    res.map(|_| ())
 }

@@ -17,6 +17,24 @@ pub struct ForwardContext<'a> {
     pub set_host: Option<&'a str>,
     /// What the backend will be sent: `None`, `ContentLength(n)` or `Chunked`.
     pub framing: BodyFraming,
+    /// The request target to send instead of the client's (a path rewrite).
+    pub target: Option<&'a str>,
+    /// Lowercased names of client headers to drop (identity headers, route removals).
+    pub strip: &'a [&'a [String]],
+    /// Headers the route sets: client copies of these names are dropped too.
+    pub strip_set: &'a [(String, String)],
+    /// Complete `Name: value\r\n` lines appended after the gateway's own.
+    pub extra_headers: &'a [u8],
+}
+
+impl ForwardContext<'_> {
+    fn strips(&self, name: &str) -> bool {
+        self.strip
+            .iter()
+            .flat_map(|list| list.iter())
+            .any(|n| name.eq_ignore_ascii_case(n))
+            || self.strip_set.iter().any(|(n, _)| name.eq_ignore_ascii_case(n))
+    }
 }
 
 /// Append to `out` the head to send to the backend.
@@ -41,11 +59,14 @@ pub fn write_backend_request_head(
 
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(req.target.as_bytes());
+    out.extend_from_slice(ctx.target.unwrap_or(req.target).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
 
     for h in req.headers {
-        if REWRITTEN.iter().any(|n| is_named(h, n)) || !head::is_end_to_end(req.headers, h.name) {
+        if REWRITTEN.iter().any(|n| is_named(h, n))
+            || !head::is_end_to_end(req.headers, h.name)
+            || ctx.strips(h.name)
+        {
             continue;
         }
         head::put_header(out, h.name.as_bytes(), h.value);
@@ -73,6 +94,7 @@ pub fn write_backend_request_head(
     let _ = std::io::Write::write_fmt(out, format_args!("{}\r\n", ctx.client_ip));
 
     head::put_header(out, b"X-Forwarded-Proto", ctx.proto.as_bytes());
+    out.extend_from_slice(ctx.extra_headers);
     head::put_framing(out, ctx.framing);
     out.extend_from_slice(b"\r\n");
 }
@@ -108,6 +130,10 @@ mod tests {
             proto: "https",
             set_host: Some("backend.internal:8080"),
             framing: BodyFraming::Chunked,
+            target: None,
+            strip: &[],
+            strip_set: &[],
+            extra_headers: b"",
         };
         let mut out = Vec::new();
         write_backend_request_head(&r, &ctx, &mut out);
@@ -125,6 +151,10 @@ mod tests {
             proto: "https",
             set_host: None,
             framing: BodyFraming::ContentLength(0),
+            target: None,
+            strip: &[],
+            strip_set: &[],
+            extra_headers: b"",
         };
         let mut out = Vec::new();
         write_backend_request_head(&r, &ctx, &mut out);
@@ -132,6 +162,35 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "GET / HTTP/1.1\r\nX-A: b\r\nHost: \r\nX-Forwarded-For: 10.0.0.7\r\n\
              X-Forwarded-Proto: https\r\nContent-Length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn identity_headers_are_stripped_and_rules_applied() {
+        let buf = b"GET /api/users?x=1 HTTP/1.1\r\nHost: a.example\r\nX-Forwarded-Client-Cert: Hash=forged\r\n\
+            client-cert: :Zm9yZ2Vk:\r\nX-Debug: 1\r\nX-Env: dev\r\nAccept: */*\r\n\r\n";
+        let mut hs = [EMPTY_HEADER; 32];
+        let r = parse(buf, &mut hs);
+        let identity = vec!["x-forwarded-client-cert".to_string(), "client-cert".to_string()];
+        let removed = vec!["x-debug".to_string()];
+        let set = vec![("X-Env".to_string(), "prod".to_string())];
+        let ctx = ForwardContext {
+            client_ip: "10.0.0.7".parse().unwrap(),
+            proto: "https",
+            set_host: Some("api-mtls.virtual.example"),
+            framing: BodyFraming::ContentLength(0),
+            target: Some("/v2/users?x=1"),
+            strip: &[&identity, &removed],
+            strip_set: &set,
+            extra_headers: b"X-Env: prod\r\nX-Forwarded-Client-Cert: Hash=real\r\n",
+        };
+        let mut out = Vec::new();
+        write_backend_request_head(&r, &ctx, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /v2/users?x=1 HTTP/1.1\r\nAccept: */*\r\nHost: api-mtls.virtual.example\r\n\
+             X-Forwarded-For: 10.0.0.7\r\nX-Forwarded-Proto: https\r\nX-Env: prod\r\n\
+             X-Forwarded-Client-Cert: Hash=real\r\nContent-Length: 0\r\n\r\n"
         );
     }
 }

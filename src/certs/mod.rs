@@ -3,10 +3,16 @@
 //! Used by `portcullis certs` and by `portcullis run` without a config, so
 //! that mTLS works out of the box with curl and openssl. Nothing here is
 //! meant for production keys: the CA key sits next to the leaves.
+//!
+//! `crl` (revocation lists signed by the same CA) is in its own file.
+
+mod crl;
+
+pub use crl::{write_crl, CrlOptions, DEFAULT_CRL_DAYS};
 
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SerialNumber,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
@@ -111,7 +117,9 @@ pub const DEFAULT_P12_PASSWORD: &str = "portcullis";
 /// The longest validity Apple platforms accept for a TLS server certificate.
 pub const DEFAULT_DAYS: u32 = 825;
 
-/// The files `init` writes into `out_dir`.
+/// The files `init` needs to find in `out_dir` to consider the set complete.
+/// It also writes server.p12, which is not required, so that directories
+/// made before servers had a .p12 stay usable.
 pub const INIT_FILES: [&str; 7] = [
     "ca.pem",
     "ca.key",
@@ -122,8 +130,9 @@ pub const INIT_FILES: [&str; 7] = [
     "client.p12",
 ];
 
-/// Writes out_dir/{ca.pem, ca.key, server.pem, server.key, client.pem,
-/// client.key, client.p12}; server.pem is the leaf followed by the CA.
+/// Writes out_dir/{ca.pem, ca.key, server.pem, server.key, server.p12,
+/// client.pem, client.key, client.p12}; server.pem is the leaf followed by
+/// the CA.
 ///
 /// Generated once: if all the files exist and `!force`, they are left alone
 /// and this returns Ok(false). Ok(true) means it generated. If only some
@@ -171,6 +180,7 @@ pub fn init(opts: &InitOptions) -> Result<bool, CertError> {
     let server = LeafSpec {
         common_name: &server_cn,
         names: &opts.server_names,
+        uris: &[],
         key_type: opts.key_type,
         validity: Validity::from_now(opts.days)?,
         kind: LeafKind::Server,
@@ -178,6 +188,7 @@ pub fn init(opts: &InitOptions) -> Result<bool, CertError> {
     let client = LeafSpec {
         common_name: &opts.client_cn,
         names: &[],
+        uris: &[],
         key_type: opts.key_type,
         validity: Validity::from_now(opts.days)?,
         kind: LeafKind::Client,
@@ -210,6 +221,8 @@ pub struct LeafOptions {
     pub common_name: String,
     /// SANs; IP literals become IP SANs. Optional for client leaves.
     pub dns_names: Vec<String>,
+    /// URI SANs, such as SPIFFE IDs ("spiffe://example.org/service").
+    pub uris: Vec<String>,
     pub key_type: KeyType,
     pub p12_password: String,
     pub days: u32,
@@ -228,6 +241,7 @@ impl LeafOptions {
             common_name: stem.clone(),
             stem,
             dns_names: Vec::new(),
+            uris: Vec::new(),
             key_type: KeyType::default(),
             p12_password: DEFAULT_P12_PASSWORD.into(),
             days: DEFAULT_DAYS,
@@ -239,14 +253,15 @@ impl LeafOptions {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LeafKind {
-    /// EKU clientAuth. Also gets a .p12 for curl and browsers.
+    /// EKU clientAuth.
     Client,
     /// EKU serverAuth; its .pem holds the leaf followed by the CA.
     Server,
 }
 
 /// Issues one leaf signed by the CA in `ca_dir`, overwriting
-/// out_dir/{stem}.pem and {stem}.key (and {stem}.p12 for a client).
+/// out_dir/{stem}.pem, {stem}.key and {stem}.p12 (key plus [leaf, CA]: for
+/// curl and browsers, or a server identity loaded from PKCS#12).
 pub fn issue(opts: &LeafOptions) -> Result<(), CertError> {
     let ca = LoadedCa::load(&opts.ca_dir)?;
     let ca_cert = ca.params.self_signed(&ca.key).map_err(generate_error)?;
@@ -266,6 +281,7 @@ pub fn issue(opts: &LeafOptions) -> Result<(), CertError> {
     let spec = LeafSpec {
         common_name: &opts.common_name,
         names: &opts.dns_names,
+        uris: &opts.uris,
         key_type: opts.key_type,
         validity,
         kind: opts.kind,
@@ -299,6 +315,10 @@ pub enum CertError {
     ReadCa { path: PathBuf, reason: String },
     /// Some of the `init` files exist and some don't.
     Incomplete { dir: PathBuf, missing: Vec<PathBuf> },
+    /// A SAN URI that cannot go into a certificate.
+    Uri { uri: String, reason: &'static str },
+    /// A certificate given to `crl` that it cannot revoke.
+    Revoke { path: PathBuf, reason: String },
 }
 
 impl fmt::Display for CertError {
@@ -309,6 +329,10 @@ impl fmt::Display for CertError {
             CertError::Pkcs12(why) => write!(f, "cannot build PKCS#12 file: {why}"),
             CertError::ReadCa { path, reason } => {
                 write!(f, "{}: cannot use as CA: {reason}", path.display())
+            }
+            CertError::Uri { uri, reason } => write!(f, "SAN URI \"{uri}\": {reason}"),
+            CertError::Revoke { path, reason } => {
+                write!(f, "{}: cannot revoke: {reason}", path.display())
             }
             CertError::Incomplete { dir, missing } => {
                 let names: Vec<String> = missing
@@ -355,6 +379,7 @@ struct Issuer<'a> {
 struct LeafSpec<'a> {
     common_name: &'a str,
     names: &'a [String],
+    uris: &'a [String],
     key_type: KeyType,
     validity: Validity,
     kind: LeafKind,
@@ -372,6 +397,14 @@ impl LeafSpec<'_> {
         let key = generate_key(self.key_type)?;
         // `new` turns IP literals into IP SANs and the rest into DNS SANs.
         let mut params = CertificateParams::new(self.names.to_vec()).map_err(generate_error)?;
+        for uri in self.uris {
+            check_uri(uri)?;
+            let ia5 = uri.as_str().try_into().map_err(|_| CertError::Uri {
+                uri: uri.clone(),
+                reason: "only ASCII characters can go into a certificate (percent-encode the rest)",
+            })?;
+            params.subject_alt_names.push(SanType::URI(ia5));
+        }
         params.distinguished_name = DistinguishedName::new();
         params
             .distinguished_name
@@ -400,6 +433,32 @@ impl LeafSpec<'_> {
             common_name: self.common_name.to_string(),
         })
     }
+}
+
+/// RFC 5280 wants an absolute URI: a scheme, a colon, then no spaces.
+fn check_uri(uri: &str) -> Result<(), CertError> {
+    let bad = |reason| {
+        Err(CertError::Uri {
+            uri: uri.to_string(),
+            reason,
+        })
+    };
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return bad("not an absolute URI (expected scheme:..., like spiffe://example.org/service)");
+    };
+    let mut chars = scheme.chars();
+    let scheme_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok {
+        return bad("not an absolute URI (expected scheme:..., like spiffe://example.org/service)");
+    }
+    if rest.is_empty() {
+        return bad("nothing follows the scheme");
+    }
+    if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("a URI cannot contain spaces or control characters");
+    }
+    Ok(())
 }
 
 fn ca_params(days: u32) -> Result<CertificateParams, CertError> {
@@ -613,11 +672,8 @@ fn write_leaf(
         key_pem.as_bytes(),
         Secret::Yes,
     )?;
-    if leaf.kind == LeafKind::Client {
-        let p12 = pkcs12(leaf, issuer.der, p12_password)?;
-        write_file(&dir.join(format!("{stem}.p12")), &p12, Secret::Yes)?;
-    }
-    Ok(())
+    let p12 = pkcs12(leaf, issuer.der, p12_password)?;
+    write_file(&dir.join(format!("{stem}.p12")), &p12, Secret::Yes)
 }
 
 /// Key plus chain [leaf, CA]. p12-keystore's defaults (PBES2 with AES-256,
@@ -699,10 +755,10 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A fresh directory, removed on drop.
-    struct TempDir(PathBuf);
+    pub(super) struct TempDir(pub(super) PathBuf);
 
     impl TempDir {
-        fn new() -> TempDir {
+        pub(super) fn new() -> TempDir {
             static NEXT: AtomicUsize = AtomicUsize::new(0);
             let dir = std::env::temp_dir().join(format!(
                 "portcullis-certs-test-{}-{}",
@@ -720,7 +776,7 @@ mod tests {
         }
     }
 
-    fn have(tool: &str) -> bool {
+    pub(super) fn have(tool: &str) -> bool {
         let found = Command::new(tool)
             .arg("--version")
             .stdout(Stdio::null())
@@ -734,7 +790,7 @@ mod tests {
     }
 
     /// Runs `openssl args…` in `dir`; returns (success, stdout + stderr).
-    fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
+    pub(super) fn openssl(dir: &Path, args: &[&str]) -> (bool, String) {
         let out = Command::new("openssl")
             .args(args)
             .current_dir(dir)
@@ -997,10 +1053,10 @@ mod tests {
             "old.p12",
             "api.pem",
             "api.key",
+            "api.p12",
         ] {
             assert!(out_dir.join(name).is_file(), "{name}");
         }
-        assert!(!out_dir.join("api.p12").exists());
         #[cfg(unix)]
         assert_eq!(mode(&out_dir.join("alice.key")), 0o600);
 
@@ -1062,6 +1118,80 @@ mod tests {
             ],
         );
         assert_eq!(info.matches("BEGIN CERTIFICATE").count(), 2, "{info}");
+    }
+
+    /// The server's .p12 loads as a server identity: key and [leaf, CA].
+    #[test]
+    fn server_leaves_get_a_p12() {
+        use crate::tls::material::{load_identity, IdentitySource, PasswordSource};
+        let tmp = TempDir::new();
+        assert!(init(&InitOptions::new(&tmp.0)).unwrap());
+        let mut api = LeafOptions::new(&tmp.0, "api", LeafKind::Server);
+        api.p12_password = "api-secret".into();
+        issue(&api).unwrap();
+        for (stem, password) in [("server", "portcullis"), ("api", "api-secret")] {
+            let id = load_identity(&IdentitySource::Pkcs12 {
+                path: tmp.0.join(format!("{stem}.p12")),
+                password: PasswordSource::Literal(password.into()),
+            })
+            .unwrap_or_else(|e| panic!("{stem}: {e}"));
+            assert_eq!(
+                id.chain,
+                load_chain(&tmp.0.join(format!("{stem}.pem"))),
+                "{stem}"
+            );
+        }
+        #[cfg(unix)]
+        assert_eq!(mode(&tmp.0.join("api.p12")), 0o600);
+    }
+
+    #[test]
+    fn issue_adds_uri_sans() {
+        let tmp = TempDir::new();
+        assert!(init(&InitOptions::new(&tmp.0)).unwrap());
+        let mut svc = LeafOptions::new(&tmp.0, "svc", LeafKind::Client);
+        svc.uris = vec![
+            "spiffe://example.org/ns/prod/sa/billing".into(),
+            "urn:example:billing".into(),
+        ];
+        svc.dns_names = vec!["billing.internal".into()];
+        issue(&svc).unwrap();
+        let der = &load_chain(&tmp.0.join("svc.pem"))[0];
+        let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+        let san = cert.subject_alternative_name().unwrap().unwrap().value;
+        let names: Vec<String> = san
+            .general_names
+            .iter()
+            .map(|n| match n {
+                x509_parser::extensions::GeneralName::URI(u) => format!("URI:{u}"),
+                x509_parser::extensions::GeneralName::DNSName(d) => format!("DNS:{d}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "DNS:billing.internal",
+                "URI:spiffe://example.org/ns/prod/sa/billing",
+                "URI:urn:example:billing"
+            ]
+        );
+
+        for (uri, why) in [
+            ("billing", "not an absolute URI"),
+            ("1http://x", "not an absolute URI"),
+            ("spiffe:", "nothing follows the scheme"),
+            ("spiffe://example.org/a b", "spaces"),
+            ("spiffe://exämple.org/a", "only ASCII"),
+        ] {
+            svc.uris = vec![uri.into()];
+            let err = issue(&svc).unwrap_err();
+            assert!(
+                matches!(&err, CertError::Uri { .. }) && err.to_string().contains(why),
+                "{uri}: {err}"
+            );
+            assert!(err.to_string().starts_with(&format!("SAN URI \"{uri}\": ")));
+        }
     }
 
     #[test]

@@ -1,0 +1,307 @@
+//! A config generation: everything one config file says, loaded and checked
+//! (certificates, keys, CA bundles, CRLs, routes), ready to serve.
+//!
+//! A reload builds a new generation beside the running one and swaps it in
+//! only when every part loaded; connections keep the generation they were
+//! accepted under until they close. Each core then builds its own TLS configs
+//! from the shared material, so session caches stay core-local.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::ProducesTickets;
+use rustls::{ClientConfig, ServerConfig};
+
+use crate::config::{Config, HostMatch, Limits, MtlsMode, Timeouts};
+use crate::metrics::Published;
+use crate::router::RouteTable;
+use crate::tls::material;
+use crate::tls::server_config::{self, SiteTls};
+use crate::upstream_tls::{self, UpstreamTlsSettings};
+
+/// Read-only settings every core proxies with.
+pub struct GatewaySettings {
+    pub routes: RouteTable,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub access_log: bool,
+    /// Lowercased identity header names, stripped from every request.
+    pub identity_headers: Vec<String>,
+}
+
+pub struct Generation {
+    /// 1 for the config the process started with, +1 per successful reload.
+    pub id: u64,
+    pub settings: GatewaySettings,
+    pub sites: Vec<Site>,
+    /// Per `[[listener]]`, in config order.
+    pub listeners: Vec<ListenerSites>,
+    pub upstreams: Vec<Upstream>,
+    /// New per generation: a ticket from before a reload (when the CA or a CRL
+    /// may have changed) must not resume into the new one.
+    ticketer: Arc<dyn ProducesTickets>,
+}
+
+pub struct Site {
+    pub name: String,
+    pub server_names: Vec<HostMatch>,
+    pub mtls: MtlsMode,
+    tls: SiteTls,
+}
+
+pub struct ListenerSites {
+    pub sites: Vec<usize>,
+    pub default_site: Option<usize>,
+}
+
+pub struct Upstream {
+    pub name: String,
+    pub addresses: Vec<SocketAddr>,
+    pub tls: Option<UpstreamTlsMaterial>,
+}
+
+pub struct UpstreamTlsMaterial {
+    pub server_name: ServerName<'static>,
+    roots: Vec<CertificateDer<'static>>,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    verify_hostname: bool,
+}
+
+impl UpstreamTlsMaterial {
+    fn client_config(&self) -> Result<Arc<ClientConfig>, String> {
+        upstream_tls::client_config(UpstreamTlsSettings {
+            roots: self.roots.clone(),
+            client_identity: self
+                .identity
+                .as_ref()
+                .map(|(chain, key)| (chain.clone(), key.clone_key())),
+            verify_hostname: self.verify_hostname,
+        })
+    }
+}
+
+impl Generation {
+    /// Loads every file the config names and builds each TLS config once, so
+    /// that nothing can fail later on a worker. Errors name the site or
+    /// upstream and the file.
+    pub fn load(config: &Config, id: u64, published: &Published) -> Result<Generation, String> {
+        let ticketer = server_config::shared_ticketer()
+            .map_err(|e| format!("cannot create the TLS ticket key: {e}"))?;
+        let mut sites = Vec::with_capacity(config.sites.len());
+        for s in &config.sites {
+            let context = |e: material::MaterialError| format!("site \"{}\": {e}", s.name);
+            let identity = material::load_identity(&s.identity).map_err(context)?;
+            let client_roots = if s.mtls == MtlsMode::Off {
+                Vec::new()
+            } else {
+                material::load_ca_bundle(&s.client_ca).map_err(context)?
+            };
+            let crls = material::load_crls(&s.crls).map_err(context)?;
+            let tls = SiteTls {
+                name: s.name.clone(),
+                chain: identity.chain,
+                key: identity.key,
+                client_roots,
+                crls,
+                mtls: s.mtls,
+                versions: s.tls_versions,
+            };
+            server_config::build(&tls, ticketer.clone())?;
+            sites.push(Site {
+                name: s.name.clone(),
+                server_names: s.server_names.clone(),
+                mtls: s.mtls,
+                tls,
+            });
+        }
+        let mut upstreams = Vec::with_capacity(config.upstreams.len());
+        for u in &config.upstreams {
+            let context = |e: String| format!("upstream \"{}\": {e}", u.name);
+            let tls = match &u.tls {
+                None => None,
+                Some(t) => {
+                    let roots = material::load_ca_bundle(&t.ca).map_err(|e| context(e.to_string()))?;
+                    let identity = match &t.client_identity {
+                        None => None,
+                        Some(source) => {
+                            let id = material::load_identity(source)
+                                .map_err(|e| context(e.to_string()))?;
+                            Some((id.chain, id.key))
+                        }
+                    };
+                    let server_name = ServerName::try_from(t.server_name.clone())
+                        .map_err(|e| context(format!("server_name \"{}\": {e}", t.server_name)))?;
+                    let material = UpstreamTlsMaterial {
+                        server_name,
+                        roots,
+                        identity,
+                        verify_hostname: t.verify_hostname,
+                    };
+                    material.client_config().map_err(context)?;
+                    if !t.verify_hostname {
+                        tracing::warn!(
+                            upstream = %u.name,
+                            server_name = %t.server_name,
+                            "insecure_skip_verify_hostname = true: the backend's certificate chain is verified, but not that it was issued for this name"
+                        );
+                    }
+                    Some(material)
+                }
+            };
+            upstreams.push(Upstream {
+                name: u.name.clone(),
+                addresses: u.addresses.clone(),
+                tls,
+            });
+        }
+        let listeners = config
+            .listeners
+            .iter()
+            .map(|l| ListenerSites {
+                sites: l.sites.clone(),
+                default_site: l.default_site,
+            })
+            .collect();
+        let slots: Vec<usize> = config
+            .routes
+            .iter()
+            .map(|r| published.route_slot(&route_label(config, r)))
+            .collect();
+        Ok(Generation {
+            id,
+            settings: GatewaySettings {
+                routes: RouteTable::new(&config.routes, &slots),
+                limits: config.limits,
+                timeouts: config.timeouts,
+                access_log: config.server.access_log,
+                identity_headers: config.identity_headers.clone(),
+            },
+            sites,
+            listeners,
+            upstreams,
+            ticketer,
+        })
+    }
+
+    /// The site a TLS server name selects on a listener: an exact name beats
+    /// a wildcard; no match (or no SNI) selects the listener's default.
+    pub fn site_for_name(&self, listener: usize, name: Option<&str>) -> Option<usize> {
+        let l = self.listeners.get(listener)?;
+        let Some(name) = name else {
+            return l.default_site;
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let exact = l.sites.iter().copied().find(|&i| {
+            self.sites[i]
+                .server_names
+                .iter()
+                .any(|m| matches!(m, HostMatch::Exact(e) if *e == name))
+        });
+        let wildcard = || {
+            l.sites
+                .iter()
+                .copied()
+                .filter_map(|i| {
+                    let longest = self.sites[i]
+                        .server_names
+                        .iter()
+                        .filter(|m| matches!(m, HostMatch::WildcardSuffix(_)) && m.matches(&name))
+                        .map(|m| match m {
+                            HostMatch::WildcardSuffix(s) => s.len(),
+                            HostMatch::Exact(_) => 0,
+                        })
+                        .max()?;
+                    Some((longest, i))
+                })
+                .max()
+                .map(|(_, i)| i)
+        };
+        exact.or_else(wildcard).or(l.default_site)
+    }
+
+    /// Builds this core's own TLS configs from the shared material.
+    pub fn for_worker(self: &Arc<Self>) -> Result<WorkerGeneration, String> {
+        let server_configs = self
+            .sites
+            .iter()
+            .map(|s| server_config::build(&s.tls, self.ticketer.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let upstream_configs = self
+            .upstreams
+            .iter()
+            .map(|u| u.tls.as_ref().map(UpstreamTlsMaterial::client_config).transpose())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(WorkerGeneration {
+            shared: self.clone(),
+            server_configs,
+            upstream_configs,
+            round_robin: (0..self.settings.routes.len())
+                .map(|_| Cell::new(0))
+                .collect(),
+        })
+    }
+}
+
+/// The metric label of a route: host, site and path, as an operator wrote them.
+fn route_label(config: &Config, r: &crate::config::RouteConfig) -> String {
+    let mut label = String::new();
+    if let Some(site) = r.site.and_then(|i| config.sites.get(i)) {
+        label.push_str(&format!("site={} ", site.name));
+    }
+    if let Some(h) = &r.host {
+        label.push_str(&format!("{h:?} "));
+    }
+    label.push_str(&r.path);
+    label
+}
+
+/// One core's view of a generation. Connections hold it (`Rc`) for their life.
+pub struct WorkerGeneration {
+    pub shared: Arc<Generation>,
+    /// Per site, built on this core.
+    pub server_configs: Vec<Arc<ServerConfig>>,
+    /// Per upstream; None for plain HTTP.
+    pub upstream_configs: Vec<Option<Arc<ClientConfig>>>,
+    /// Round-robin position per route.
+    pub round_robin: Vec<Cell<usize>>,
+}
+
+/// Where the current generation is published for the workers. A worker reads
+/// the version number (one relaxed atomic load per accepted connection) and
+/// takes the lock only when it changed, i.e. once per reload.
+pub struct Current {
+    version: AtomicU64,
+    generation: Mutex<Arc<Generation>>,
+}
+
+impl Current {
+    pub fn new(first: Generation) -> Arc<Current> {
+        Arc::new(Current {
+            version: AtomicU64::new(first.id),
+            generation: Mutex::new(Arc::new(first)),
+        })
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    pub fn get(&self) -> Arc<Generation> {
+        match self.generation.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn replace(&self, next: Generation) {
+        let id = next.id;
+        match self.generation.lock() {
+            Ok(mut g) => *g = Arc::new(next),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(next),
+        }
+        self.version.store(id, Ordering::Release);
+    }
+}
