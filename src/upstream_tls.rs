@@ -353,11 +353,24 @@ impl TlsClientStream {
             Fed::Io(e) => e,
             Fed::Tls(e) => io::Error::new(
                 io::ErrorKind::InvalidData,
-                describe(&e, None, self.presents_certificate),
+                TlsFailure(describe(&e, None, self.presents_certificate)),
             ),
         }
     }
 }
+
+/// A TLS-level failure surfaced through a read (an `io::Error` carries it),
+/// so the proxy can answer "TLS with the backend failed" rather than "reset".
+#[derive(Debug)]
+pub struct TlsFailure(pub String);
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TlsFailure {}
 
 /// Why feeding ciphertext to rustls failed.
 enum Fed {

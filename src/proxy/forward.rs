@@ -16,6 +16,7 @@ use crate::http::response::{parse_response, write_client_response_head};
 use crate::http::{BodyFraming, Parsed};
 use crate::io::Transport;
 use crate::upstream::{connect, BackendConn, PoolKey};
+use crate::upstream_tls::TlsFailure;
 
 use super::splice::{return_pipe, splice_exact, take_pipe, Side};
 
@@ -97,13 +98,12 @@ pub(super) async fn exchange<S: Transport>(
                 c.out.truncate(plan.backend_head_len);
             }
             Err(Attempt::Stale(e)) => {
-                return finish_with_error(
-                    c,
-                    ctx,
-                    plan,
-                    Failure::BeforeResponse(ProxyError::BackendReset(e)),
-                )
-                .await
+                let error = match e.get_ref().and_then(|i| i.downcast_ref::<TlsFailure>()) {
+                    // e.g. a TLS 1.3 backend refusing our certificate after the handshake.
+                    Some(tls) => ProxyError::BackendTls(tls.0.clone()),
+                    None => ProxyError::BackendReset(e),
+                };
+                return finish_with_error(c, ctx, plan, Failure::BeforeResponse(error)).await;
             }
             Err(Attempt::Failed(f)) => return finish_with_error(c, ctx, plan, f).await,
         }
