@@ -556,7 +556,7 @@ fn explain(cfg: &Config) {
             (true, false) => "TLS 1.2 only",
             (false, false) => "no TLS version",
         };
-        let names: Vec<String> = s.server_names.iter().map(|m| format!("{m:?}")).collect();
+        let names: Vec<String> = s.server_names.iter().map(|m| m.to_string()).collect();
         let mtls = match s.mtls {
             config::MtlsMode::Mandatory => "client certificate required",
             config::MtlsMode::Optional => "client certificate optional (routes decide)",

@@ -78,6 +78,18 @@ pub async fn write_all<T: Transport>(t: &mut T, buf: Vec<u8>) -> (io::Result<()>
     t.write_range(buf, 0..len).await
 }
 
+/// Writes all of `pending` to `tcp` and leaves it empty (capacity kept).
+pub async fn drain_to(tcp: &mut TcpStream, pending: &mut Vec<u8>) -> io::Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let buf = std::mem::take(pending);
+    let (res, mut buf) = tcp.write_all(buf).await;
+    buf.clear();
+    *pending = buf;
+    res.map(|_| ())
+}
+
 /// Idle buffers kept per core (beyond this they are freed).
 const MAX_POOLED_BUFFERS: usize = 4096;
 

@@ -36,6 +36,7 @@ const STATUS_SLOTS: [u16; 16] = [
 ];
 
 /// One worker's counters. Only its own thread touches them.
+#[derive(Default)]
 pub struct WorkerMetrics {
     /// [route metric slot][status slot + 5 class slots]; row 0 is "no route".
     /// Grows when a reload adds routes.
@@ -45,10 +46,7 @@ pub struct WorkerMetrics {
 
 impl WorkerMetrics {
     pub fn new() -> Self {
-        WorkerMetrics {
-            requests: RefCell::new(Vec::new()),
-            handshake_failures: Default::default(),
-        }
+        Self::default()
     }
 
     /// `route_slot` None: the request matched no route.

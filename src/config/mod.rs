@@ -291,6 +291,15 @@ pub enum HostMatch {
     WildcardSuffix(String),
 }
 
+impl fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostMatch::Exact(name) => f.write_str(name),
+            HostMatch::WildcardSuffix(suffix) => write!(f, "*{suffix}"),
+        }
+    }
+}
+
 impl HostMatch {
     /// `host` must already be lowercased and stripped of any port.
     pub fn matches(&self, host: &str) -> bool {

@@ -194,14 +194,7 @@ impl TlsStream {
     }
 
     async fn flush(&mut self) -> io::Result<()> {
-        if self.outgoing.is_empty() {
-            return Ok(());
-        }
-        let buf = std::mem::take(&mut self.outgoing);
-        let (res, mut buf) = self.tcp.write_all(buf).await;
-        buf.clear();
-        self.outgoing = buf;
-        res.map(|_| ())
+        crate::io::drain_to(&mut self.tcp, &mut self.outgoing).await
     }
 
     /// After rustls returned an error it has queued a fatal alert: encode and send it.
