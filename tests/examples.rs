@@ -284,6 +284,9 @@ fn sites_by_sni_each_with_its_own_certificate_ca_and_mode() {
     ex.curl("b.example", "/private/x", "b/ca.pem", None, &[])
         .error(401, "PCS.4010");
     ex.curl("b.example", "/private/x", "b/ca.pem", Some("b/client"), &[]).ok();
+    // The same client identity from PKCS#12, as curl's --cert-type P12 presents it.
+    let p12 = format!("{}:portcullis", ex.certs.join("b/client.p12").display());
+    ex.curl("b.example", "/private/x", "b/ca.pem", None, &["--cert-type", "P12", "--cert", &p12]).ok();
     ex.curl("b.example", "/public/x", "b/ca.pem", Some("a/client"), &[])
         .refused("unknown ca");
     // Site B's routes are not site A's: "/" exists only on A.
