@@ -308,7 +308,13 @@ fn cmd_echo(args: &[String]) -> Result<(), Failure> {
     let flags = Flags::parse(
         args,
         &[],
-        &["--listen", "--workers", "--tls-cert", "--tls-key", "--client-ca"],
+        &[
+            "--listen",
+            "--workers",
+            "--tls-cert",
+            "--tls-key",
+            "--client-ca",
+        ],
     )?;
     let addrs: Vec<SocketAddr> = flags
         .all("--listen")
@@ -345,12 +351,18 @@ fn echo_tls(flags: &Flags) -> Result<Option<std::sync::Arc<rustls::ServerConfig>
     let (cert, key) = match (flags.one("--tls-cert"), flags.one("--tls-key")) {
         (None, None) => {
             if flags.one("--client-ca").is_some() {
-                return Err(Failure::Usage("--client-ca needs --tls-cert and --tls-key".into()));
+                return Err(Failure::Usage(
+                    "--client-ca needs --tls-cert and --tls-key".into(),
+                ));
             }
             return Ok(None);
         }
         (Some(c), Some(k)) => (c, k),
-        _ => return Err(Failure::Usage("--tls-cert and --tls-key go together".into())),
+        _ => {
+            return Err(Failure::Usage(
+                "--tls-cert and --tls-key go together".into(),
+            ))
+        }
     };
     let identity = crate::tls::material::load_identity(&config::IdentitySource::Pem {
         certificate: PathBuf::from(cert),
@@ -565,7 +577,11 @@ fn explain(cfg: &Config) {
         println!(
             "  site {}: {}, {versions}, {mtls}, {} client CA bundle(s), {} CRL file(s)",
             s.name,
-            if names.is_empty() { "any name".to_string() } else { names.join(" ") },
+            if names.is_empty() {
+                "any name".to_string()
+            } else {
+                names.join(" ")
+            },
             s.client_ca.len(),
             s.crls.len()
         );
@@ -576,8 +592,16 @@ fn explain(cfg: &Config) {
                 "  upstream {}: TLS to {}, verifying {}, {}",
                 u.name,
                 t.server_name,
-                if t.verify_hostname { "chain and host name" } else { "chain only (host name NOT verified)" },
-                if t.client_identity.is_some() { "presenting a client certificate" } else { "no client certificate" }
+                if t.verify_hostname {
+                    "chain and host name"
+                } else {
+                    "chain only (host name NOT verified)"
+                },
+                if t.client_identity.is_some() {
+                    "presenting a client certificate"
+                } else {
+                    "no client certificate"
+                }
             );
         }
     }
@@ -587,7 +611,10 @@ fn explain(cfg: &Config) {
             .as_ref()
             .map(|h| format!("{h:?}"))
             .unwrap_or_else(|| "any host".into());
-        let site = r.site.map(|i| format!(" on site {}", site_name(i))).unwrap_or_default();
+        let site = r
+            .site
+            .map(|i| format!(" on site {}", site_name(i)))
+            .unwrap_or_default();
         let methods = r
             .methods
             .as_ref()
@@ -597,7 +624,11 @@ fn explain(cfg: &Config) {
         let backends: Vec<String> = upstream
             .map(|u| u.addresses.iter().map(|b| b.to_string()).collect())
             .unwrap_or_default();
-        let tls = if upstream.is_some_and(|u| u.tls.is_some()) { " (TLS)" } else { "" };
+        let tls = if upstream.is_some_and(|u| u.tls.is_some()) {
+            " (TLS)"
+        } else {
+            ""
+        };
         println!(
             "  route {host}{site} {}* ({methods}) -> {}{tls}",
             r.path,

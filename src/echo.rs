@@ -22,8 +22,8 @@ use crate::http::response::{reason_phrase, write_error_response};
 use crate::http::{BodyFraming, Limits, Parsed};
 use crate::identity::ClientCert;
 use crate::io::{write_all, Transport};
-use crate::tls::TlsStream;
 use crate::runtime::{self, Driver};
+use crate::tls::TlsStream;
 
 /// Longest delay a request may ask for, so a stray header cannot park a connection forever.
 const MAX_DELAY_MS: u64 = 120_000;
@@ -76,7 +76,11 @@ pub fn start(
         }
     })
     .map_err(|e| format!("echo: cannot start workers: {e}"))?;
-    let mode = if tls_on { "HTTP/1.1 over TLS" } else { "plain HTTP/1.1" };
+    let mode = if tls_on {
+        "HTTP/1.1 over TLS"
+    } else {
+        "plain HTTP/1.1"
+    };
     for addr in &bound {
         info!(address = %addr, workers, mode, "echo backend listening");
     }
@@ -98,8 +102,8 @@ async fn accept_loop(listener: monoio::net::TcpListener, tls: Option<Arc<ServerC
                         monoio::spawn(async move {
                             match TlsStream::accept(tcp, move |_| Some(config)).await {
                                 Ok((stream, identity)) => {
-                                    let subject = ClientCert::from_chain(&identity.chain)
-                                        .map(|c| c.subject);
+                                    let subject =
+                                        ClientCert::from_chain(&identity.chain).map(|c| c.subject);
                                     serve(stream, id, Some(subject)).await;
                                 }
                                 Err((e, _)) => debug!(error = ?e, "echo: TLS handshake failed"),

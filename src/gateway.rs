@@ -11,8 +11,8 @@ use monoio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, KtlsMode, ListenerConfig, Workers};
-use crate::generation::{Current, Generation, WorkerGeneration};
 use crate::drain::Drain;
+use crate::generation::{Current, Generation, WorkerGeneration};
 use crate::metrics::{self, Published, Snapshot};
 use crate::proxy::{self, Session, WorkerContext};
 use crate::runtime::{self, Driver};
@@ -238,7 +238,11 @@ impl WorkerGenerations {
         if cached.0 != version {
             match self.current.get().for_worker() {
                 Ok(built) => {
-                    debug!(worker = self.index, generation = version, "worker switched to a reloaded config");
+                    debug!(
+                        worker = self.index,
+                        generation = version,
+                        "worker switched to a reloaded config"
+                    );
                     *cached = (version, Rc::new(built));
                 }
                 // Cannot happen for a generation that loaded (every config was
@@ -294,8 +298,10 @@ async fn worker_main(index: usize, shared: Arc<WorkerShared>) {
     if wants_ktls {
         log_ktls_support_once(&support);
     }
-    for (listener_index, (socket, listener_config)) in
-        sockets.into_iter().zip(&shared.listener_configs).enumerate()
+    for (listener_index, (socket, listener_config)) in sockets
+        .into_iter()
+        .zip(&shared.listener_configs)
+        .enumerate()
     {
         match runtime::adopt_listener(socket, shared.driver) {
             Ok(listener) => {
@@ -437,28 +443,31 @@ async fn handle_connection(
         site.set(Some(chosen));
         generation.server_configs.get(chosen).cloned()
     };
-    let (stream, identity) = match monoio::time::timeout(timeout, TlsStream::accept(tcp, select)).await
-    {
-        Ok(Ok(done)) => done,
-        Ok(Err((failure, sni))) => {
-            ctx.modes
-                .handshake_failed
-                .set(ctx.modes.handshake_failed.get() + 1);
-            ctx.metrics
-                .record_handshake_failure(handshake_reason(&failure));
-            let site_name = site.get().and_then(|i| generation.shared.sites.get(i)).map(|s| s.name.as_str());
-            log_handshake_failure(peer, sni.as_deref(), site_name, &failure);
-            return;
-        }
-        Err(_) => {
-            ctx.modes
-                .handshake_failed
-                .set(ctx.modes.handshake_failed.get() + 1);
-            ctx.metrics.record_handshake_failure(TIMEOUT_REASON);
-            info!(peer = %peer, "TLS handshake timed out");
-            return;
-        }
-    };
+    let (stream, identity) =
+        match monoio::time::timeout(timeout, TlsStream::accept(tcp, select)).await {
+            Ok(Ok(done)) => done,
+            Ok(Err((failure, sni))) => {
+                ctx.modes
+                    .handshake_failed
+                    .set(ctx.modes.handshake_failed.get() + 1);
+                ctx.metrics
+                    .record_handshake_failure(handshake_reason(&failure));
+                let site_name = site
+                    .get()
+                    .and_then(|i| generation.shared.sites.get(i))
+                    .map(|s| s.name.as_str());
+                log_handshake_failure(peer, sni.as_deref(), site_name, &failure);
+                return;
+            }
+            Err(_) => {
+                ctx.modes
+                    .handshake_failed
+                    .set(ctx.modes.handshake_failed.get() + 1);
+                ctx.metrics.record_handshake_failure(TIMEOUT_REASON);
+                info!(peer = %peer, "TLS handshake timed out");
+                return;
+            }
+        };
     debug!(peer = %peer, sni = ?identity.sni, version = ?identity.version, suite = ?identity.suite, "TLS handshake complete");
     let session = Session {
         generation,

@@ -123,7 +123,8 @@ impl Generation {
             let tls = match &u.tls {
                 None => None,
                 Some(t) => {
-                    let roots = material::load_ca_bundle(&t.ca).map_err(|e| context(e.to_string()))?;
+                    let roots =
+                        material::load_ca_bundle(&t.ca).map_err(|e| context(e.to_string()))?;
                     let identity = match &t.client_identity {
                         None => None,
                         Some(source) => {
@@ -232,7 +233,12 @@ impl Generation {
         let upstream_configs = self
             .upstreams
             .iter()
-            .map(|u| u.tls.as_ref().map(UpstreamTlsMaterial::client_config).transpose())
+            .map(|u| {
+                u.tls
+                    .as_ref()
+                    .map(UpstreamTlsMaterial::client_config)
+                    .transpose()
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(WorkerGeneration {
             shared: self.clone(),

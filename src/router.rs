@@ -168,10 +168,22 @@ mod tests {
                 route(3, None, "/only-get", Some(&["GET"]), 4),
             ],
         };
-        assert_eq!(port(t.find(None, Some("localhost"), "/dead", "GET")), Some(2));
-        assert_eq!(port(t.find(None, Some("localhost"), "/deadline", "GET")), Some(2));
-        assert_eq!(port(t.find(None, Some("localhost"), "/other", "GET")), Some(1));
-        assert_eq!(port(t.find(None, Some("api.example"), "/other", "GET")), Some(3));
+        assert_eq!(
+            port(t.find(None, Some("localhost"), "/dead", "GET")),
+            Some(2)
+        );
+        assert_eq!(
+            port(t.find(None, Some("localhost"), "/deadline", "GET")),
+            Some(2)
+        );
+        assert_eq!(
+            port(t.find(None, Some("localhost"), "/other", "GET")),
+            Some(1)
+        );
+        assert_eq!(
+            port(t.find(None, Some("api.example"), "/other", "GET")),
+            Some(3)
+        );
         assert_eq!(port(t.find(None, None, "/only-get", "GET")), Some(4));
         assert_eq!(port(t.find(None, None, "/only-get", "POST")), Some(405));
         let none = RouteTable {

@@ -176,7 +176,9 @@ pub async fn connect(
             match monoio::time::timeout(left, TlsClientStream::connect(tcp, config, name)).await {
                 Ok(Ok(s)) => BackendStream::Tls(Box::new(s)),
                 Ok(Err(UpstreamTlsError::Tls(why))) => return Err(ProxyError::BackendTls(why)),
-                Ok(Err(e)) => return Err(ProxyError::BackendConnect(io::Error::other(e.to_string()))),
+                Ok(Err(e)) => {
+                    return Err(ProxyError::BackendConnect(io::Error::other(e.to_string())))
+                }
                 Err(_) => return Err(ProxyError::BackendConnectTimeout),
             }
         }

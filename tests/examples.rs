@@ -147,7 +147,14 @@ impl Example {
 
     /// curl to https://HOST:PORT/PATH (HOST resolved to 127.0.0.1), trusting
     /// `ca` (e.g. "a/ca.pem") and presenting `client` (e.g. "a/client") if any.
-    pub fn curl(&self, host: &str, path: &str, ca: &str, client: Option<&str>, extra: &[&str]) -> Curl {
+    pub fn curl(
+        &self,
+        host: &str,
+        path: &str,
+        ca: &str,
+        client: Option<&str>,
+        extra: &[&str],
+    ) -> Curl {
         let mut cmd = Command::new("curl");
         cmd.args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
             .arg("--resolve")
@@ -213,7 +220,10 @@ impl Curl {
     /// The handshake was refused: curl failed before any HTTP status.
     #[track_caller]
     pub fn refused(&self, alert: &str) {
-        assert!(self.exit != 0 && self.code == 0, "expected a refused handshake: {self:#?}");
+        assert!(
+            self.exit != 0 && self.code == 0,
+            "expected a refused handshake: {self:#?}"
+        );
         assert!(
             self.stderr.to_ascii_lowercase().contains(alert),
             "curl should name the alert {alert:?}: {self:#?}"
@@ -269,35 +279,63 @@ fn sites_by_sni_each_with_its_own_certificate_ca_and_mode() {
     assert_eq!(r.json()["host"], format!("a.example:{}", ex.port));
     ex.curl("a.example", "/", "a/ca.pem", Some("b/client"), &[])
         .refused("unknown ca");
-    assert!(ex.log_has(&["client certificate refused", "sni=\"a.example\"", "site=\"a\"", "not signed by a trusted CA"]));
+    assert!(ex.log_has(&[
+        "client certificate refused",
+        "sni=\"a.example\"",
+        "site=\"a\"",
+        "not signed by a trusted CA"
+    ]));
     ex.curl("a.example", "/", "a/ca.pem", Some("a/mallory"), &[])
         .refused("revoked");
     assert!(ex.log_has(&["client certificate refused", "reason=certificate revoked"]));
     ex.curl("a.example", "/", "a/ca.pem", None, &[])
         .refused("certificate required");
     // Wildcard name of site A.
-    ex.curl("api.a.example", "/", "a/ca.pem", Some("a/client"), &["-k"]).ok();
+    ex.curl("api.a.example", "/", "a/ca.pem", Some("a/client"), &["-k"])
+        .ok();
 
     // Site B, optional, served from PKCS#12: no certificate is fine on /public/,
     // but /private/ requires one (401); bob's works there; alice's CA is not B's.
-    ex.curl("b.example", "/public/x", "b/ca.pem", None, &[]).ok();
+    ex.curl("b.example", "/public/x", "b/ca.pem", None, &[])
+        .ok();
     ex.curl("b.example", "/private/x", "b/ca.pem", None, &[])
         .error(401, "PCS.4010");
-    ex.curl("b.example", "/private/x", "b/ca.pem", Some("b/client"), &[]).ok();
+    ex.curl("b.example", "/private/x", "b/ca.pem", Some("b/client"), &[])
+        .ok();
     // The same client identity from PKCS#12, as curl's --cert-type P12 presents it.
     let p12 = format!("{}:portcullis", ex.certs.join("b/client.p12").display());
-    ex.curl("b.example", "/private/x", "b/ca.pem", None, &["--cert-type", "P12", "--cert", &p12]).ok();
+    ex.curl(
+        "b.example",
+        "/private/x",
+        "b/ca.pem",
+        None,
+        &["--cert-type", "P12", "--cert", &p12],
+    )
+    .ok();
     ex.curl("b.example", "/public/x", "b/ca.pem", Some("a/client"), &[])
         .refused("unknown ca");
     // Site B's routes are not site A's: "/" exists only on A.
-    ex.curl("b.example", "/", "b/ca.pem", None, &[]).error(404, "PCS.4040");
+    ex.curl("b.example", "/", "b/ca.pem", None, &[])
+        .error(404, "PCS.4040");
 
     // One certificate must not reach another site's routes: SNI a, Host b -> 421.
-    ex.curl("a.example", "/public/x", "a/ca.pem", Some("a/client"), &["-H", "Host: b.example"])
-        .error(421, "PCS.4210");
+    ex.curl(
+        "a.example",
+        "/public/x",
+        "a/ca.pem",
+        Some("a/client"),
+        &["-H", "Host: b.example"],
+    )
+    .error(421, "PCS.4210");
 
     // Unknown SNI goes to the default site (A): its certificate, its CA.
-    let r = ex.curl("unknown.example", "/", "a/ca.pem", Some("a/client"), &["-k"]);
+    let r = ex.curl(
+        "unknown.example",
+        "/",
+        "a/ca.pem",
+        Some("a/client"),
+        &["-k"],
+    );
     r.ok();
     // No SNI at all (an IP literal): the default site too.
     let r = ex.curl("127.0.0.1", "/", "a/ca.pem", Some("a/client"), &["-k"]);
@@ -306,11 +344,20 @@ fn sites_by_sni_each_with_its_own_certificate_ca_and_mode() {
 
 #[test]
 fn unknown_server_name_is_refused_without_a_default_site() {
-    let ex = Example::start("sites", |t, _| t.replace("default = true", "default = false"));
-    ex.curl("unknown.example", "/", "a/ca.pem", Some("a/client"), &["-k"])
-        .refused("unrecognized name");
+    let ex = Example::start("sites", |t, _| {
+        t.replace("default = true", "default = false")
+    });
+    ex.curl(
+        "unknown.example",
+        "/",
+        "a/ca.pem",
+        Some("a/client"),
+        &["-k"],
+    )
+    .refused("unrecognized name");
     assert!(ex.log_has(&["matches no site", "sni=\"unknown.example\""]));
-    ex.curl("a.example", "/", "a/ca.pem", Some("a/client"), &[]).ok();
+    ex.curl("a.example", "/", "a/ca.pem", Some("a/client"), &[])
+        .ok();
 }
 
 #[test]
@@ -327,10 +374,19 @@ fn pkcs12_password_problems_are_named_at_start() {
     };
     let wrong = run(Some("not-the-password"));
     assert_eq!(wrong.code(), Some(2), "{}", wrong.describe());
-    assert!(wrong.stderr.contains("site \"b\"") && wrong.stderr.contains("server.p12: wrong PKCS#12 password"), "{}", wrong.describe());
+    assert!(
+        wrong.stderr.contains("site \"b\"")
+            && wrong.stderr.contains("server.p12: wrong PKCS#12 password"),
+        "{}",
+        wrong.describe()
+    );
     let unset = run(None);
     assert_eq!(unset.code(), Some(2), "{}", unset.describe());
-    assert!(unset.stderr.contains("SITE_B_P12_PASSWORD is not set"), "{}", unset.describe());
+    assert!(
+        unset.stderr.contains("SITE_B_P12_PASSWORD is not set"),
+        "{}",
+        unset.describe()
+    );
     let right = run(Some("portcullis"));
     assert_eq!(right.code(), Some(0), "{}", right.describe());
     drop(td);
@@ -342,17 +398,25 @@ fn pkcs12_password_problems_are_named_at_start() {
 fn route_policy_requires_and_allowlists_client_certificates() {
     let ex = Example::start("policy", |t, _| t);
     ex.curl("a.example", "/open/", "a/ca.pem", None, &[]).ok();
-    ex.curl("a.example", "/members/", "a/ca.pem", None, &[]).error(401, "PCS.4010");
-    ex.curl("a.example", "/members/", "a/ca.pem", Some("a/client"), &[]).ok();
+    ex.curl("a.example", "/members/", "a/ca.pem", None, &[])
+        .error(401, "PCS.4010");
+    ex.curl("a.example", "/members/", "a/ca.pem", Some("a/client"), &[])
+        .ok();
     // Subject CN allowlist.
-    ex.curl("a.example", "/alice/", "a/ca.pem", Some("a/client"), &[]).ok();
-    ex.curl("a.example", "/alice/", "a/ca.pem", Some("a/workload"), &[]).error(403, "PCS.4030");
-    ex.curl("a.example", "/alice/", "a/ca.pem", None, &[]).error(401, "PCS.4010");
+    ex.curl("a.example", "/alice/", "a/ca.pem", Some("a/client"), &[])
+        .ok();
+    ex.curl("a.example", "/alice/", "a/ca.pem", Some("a/workload"), &[])
+        .error(403, "PCS.4030");
+    ex.curl("a.example", "/alice/", "a/ca.pem", None, &[])
+        .error(401, "PCS.4010");
     // SPIFFE ID (SAN URI) allowlist with a prefix entry.
-    ex.curl("a.example", "/spiffe/", "a/ca.pem", Some("a/workload"), &[]).ok();
-    ex.curl("a.example", "/spiffe/", "a/ca.pem", Some("a/client"), &[]).error(403, "PCS.4030");
+    ex.curl("a.example", "/spiffe/", "a/ca.pem", Some("a/workload"), &[])
+        .ok();
+    ex.curl("a.example", "/spiffe/", "a/ca.pem", Some("a/client"), &[])
+        .error(403, "PCS.4030");
     // An invalid certificate is still refused at the handshake on an optional site.
-    ex.curl("a.example", "/open/", "a/ca.pem", Some("b/client"), &[]).refused("unknown ca");
+    ex.curl("a.example", "/open/", "a/ca.pem", Some("b/client"), &[])
+        .refused("unknown ca");
 }
 
 #[test]
@@ -365,11 +429,17 @@ fn fingerprint_allowlist_takes_openssl_format() {
             .nth(1)
             .expect("a route")
             .replace("/open/", "/pinned/");
-        format!("{text}\n[[route]]{}allow_fingerprint_sha256 = [\"{fp}\"]\n", route.trim_end().to_string() + "\n")
+        format!(
+            "{text}\n[[route]]{}allow_fingerprint_sha256 = [\"{fp}\"]\n",
+            route.trim_end().to_string() + "\n"
+        )
     });
-    ex.curl("a.example", "/pinned/", "a/ca.pem", Some("a/client"), &[]).ok();
-    ex.curl("a.example", "/pinned/", "a/ca.pem", Some("a/workload"), &[]).error(403, "PCS.4030");
-    ex.curl("a.example", "/pinned/", "a/ca.pem", None, &[]).error(401, "PCS.4010");
+    ex.curl("a.example", "/pinned/", "a/ca.pem", Some("a/client"), &[])
+        .ok();
+    ex.curl("a.example", "/pinned/", "a/ca.pem", Some("a/workload"), &[])
+        .error(403, "PCS.4030");
+    ex.curl("a.example", "/pinned/", "a/ca.pem", None, &[])
+        .error(401, "PCS.4010");
 }
 
 // --- identity forwarding and header/path rules ----------------------------------
@@ -378,56 +448,103 @@ fn fingerprint_allowlist_takes_openssl_format() {
 fn identity_headers_reach_the_backend_and_forged_ones_do_not() {
     let ex = Example::start("identity", |t, _| t);
     let alice = ex.certs.join("a/client.pem");
-    let fp_hex = openssl_fingerprint(&alice).replace(':', "").to_ascii_lowercase();
+    let fp_hex = openssl_fingerprint(&alice)
+        .replace(':', "")
+        .to_ascii_lowercase();
     let forged = [
-        "-H", "X-SSL-Client-Subject: CN=admin",
-        "-H", "X-SSL-Client-Fingerprint: 00",
-        "-H", "X-Forwarded-Client-Cert: Hash=00;Subject=\"CN=admin\"",
-        "-H", "Client-Cert: :Zm9yZ2Vk:",
-        "-H", "Client-Cert-Chain: :Zm9yZ2Vk:",
-        "-H", "X-SSL-Client-Cert: forged",
-        "-H", "X-Client-Cert-PEM: forged",
-        "-H", "X-Debug: 1",
-        "-H", "X-Gateway: client-says",
+        "-H",
+        "X-SSL-Client-Subject: CN=admin",
+        "-H",
+        "X-SSL-Client-Fingerprint: 00",
+        "-H",
+        "X-Forwarded-Client-Cert: Hash=00;Subject=\"CN=admin\"",
+        "-H",
+        "Client-Cert: :Zm9yZ2Vk:",
+        "-H",
+        "Client-Cert-Chain: :Zm9yZ2Vk:",
+        "-H",
+        "X-SSL-Client-Cert: forged",
+        "-H",
+        "X-Client-Cert-PEM: forged",
+        "-H",
+        "X-Debug: 1",
+        "-H",
+        "X-Gateway: client-says",
     ];
 
     // APIG case: constant Host, prefix stripped, headers set/added/removed.
-    let r = ex.curl("a.example", "/apig/orders?id=7", "a/ca.pem", Some("a/client"), &forged);
+    let r = ex.curl(
+        "a.example",
+        "/apig/orders?id=7",
+        "a/ca.pem",
+        Some("a/client"),
+        &forged,
+    );
     r.ok();
     let v = r.json();
     assert_eq!(v["path"], "/orders", "{v}");
     assert_eq!(v["query"], "id=7");
     assert_eq!(v["host"], "api-mtls.virtual.example");
-    assert_eq!(r.echoed("x-gateway").as_deref(), Some("portcullis"), "set replaces the client's");
+    assert_eq!(
+        r.echoed("x-gateway").as_deref(),
+        Some("portcullis"),
+        "set replaces the client's"
+    );
     assert_eq!(r.echoed("x-env").as_deref(), Some("edge"));
     assert_eq!(r.echoed("x-debug"), None);
-    assert_eq!(r.echoed("x-ssl-client-subject").as_deref(), Some("CN=alice"));
+    assert_eq!(
+        r.echoed("x-ssl-client-subject").as_deref(),
+        Some("CN=alice")
+    );
     assert_eq!(r.echoed("x-ssl-client-fingerprint"), Some(fp_hex.clone()));
-    for absent in ["x-forwarded-client-cert", "client-cert", "client-cert-chain", "x-ssl-client-cert", "x-client-cert-pem"] {
-        assert_eq!(r.echoed(absent), None, "{absent} must be stripped, not forwarded: {v}");
+    for absent in [
+        "x-forwarded-client-cert",
+        "client-cert",
+        "client-cert-chain",
+        "x-ssl-client-cert",
+        "x-client-cert-pem",
+    ] {
+        assert_eq!(
+            r.echoed(absent),
+            None,
+            "{absent} must be stripped, not forwarded: {v}"
+        );
     }
 
     // Every identity form, one renamed; prefix rewritten.
-    let r = ex.curl("a.example", "/all/x?q=1", "a/ca.pem", Some("a/client"), &forged);
+    let r = ex.curl(
+        "a.example",
+        "/all/x?q=1",
+        "a/ca.pem",
+        Some("a/client"),
+        &forged,
+    );
     r.ok();
     let v = r.json();
     assert_eq!(v["path"], "/v2/x");
     let pem = percent_decode(&r.echoed("x-client-cert-pem").expect("escaped PEM"));
     assert_eq!(load_certs_from_text(&pem), der_of(&alice));
-    assert_eq!(r.echoed("x-ssl-client-cert"), None, "renamed away, and the forged copy stripped");
+    assert_eq!(
+        r.echoed("x-ssl-client-cert"),
+        None,
+        "renamed away, and the forged copy stripped"
+    );
     let client_cert = r.echoed("client-cert").expect("RFC 9440 Client-Cert");
-    let b64 = client_cert.strip_prefix(':').and_then(|s| s.strip_suffix(':')).expect(":b64:");
+    let b64 = client_cert
+        .strip_prefix(':')
+        .and_then(|s| s.strip_suffix(':'))
+        .expect(":b64:");
     assert_eq!(base64_decode(b64), der_of(&alice));
     let xfcc = r.echoed("x-forwarded-client-cert").expect("XFCC");
     assert_eq!(xfcc, format!("Hash={fp_hex};Subject=\"CN=alice\""));
-    assert_eq!(r.echoed("x-ssl-client-subject").as_deref(), Some("CN=alice"));
+    assert_eq!(
+        r.echoed("x-ssl-client-subject").as_deref(),
+        Some("CN=alice")
+    );
 }
 
 fn load_certs_from_text(pem: &str) -> Vec<u8> {
-    let body: String = pem
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     base64_decode(&body)
 }
 
@@ -456,15 +573,27 @@ fn upstream_mtls_presents_our_certificate_and_verifies_the_backend() {
     let ex = Example::start("upstream-mtls", |t, _| t);
     let r = ex.curl("a.example", "/app/x", "a/ca.pem", Some("a/client"), &[]);
     r.ok();
-    assert_eq!(r.json()["tls"]["client_subject"], "CN=portcullis-gateway", "the backend saw our identity");
+    assert_eq!(
+        r.json()["tls"]["client_subject"],
+        "CN=portcullis-gateway",
+        "the backend saw our identity"
+    );
     // A pooled connection that carries our certificate must never serve the
     // upstream that has none: the backend refuses that one.
-    ex.curl("a.example", "/no-client-cert/x", "a/ca.pem", Some("a/client"), &[])
-        .error(502, "PCS.5023");
+    ex.curl(
+        "a.example",
+        "/no-client-cert/x",
+        "a/ca.pem",
+        Some("a/client"),
+        &[],
+    )
+    .error(502, "PCS.5023");
     assert!(ex.log_has(&["PCS.5023", "requires a client certificate"]));
-    ex.curl("a.example", "/app/y", "a/ca.pem", Some("a/client"), &[]).ok();
+    ex.curl("a.example", "/app/y", "a/ca.pem", Some("a/client"), &[])
+        .ok();
     // Host-name verification off (explicitly) for an IP address: warned at start.
-    ex.curl("a.example", "/by-ip/x", "a/ca.pem", Some("a/client"), &[]).ok();
+    ex.curl("a.example", "/by-ip/x", "a/ca.pem", Some("a/client"), &[])
+        .ok();
     assert!(ex.log_has(&["insecure_skip_verify_hostname = true", "app-by-ip"]));
 }
 
@@ -472,12 +601,28 @@ fn upstream_mtls_presents_our_certificate_and_verifies_the_backend() {
 fn upstream_with_wrong_ca_or_name_gets_502() {
     let ex = Example::start("upstream-mtls", |t, _| {
         // The first upstream trusts the wrong CA; the second expects another name.
-        t.replacen("ca = [\"certs/upstream/ca.pem\"]", "ca = [\"certs/b/ca.pem\"]", 1)
-            .replacen("server_name = \"app.internal\"\n\n[[upstream]]\nname = \"app-by-ip\"", "server_name = \"other.internal\"\n\n[[upstream]]\nname = \"app-by-ip\"", 1)
+        t.replacen(
+            "ca = [\"certs/upstream/ca.pem\"]",
+            "ca = [\"certs/b/ca.pem\"]",
+            1,
+        )
+        .replacen(
+            "server_name = \"app.internal\"\n\n[[upstream]]\nname = \"app-by-ip\"",
+            "server_name = \"other.internal\"\n\n[[upstream]]\nname = \"app-by-ip\"",
+            1,
+        )
     });
-    ex.curl("a.example", "/app/x", "a/ca.pem", Some("a/client"), &[]).error(502, "PCS.5023");
+    ex.curl("a.example", "/app/x", "a/ca.pem", Some("a/client"), &[])
+        .error(502, "PCS.5023");
     assert!(ex.log_has(&["PCS.5023", "backend certificate not trusted"]));
-    ex.curl("a.example", "/no-client-cert/x", "a/ca.pem", Some("a/client"), &[]).error(502, "PCS.5023");
+    ex.curl(
+        "a.example",
+        "/no-client-cert/x",
+        "a/ca.pem",
+        Some("a/client"),
+        &[],
+    )
+    .error(502, "PCS.5023");
     assert!(ex.log_has(&["PCS.5023", "not valid for other.internal"]));
 }
 
@@ -500,48 +645,84 @@ fn reload_cmd(config: &Path) -> Out {
 fn reload_serves_new_connections_the_new_config_and_refuses_a_broken_one() {
     let ex = Example::start("identity", |t, _| t);
     let addr = ([127, 0, 0, 1], ex.port).into();
-    let alice = CertDir { dir: ex.certs.join("a") };
+    let alice = CertDir {
+        dir: ex.certs.join("a"),
+    };
     let cfg = client_config(&alice, ClientAuth::Default, &[]);
     let connect = || HttpConn::new(tls_connect_name(addr, cfg.clone(), "a.example").unwrap());
     let mut before = connect();
-    assert_eq!(x_gateway(&before.get("/apig/x", &[]).unwrap()), "portcullis");
+    assert_eq!(
+        x_gateway(&before.get("/apig/x", &[]).unwrap()),
+        "portcullis"
+    );
 
     let original = fs::read_to_string(&ex.config).unwrap();
-    fs::write(&ex.config, original.replace("\"portcullis\" }", "\"portcullis-2\" }")).unwrap();
+    fs::write(
+        &ex.config,
+        original.replace("\"portcullis\" }", "\"portcullis-2\" }"),
+    )
+    .unwrap();
     let out = reload_cmd(&ex.config);
     assert_eq!(out.code(), Some(0), "{}", out.describe());
     assert!(ex.log_has(&["config reloaded", "generation=2"]));
-    assert_eq!(x_gateway(&connect().get("/apig/x", &[]).unwrap()), "portcullis-2");
+    assert_eq!(
+        x_gateway(&connect().get("/apig/x", &[]).unwrap()),
+        "portcullis-2"
+    );
     // A connection accepted before the reload finishes on the config it started with.
-    assert_eq!(x_gateway(&before.get("/apig/x", &[]).unwrap()), "portcullis");
+    assert_eq!(
+        x_gateway(&before.get("/apig/x", &[]).unwrap()),
+        "portcullis"
+    );
 
     // A broken file: `reload` says where, before signalling anything ...
-    let broken = format!("colour = \"red\"\n{}", fs::read_to_string(&ex.config).unwrap());
+    let broken = format!(
+        "colour = \"red\"\n{}",
+        fs::read_to_string(&ex.config).unwrap()
+    );
     fs::write(&ex.config, &broken).unwrap();
     let out = reload_cmd(&ex.config);
     assert_eq!(out.code(), Some(2), "{}", out.describe());
-    assert!(out.stderr.contains("identity.toml:1: colour: unknown field"), "{}", out.describe());
+    assert!(
+        out.stderr
+            .contains("identity.toml:1: colour: unknown field"),
+        "{}",
+        out.describe()
+    );
     // ... and a SIGHUP with it is refused by the gateway, which keeps serving.
     ex.gateway.signal(libc::SIGHUP);
     assert!(ex.log_has(&["reload refused", "colour"]));
-    assert_eq!(x_gateway(&connect().get("/apig/x", &[]).unwrap()), "portcullis-2");
+    assert_eq!(
+        x_gateway(&connect().get("/apig/x", &[]).unwrap()),
+        "portcullis-2"
+    );
     // A certificate that cannot load is refused the same way.
     let missing_key = original.replace("certs/a/server.key", "certs/a/no-such.key");
     fs::write(&ex.config, missing_key).unwrap();
     ex.gateway.signal(libc::SIGHUP);
     assert!(ex.log_has(&["reload refused", "no-such.key"]));
     // What needs a restart is refused with that reason.
-    let moved = original.replace(&format!("127.0.0.1:{}", ex.port), &format!("127.0.0.1:{}", free_port()));
+    let moved = original.replace(
+        &format!("127.0.0.1:{}", ex.port),
+        &format!("127.0.0.1:{}", free_port()),
+    );
     fs::write(&ex.config, moved).unwrap();
     ex.gateway.signal(libc::SIGHUP);
     assert!(ex.log_has(&["reload refused", "needs a restart"]));
-    assert_eq!(x_gateway(&connect().get("/apig/x", &[]).unwrap()), "portcullis-2");
+    assert_eq!(
+        x_gateway(&connect().get("/apig/x", &[]).unwrap()),
+        "portcullis-2"
+    );
 }
 
 /// The pcl-load binary built beside the gateway (tests/run.sh builds the workspace).
 fn pcl_load() -> PathBuf {
     let path = Path::new(bin()).with_file_name("pcl-load");
-    assert!(path.exists(), "{} missing: build the workspace (cargo build --workspace)", path.display());
+    assert!(
+        path.exists(),
+        "{} missing: build the workspace (cargo build --workspace)",
+        path.display()
+    );
     path
 }
 
@@ -554,11 +735,16 @@ fn ten_reloads_under_load_fail_no_request() {
         let json = ex.td.join(&format!("{name}.json"));
         let mut cmd = Command::new(pcl_load());
         cmd.args(["-d", "7s", "-t", "1", "--timeout", "5s"])
-            .arg("--cacert").arg(a.join("ca.pem"))
-            .arg("--cert").arg(a.join("client.pem"))
-            .arg("--key").arg(a.join("client.key"))
-            .arg("--sni").arg("a.example")
-            .arg("--json").arg(&json)
+            .arg("--cacert")
+            .arg(a.join("ca.pem"))
+            .arg("--cert")
+            .arg(a.join("client.pem"))
+            .arg("--key")
+            .arg(a.join("client.key"))
+            .arg("--sni")
+            .arg("a.example")
+            .arg("--json")
+            .arg(&json)
             .args(extra)
             .arg(url.replace("a.example", "127.0.0.1"));
         (ChildGuard::spawn(name, cmd, ex.td.path()), json)
@@ -576,17 +762,39 @@ fn ten_reloads_under_load_fail_no_request() {
         assert_eq!(out.code(), Some(0), "reload {i}: {}", out.describe());
         std::thread::sleep(Duration::from_millis(450));
     }
-    assert!(ex.log_has(&["config reloaded", "generation=11"]), "all ten reloads applied");
-    for (child, json) in [(&mut keepalive, &keepalive_json), (&mut handshakes, &handshakes_json)] {
-        let status = child.wait_exit(Duration::from_secs(20)).expect("pcl-load stops by itself");
-        assert!(status.success(), "{} exited {status}: {}", child.name, child.output());
+    assert!(
+        ex.log_has(&["config reloaded", "generation=11"]),
+        "all ten reloads applied"
+    );
+    for (child, json) in [
+        (&mut keepalive, &keepalive_json),
+        (&mut handshakes, &handshakes_json),
+    ] {
+        let status = child
+            .wait_exit(Duration::from_secs(20))
+            .expect("pcl-load stops by itself");
+        assert!(
+            status.success(),
+            "{} exited {status}: {}",
+            child.name,
+            child.output()
+        );
         let v: Value = serde_json::from_slice(&fs::read(json).unwrap()).unwrap();
         assert_eq!(v["errors_total"], 0, "{}: {v}", child.name);
-        assert!(v["requests"].as_u64().unwrap_or(0) > 50, "{}: {v}", child.name);
+        assert!(
+            v["requests"].as_u64().unwrap_or(0) > 50,
+            "{}: {v}",
+            child.name
+        );
     }
     // New connections after the last reload see its config.
     let alice = CertDir { dir: a };
     let cfg = client_config(&alice, ClientAuth::Default, &[]);
-    let mut conn = HttpConn::new(tls_connect_name(([127, 0, 0, 1], ex.port).into(), cfg, "a.example").unwrap());
-    assert_eq!(x_gateway(&conn.get("/apig/x", &[]).unwrap()), "portcullis-10");
+    let mut conn = HttpConn::new(
+        tls_connect_name(([127, 0, 0, 1], ex.port).into(), cfg, "a.example").unwrap(),
+    );
+    assert_eq!(
+        x_gateway(&conn.get("/apig/x", &[]).unwrap()),
+        "portcullis-10"
+    );
 }

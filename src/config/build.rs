@@ -34,7 +34,14 @@ pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config
     let listener_tables = top.require_tables("listener")?;
     let mut listeners = Vec::with_capacity(listener_tables.len());
     for (i, table) in listener_tables.into_iter().enumerate() {
-        let built = listener(table, i, base_dir, &listeners, &mut sites, (named_sites, default_named))?;
+        let built = listener(
+            table,
+            i,
+            base_dir,
+            &listeners,
+            &mut sites,
+            (named_sites, default_named),
+        )?;
         listeners.push(built);
     }
     let limits = match top.take("limits") {
@@ -208,7 +215,8 @@ fn listener(
             return Err(Problem {
                 line: t.line,
                 field: t.child_path("certificate"),
-                problem: "missing: give the listener a certificate, or define [[site]] tables".to_string(),
+                problem: "missing: give the listener a certificate, or define [[site]] tables"
+                    .to_string(),
             });
         }
         return Ok(ListenerConfig {
@@ -371,7 +379,6 @@ pub(super) fn parse_host_match(host: &str) -> Result<HostMatch, String> {
         HostMatch::Exact(lower)
     })
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -267,9 +267,7 @@ impl Fields {
 
     /// The first entry not taken yet, with its line: for "not allowed here" checks.
     pub(super) fn first_key(&self) -> Option<(String, usize)> {
-        self.entries
-            .first()
-            .map(|(k, n)| (k.clone(), n.line))
+        self.entries.first().map(|(k, n)| (k.clone(), n.line))
     }
 
     /// An optional array of tables such as `[[site]]`; None when absent.
@@ -317,4 +315,3 @@ impl Fields {
         Ok(items)
     }
 }
-

@@ -4,8 +4,8 @@
 use super::build::{is_token_byte, methods, parse_host_match, Problem};
 use super::field::Field;
 use super::{
-    addr, ClientPolicy, HeaderRules, IdentityForwarding, Limits, MtlsMode, RouteConfig,
-    SiteConfig, UpstreamConfig,
+    addr, ClientPolicy, HeaderRules, IdentityForwarding, Limits, MtlsMode, RouteConfig, SiteConfig,
+    UpstreamConfig,
 };
 use crate::identity::{parse_fingerprint, Allowlist};
 
@@ -75,7 +75,10 @@ pub(super) fn route(
             let found = sites.iter().position(|s| s.name == name);
             Some(found.ok_or_else(|| {
                 let known: Vec<&str> = sites.iter().map(|s| s.name.as_str()).collect();
-                f.problem(format!("no site is named \"{name}\" (sites: {})", known.join(", ")))
+                f.problem(format!(
+                    "no site is named \"{name}\" (sites: {})",
+                    known.join(", ")
+                ))
             })?)
         }
     };
@@ -94,38 +97,39 @@ pub(super) fn route(
         None => None,
         Some(f) => methods(f)?,
     };
-    let upstream = match (t.take("backends"), t.take("upstream")) {
-        (Some(b), None) => {
-            let addresses = b
-                .non_empty_array("a list of \"host:port\" addresses")?
-                .into_iter()
-                .map(|f| addr::resolve_backend_addr(f.string()?).map_err(|why| f.problem(why)))
-                .collect::<Result<Vec<_>, _>>()?;
-            upstreams.push(UpstreamConfig {
-                name: format!("route[{index}]"),
-                addresses,
-                tls: None,
-            });
-            upstreams.len() - 1
-        }
-        (None, Some(u)) => {
-            let name = u.string()?;
-            upstreams
-                .iter()
-                .position(|x| x.name == name)
-                .ok_or_else(|| u.problem(format!("no [[upstream]] is named \"{name}\"")))?
-        }
-        (Some(_), Some(u)) => {
-            return Err(u.problem("give either backends or upstream, not both".into()))
-        }
-        (None, None) => {
-            return Err(Problem {
+    let upstream =
+        match (t.take("backends"), t.take("upstream")) {
+            (Some(b), None) => {
+                let addresses = b
+                    .non_empty_array("a list of \"host:port\" addresses")?
+                    .into_iter()
+                    .map(|f| addr::resolve_backend_addr(f.string()?).map_err(|why| f.problem(why)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                upstreams.push(UpstreamConfig {
+                    name: format!("route[{index}]"),
+                    addresses,
+                    tls: None,
+                });
+                upstreams.len() - 1
+            }
+            (None, Some(u)) => {
+                let name = u.string()?;
+                upstreams
+                    .iter()
+                    .position(|x| x.name == name)
+                    .ok_or_else(|| u.problem(format!("no [[upstream]] is named \"{name}\"")))?
+            }
+            (Some(_), Some(u)) => {
+                return Err(u.problem("give either backends or upstream, not both".into()))
+            }
+            (None, None) => return Err(Problem {
                 line: route_line,
                 field: format!("{route_path}.backends"),
-                problem: "missing (this field is required): a list of backends, or upstream = \"name\"".into(),
-            })
-        }
-    };
+                problem:
+                    "missing (this field is required): a list of backends, or upstream = \"name\""
+                        .into(),
+            }),
+        };
     let mut set_host = match t.take("set_host") {
         None => None,
         Some(f) => Some(host_value(&f)?),
@@ -273,21 +277,22 @@ fn allowlist(
     policy_field: &mut Option<Field>,
 ) -> Result<Allowlist, Problem> {
     let mut allow = Allowlist::default();
-    let mut strings = |key: &str, policy_field: &mut Option<Field>| -> Result<Vec<String>, Problem> {
-        let Some(f) = t.take(key) else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        for item in f.clone_array("a list of strings")? {
-            let v = item.string()?;
-            if v.is_empty() {
-                return Err(item.problem("empty entry".into()));
+    let mut strings =
+        |key: &str, policy_field: &mut Option<Field>| -> Result<Vec<String>, Problem> {
+            let Some(f) = t.take(key) else {
+                return Ok(Vec::new());
+            };
+            let mut out = Vec::new();
+            for item in f.clone_array("a list of strings")? {
+                let v = item.string()?;
+                if v.is_empty() {
+                    return Err(item.problem("empty entry".into()));
+                }
+                out.push(v.to_string());
             }
-            out.push(v.to_string());
-        }
-        policy_field.get_or_insert(f);
-        Ok(out)
-    };
+            policy_field.get_or_insert(f);
+            Ok(out)
+        };
     allow.subject_cn = strings("allow_subject_cn", policy_field)?;
     allow.san_dns = strings("allow_san_dns", policy_field)?;
     allow.san_uri = strings("allow_san_uri", policy_field)?;

@@ -25,7 +25,9 @@ pub(super) fn sites(
                 return Err(Problem {
                     line,
                     field: format!("site[{}].default", sites.len()),
-                    problem: format!("only one site can be the default (the site on line {first} already is)"),
+                    problem: format!(
+                        "only one site can be the default (the site on line {first} already is)"
+                    ),
                 });
             }
             default_line = Some(line);
@@ -58,7 +60,11 @@ fn site(
     ])?;
     let name_field = t.require("name")?;
     let name = name_field.string()?.to_string();
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
         return Err(name_field.problem(format!(
             "\"{name}\" is not a site name (letters, digits, '-', '_', '.')"
         )));
@@ -142,7 +148,11 @@ pub(super) fn identity_source(t: &mut Fields, base_dir: &Path) -> Result<Identit
         (Some(cert), None) => {
             let certificate = cert.readable_file(base_dir)?;
             let private_key = t.require("private_key")?.readable_file(base_dir)?;
-            for key in ["pkcs12_password", "pkcs12_password_env", "pkcs12_password_file"] {
+            for key in [
+                "pkcs12_password",
+                "pkcs12_password_env",
+                "pkcs12_password_file",
+            ] {
                 if let Some(f) = t.take(key) {
                     return Err(f.problem("only with pkcs12".to_string()));
                 }

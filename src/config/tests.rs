@@ -712,7 +712,10 @@ fn sites_upstreams_and_route_policies() {
     );
     let app = &c.upstreams[0];
     let tls = app.tls.as_ref().unwrap();
-    assert_eq!(tls.server_name, "localhost", "defaults to the host written in addresses");
+    assert_eq!(
+        tls.server_name, "localhost",
+        "defaults to the host written in addresses"
+    );
     assert!(tls.verify_hostname);
     let api = &c.routes[0];
     assert_eq!((api.site, api.upstream), (Some(0), 0));
@@ -722,11 +725,21 @@ fn sites_upstreams_and_route_policies() {
     assert_eq!(api.headers.remove, vec!["x-debug".to_string()]);
     assert_eq!(api.rewrite_prefix.as_deref(), Some(""));
     assert!(api.client_policy.needs_certificate());
-    assert_eq!(api.forward_identity.xfcc.as_deref(), Some("X-Client-Identity"));
-    assert_eq!(api.forward_identity.client_cert.as_deref(), Some("Client-Cert"));
+    assert_eq!(
+        api.forward_identity.xfcc.as_deref(),
+        Some("X-Client-Identity")
+    );
+    assert_eq!(
+        api.forward_identity.client_cert.as_deref(),
+        Some("Client-Cert")
+    );
     // Renamed and default names are all stripped.
-    assert!(c.identity_headers.contains(&"x-client-identity".to_string()));
-    assert!(c.identity_headers.contains(&"x-forwarded-client-cert".to_string()));
+    assert!(c
+        .identity_headers
+        .contains(&"x-client-identity".to_string()));
+    assert!(c
+        .identity_headers
+        .contains(&"x-forwarded-client-cert".to_string()));
     assert_eq!(c.upstreams[1].name, "route[1]");
 }
 
@@ -734,16 +747,66 @@ fn sites_upstreams_and_route_policies() {
 fn site_and_route_mistakes_name_line_and_field() {
     let fx = Fixture::new();
     let cases: [(&str, &str, &str, &str); 10] = [
-        ("default = true\n\n[[site]]\nname = \"b\"", "default = true\n\n[[site]]\nname = \"b\"\ndefault = true", "site[1].default", "only one site"),
-        ("name = \"b\"", "name = \"a\"", "site[1].name", "already named"),
-        ("server_names = [\"b.example\"]", "server_names = [\"a.example\"]", "site[1].server_names[0]", "already a server name"),
-        ("pkcs12_password_env = \"B_PASS\"", "pkcs12_password_env = \"B_PASS\"\npkcs12_password = \"x\"", "site[1].pkcs12_password_env", "only one"),
-        ("site = \"b\"", "site = \"c\"", "route[1].site", "no site is named \"c\""),
-        ("upstream = \"app\"", "upstream = \"nope\"", "route[0].upstream", "no [[upstream]]"),
-        ("remove_headers = [\"X-Debug\"]", "remove_headers = [\"Content-Length\"]", "route[0].remove_headers[0]", "managed by the gateway"),
-        ("path = \"/\"\nbackends", "path = \"/\"\nrequire_client_cert = true\nbackends", "route[1].require_client_cert", "mtls = \"off\""),
-        ("strip_path_prefix = true", "strip_path_prefix = true\nrewrite_path_prefix = \"/v2\"", "route[0].rewrite_path_prefix", "either"),
-        ("client_cert_headers = { xfcc", "client_cert_headers = { subject", "route[0].client_cert_headers.subject", "does not send"),
+        (
+            "default = true\n\n[[site]]\nname = \"b\"",
+            "default = true\n\n[[site]]\nname = \"b\"\ndefault = true",
+            "site[1].default",
+            "only one site",
+        ),
+        (
+            "name = \"b\"",
+            "name = \"a\"",
+            "site[1].name",
+            "already named",
+        ),
+        (
+            "server_names = [\"b.example\"]",
+            "server_names = [\"a.example\"]",
+            "site[1].server_names[0]",
+            "already a server name",
+        ),
+        (
+            "pkcs12_password_env = \"B_PASS\"",
+            "pkcs12_password_env = \"B_PASS\"\npkcs12_password = \"x\"",
+            "site[1].pkcs12_password_env",
+            "only one",
+        ),
+        (
+            "site = \"b\"",
+            "site = \"c\"",
+            "route[1].site",
+            "no site is named \"c\"",
+        ),
+        (
+            "upstream = \"app\"",
+            "upstream = \"nope\"",
+            "route[0].upstream",
+            "no [[upstream]]",
+        ),
+        (
+            "remove_headers = [\"X-Debug\"]",
+            "remove_headers = [\"Content-Length\"]",
+            "route[0].remove_headers[0]",
+            "managed by the gateway",
+        ),
+        (
+            "path = \"/\"\nbackends",
+            "path = \"/\"\nrequire_client_cert = true\nbackends",
+            "route[1].require_client_cert",
+            "mtls = \"off\"",
+        ),
+        (
+            "strip_path_prefix = true",
+            "strip_path_prefix = true\nrewrite_path_prefix = \"/v2\"",
+            "route[0].rewrite_path_prefix",
+            "either",
+        ),
+        (
+            "client_cert_headers = { xfcc",
+            "client_cert_headers = { subject",
+            "route[0].client_cert_headers.subject",
+            "does not send",
+        ),
     ];
     for (from, to, field, needle) in cases {
         assert!(SITES.contains(from), "fixture lacks {from:?}");

@@ -172,7 +172,8 @@ async fn send_request<S: Transport>(
             while remaining > 0 {
                 if c.rbuf.is_empty() {
                     let timeout = io_timeout(c);
-                    if let (Some(k), Some(backend_tcp)) = (c.io.kernel_tls(), b.stream.plain_tcp()) {
+                    if let (Some(k), Some(backend_tcp)) = (c.io.kernel_tls(), b.stream.plain_tcp())
+                    {
                         // Straight from the kernel-TLS socket into the backend's.
                         if let Some(mut pipe) = take_pipe(ctx) {
                             match splice_exact(
@@ -412,7 +413,9 @@ async fn relay_response<S: Transport>(
                 }
             }
             while remaining > 0 {
-                backend_read(b, settings.timeouts.backend_response).await.map_err(after)?;
+                backend_read(b, settings.timeouts.backend_response)
+                    .await
+                    .map_err(after)?;
                 let take = usize::try_from(remaining)
                     .unwrap_or(usize::MAX)
                     .min(b.buf.len());
@@ -460,7 +463,9 @@ async fn relay_response<S: Transport>(
                 if decoder.is_done() {
                     return Ok((client_keep, backend_keep && b.buf.is_empty()));
                 }
-                backend_read(b, settings.timeouts.backend_response).await.map_err(after)?;
+                backend_read(b, settings.timeouts.backend_response)
+                    .await
+                    .map_err(after)?;
             }
         }
         BodyFraming::UntilClose => {
@@ -495,8 +500,7 @@ fn add(counter: &std::cell::Cell<u64>, n: u64) {
 /// Reads more of the response body into `b.buf`; EOF is an error here.
 async fn backend_read(b: &mut BackendConn, timeout: std::time::Duration) -> Result<(), ProxyError> {
     let buf = std::mem::take(&mut b.buf);
-    match monoio::time::timeout(timeout, b.stream.read_append(buf)).await
-    {
+    match monoio::time::timeout(timeout, b.stream.read_append(buf)).await {
         Ok((Ok(0), buf)) => {
             b.buf = buf;
             Err(ProxyError::BackendReset(io::Error::new(

@@ -11,7 +11,11 @@ use crate::identity::{self, ClientCert};
 /// Appends one `Name: value\r\n` line per enabled header to `out`.
 pub(super) fn write(fwd: &IdentityForwarding, cert: &ClientCert, out: &mut Vec<u8>) {
     if let Some(name) = &fwd.escaped_pem {
-        put_header(out, name.as_bytes(), identity::escaped_pem(&cert.der).as_bytes());
+        put_header(
+            out,
+            name.as_bytes(),
+            identity::escaped_pem(&cert.der).as_bytes(),
+        );
     }
     if let Some(name) = &fwd.client_cert {
         let value = identity::rfc9440_client_cert(&cert.der);

@@ -16,12 +16,12 @@ use tracing::{debug, info, warn};
 
 use crate::drain::Drain;
 use crate::error::{Fault, ProxyError};
+use crate::generation::{GatewaySettings, WorkerGeneration};
 use crate::http::request::{parse_request, write_backend_request_head, ForwardContext};
 use crate::http::response::write_error_response;
 use crate::http::{BodyFraming, Parsed};
-use crate::io::{give_buffer, take_buffer, write_all, Transport};
-use crate::generation::{GatewaySettings, WorkerGeneration};
 use crate::identity::ClientCert;
+use crate::io::{give_buffer, take_buffer, write_all, Transport};
 use crate::router::RouteMatch;
 use crate::tls::PeerIdentity;
 use crate::upstream::Pool;

@@ -85,7 +85,12 @@ pub fn build(
         .map_err(|e| fail("TLS versions", &e))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(site.chain.clone(), site.key.clone_key())
-        .map_err(|e| fail("the private key does not match the certificate or is unsupported", &e))?;
+        .map_err(|e| {
+            fail(
+                "the private key does not match the certificate or is unsupported",
+                &e,
+            )
+        })?;
     config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
     // Needed for the kernel-TLS handover: rustls hands over the traffic secrets.
     config.enable_secret_extraction = true;

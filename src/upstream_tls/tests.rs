@@ -63,10 +63,9 @@ fn server_config(
         Some(ca) => {
             let mut roots = RootCertStore::empty();
             roots.add(ca.cert.der().clone()).unwrap();
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .unwrap();
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -188,8 +187,7 @@ fn tls_round_trip_100k_each_way() {
         let server = server_config(server_leaf(&ca, &["localhost"]), None, versions);
         let client = client_config(settings(&ca, None, true)).unwrap();
         let (request, reply) = (pattern(100 * 1024, 0), pattern(100 * 1024, 7));
-        let (served, got) =
-            round_trip(server, client, "localhost", request.clone(), reply.clone());
+        let (served, got) = round_trip(server, client, "localhost", request.clone(), reply.clone());
         let (identity, seen) = served.unwrap();
         assert!(seen == request, "server received the request intact");
         assert!(got.unwrap() == reply, "client received the reply intact");
@@ -236,9 +234,7 @@ fn wrong_ca_is_not_trusted_even_without_hostname_check() {
         let (served, got) = round_trip(server, client, "localhost", b"x".to_vec(), Vec::new());
         let err = got.unwrap_err();
         assert!(
-            err.contains(
-                "backend certificate not trusted: certificate not signed by a trusted CA"
-            ),
+            err.contains("backend certificate not trusted: certificate not signed by a trusted CA"),
             "{err}"
         );
         assert!(served.is_err());

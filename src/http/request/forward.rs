@@ -33,7 +33,10 @@ impl ForwardContext<'_> {
             .iter()
             .flat_map(|list| list.iter())
             .any(|n| name.eq_ignore_ascii_case(n))
-            || self.strip_set.iter().any(|(n, _)| name.eq_ignore_ascii_case(n))
+            || self
+                .strip_set
+                .iter()
+                .any(|(n, _)| name.eq_ignore_ascii_case(n))
     }
 }
 
@@ -171,7 +174,10 @@ mod tests {
             client-cert: :Zm9yZ2Vk:\r\nX-Debug: 1\r\nX-Env: dev\r\nAccept: */*\r\n\r\n";
         let mut hs = [EMPTY_HEADER; 32];
         let r = parse(buf, &mut hs);
-        let identity = vec!["x-forwarded-client-cert".to_string(), "client-cert".to_string()];
+        let identity = vec![
+            "x-forwarded-client-cert".to_string(),
+            "client-cert".to_string(),
+        ];
         let removed = vec!["x-debug".to_string()];
         let set = vec![("X-Env".to_string(), "prod".to_string())];
         let ctx = ForwardContext {

@@ -119,8 +119,9 @@ fn pem_files_that_are_not_what_they_should_be() {
     };
     let name = |n: &str| tmp.path(n).display().to_string();
 
-    assert!(pem("nope.pem", "server.key")
-        .starts_with(&format!("{}: cannot read: ", name("nope.pem"))));
+    assert!(
+        pem("nope.pem", "server.key").starts_with(&format!("{}: cannot read: ", name("nope.pem")))
+    );
     assert_eq!(
         pem("server.key", "server.key"),
         format!(
@@ -236,8 +237,7 @@ fn pkcs12_files_that_are_not_usable() {
     assert!(err("client.pem").contains("this is a PEM file, not PKCS#12"));
     fs::write(tmp.path("junk.p12"), b"\x30\x03\x02\x01\x03garbage").unwrap();
     assert!(
-        err("junk.p12")
-            .contains("not a usable PKCS#12 file: the file is damaged or not PKCS#12"),
+        err("junk.p12").contains("not a usable PKCS#12 file: the file is damaged or not PKCS#12"),
         "{}",
         err("junk.p12")
     );
