@@ -194,12 +194,20 @@ impl Generation {
         let Some(name) = name else {
             return l.default_site;
         };
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        // Called per request with the already lowercased Host: only an SNI
+        // with capitals pays for a copy.
+        let name = name.trim_end_matches('.');
+        let name: std::borrow::Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            name.to_ascii_lowercase().into()
+        } else {
+            name.into()
+        };
+        let name = name.as_ref();
         let exact = l.sites.iter().copied().find(|&i| {
             self.sites[i]
                 .server_names
                 .iter()
-                .any(|m| matches!(m, HostMatch::Exact(e) if *e == name))
+                .any(|m| matches!(m, HostMatch::Exact(e) if e == name))
         });
         let wildcard = || {
             l.sites
@@ -209,7 +217,7 @@ impl Generation {
                     let longest = self.sites[i]
                         .server_names
                         .iter()
-                        .filter(|m| matches!(m, HostMatch::WildcardSuffix(_)) && m.matches(&name))
+                        .filter(|m| matches!(m, HostMatch::WildcardSuffix(_)) && m.matches(name))
                         .map(|m| match m {
                             HostMatch::WildcardSuffix(s) => s.len(),
                             HostMatch::Exact(_) => 0,

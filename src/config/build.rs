@@ -175,18 +175,12 @@ fn listener(
     sites: &mut Vec<SiteConfig>,
     (named_sites, default_named): (usize, Option<usize>),
 ) -> Result<ListenerConfig, Problem> {
-    let mut t = field.table(&[
-        "address",
-        "certificate",
-        "private_key",
-        "pkcs12",
-        "pkcs12_password",
-        "pkcs12_password_env",
-        "pkcs12_password_file",
-        "client_ca",
-        "tls_versions",
-        "ktls",
-    ])?;
+    let known = [
+        &["address", "client_ca", "tls_versions", "ktls"][..],
+        &sites::IDENTITY_FIELDS,
+    ]
+    .concat();
+    let mut t = field.table(&known)?;
     let address_field = t.require("address")?;
     let address = addr::parse_listen_addr(address_field.string()?)
         .map_err(|why| address_field.problem(why))?;
@@ -229,10 +223,7 @@ fn listener(
     let identity = sites::identity_source(&mut t, base_dir)?;
     let client_ca = t
         .require("client_ca")?
-        .non_empty_array("a list of CA bundle files")?
-        .into_iter()
-        .map(|f| f.readable_file(base_dir))
-        .collect::<Result<Vec<_>, _>>()?;
+        .readable_files(base_dir, "a list of CA bundle files")?;
     let tls_versions = match t.take("tls_versions") {
         None => TlsVersions::default(),
         Some(f) => sites::tls_versions(f)?,

@@ -213,6 +213,19 @@ impl Field {
         Ok(fields)
     }
 
+    /// A non-empty list of readable files (CA bundles, CRLs), resolved as
+    /// `readable_file` resolves one.
+    pub(super) fn readable_files(
+        self,
+        base_dir: &Path,
+        expected: &str,
+    ) -> Result<Vec<PathBuf>, Problem> {
+        self.non_empty_array(expected)?
+            .into_iter()
+            .map(|f| f.readable_file(base_dir))
+            .collect()
+    }
+
     /// A path as written in the file, resolved against the config's directory,
     /// and checked to be a readable file now rather than at first handshake.
     pub(super) fn readable_file(&self, base_dir: &Path) -> Result<PathBuf, Problem> {

@@ -43,21 +43,20 @@ fn site(
     base_dir: &Path,
     earlier: &[SiteConfig],
 ) -> Result<(SiteConfig, bool), Problem> {
-    let mut t = field.table(&[
-        "name",
-        "server_names",
-        "certificate",
-        "private_key",
-        "pkcs12",
-        "pkcs12_password",
-        "pkcs12_password_env",
-        "pkcs12_password_file",
-        "client_ca",
-        "mtls",
-        "crl",
-        "tls_versions",
-        "default",
-    ])?;
+    let known = [
+        &[
+            "name",
+            "server_names",
+            "client_ca",
+            "mtls",
+            "crl",
+            "tls_versions",
+            "default",
+        ][..],
+        &IDENTITY_FIELDS,
+    ]
+    .concat();
+    let mut t = field.table(&known)?;
     let name_field = t.require("name")?;
     let name = name_field.string()?.to_string();
     if name.is_empty()
@@ -93,11 +92,7 @@ fn site(
         },
     };
     let client_ca = match t.take("client_ca") {
-        Some(f) => f
-            .non_empty_array("a list of CA bundle files")?
-            .into_iter()
-            .map(|f| f.readable_file(base_dir))
-            .collect::<Result<Vec<_>, _>>()?,
+        Some(f) => f.readable_files(base_dir, "a list of CA bundle files")?,
         None if mtls == MtlsMode::Off => Vec::new(),
         None => {
             return Err(Problem {
@@ -113,10 +108,7 @@ fn site(
             if mtls == MtlsMode::Off {
                 return Err(f.problem("a CRL needs client certificates (mtls is \"off\")".into()));
             }
-            f.non_empty_array("a list of CRL files (PEM or DER)")?
-                .into_iter()
-                .map(|f| f.readable_file(base_dir))
-                .collect::<Result<Vec<_>, _>>()?
+            f.readable_files(base_dir, "a list of CRL files (PEM or DER)")?
         }
     };
     let tls_versions = match t.take("tls_versions") {
@@ -140,6 +132,16 @@ fn site(
         is_default,
     ))
 }
+
+/// The fields a TLS identity is written with, wherever one is configured.
+pub(super) const IDENTITY_FIELDS: [&str; 6] = [
+    "certificate",
+    "private_key",
+    "pkcs12",
+    "pkcs12_password",
+    "pkcs12_password_env",
+    "pkcs12_password_file",
+];
 
 /// `certificate` + `private_key` (PEM), or `pkcs12` with exactly one of
 /// `pkcs12_password`, `pkcs12_password_env`, `pkcs12_password_file`.
@@ -236,20 +238,19 @@ fn upstream(
     base_dir: &Path,
     earlier: &[UpstreamConfig],
 ) -> Result<UpstreamConfig, Problem> {
-    let mut t = field.table(&[
-        "name",
-        "addresses",
-        "tls",
-        "ca",
-        "server_name",
-        "insecure_skip_verify_hostname",
-        "certificate",
-        "private_key",
-        "pkcs12",
-        "pkcs12_password",
-        "pkcs12_password_env",
-        "pkcs12_password_file",
-    ])?;
+    let known = [
+        &[
+            "name",
+            "addresses",
+            "tls",
+            "ca",
+            "server_name",
+            "insecure_skip_verify_hostname",
+        ][..],
+        &IDENTITY_FIELDS,
+    ]
+    .concat();
+    let mut t = field.table(&known)?;
     let name_field = t.require("name")?;
     let name = name_field.string()?.to_string();
     if name.is_empty() || name.starts_with("route[") {
@@ -286,12 +287,10 @@ fn upstream(
             tls: None,
         });
     }
-    let ca = t
-        .require("ca")?
-        .non_empty_array("a list of CA bundle files the backend's certificate chains to")?
-        .into_iter()
-        .map(|f| f.readable_file(base_dir))
-        .collect::<Result<Vec<_>, _>>()?;
+    let ca = t.require("ca")?.readable_files(
+        base_dir,
+        "a list of CA bundle files the backend's certificate chains to",
+    )?;
     let server_name = match t.take("server_name") {
         Some(f) => {
             let v = f.string()?;
