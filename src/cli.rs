@@ -386,8 +386,8 @@ fn echo_tls(flags: &Flags) -> Result<Option<std::sync::Arc<rustls::ServerConfig>
         mtls,
         versions: config::TlsVersions::default(),
     };
-    let ticketer = crate::tls::server_config::shared_ticketer()
-        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let ticketer =
+        crate::tls::server_config::site_ticketer().map_err(|e| Failure::Runtime(e.to_string()))?;
     crate::tls::server_config::build(&site, ticketer)
         .map(Some)
         .map_err(Failure::Config)

@@ -540,8 +540,10 @@ fn handshake_reason(failure: &HandshakeFailure) -> usize {
         HandshakeFailure::Tls(Error::InvalidCertificate(CertificateError::Revoked)) => 3,
         HandshakeFailure::UnknownServerName => 4,
         HandshakeFailure::Tls(Error::InvalidCertificate(_)) => 5,
+        HandshakeFailure::ResumedCertificateExpired(_) => 2,
         HandshakeFailure::Tls(_) | HandshakeFailure::NotTls => 6,
         HandshakeFailure::Io(_) => 8,
+        HandshakeFailure::BadClientHello(_) => 9,
     }
 }
 
@@ -565,6 +567,13 @@ fn log_handshake_failure(
         }
         HandshakeFailure::NotTls => {
             info!(peer = %peer, "TLS handshake failed: client did not speak TLS (plain HTTP to the TLS port?)")
+        }
+        HandshakeFailure::BadClientHello(e) => {
+            info!(peer = %peer, reason = %e, alert = e.alert(), "TLS handshake refused: the ClientHello could not be read, so no site was chosen")
+        }
+        HandshakeFailure::ResumedCertificateExpired(e) => {
+            let reason = reason::describe(&rustls::Error::InvalidCertificate(e.clone()));
+            warn!(peer = %peer, sni, site, reason = %format!("{reason} (a resumed session; the certificate was valid when it began)"), "client certificate refused")
         }
         HandshakeFailure::Io(e) => debug!(peer = %peer, sni, error = %e, "TLS handshake aborted"),
     }

@@ -40,9 +40,6 @@ pub struct Generation {
     /// Per `[[listener]]`, in config order.
     pub listeners: Vec<ListenerSites>,
     pub upstreams: Vec<Upstream>,
-    /// New per generation: a ticket from before a reload (when the CA or a CRL
-    /// may have changed) must not resume into the new one.
-    ticketer: Arc<dyn ProducesTickets>,
 }
 
 pub struct Site {
@@ -50,6 +47,11 @@ pub struct Site {
     pub server_names: Vec<HostMatch>,
     pub mtls: MtlsMode,
     tls: SiteTls,
+    /// This site's own session-ticket key, new with every generation: a
+    /// ticket must only resume under the trust configuration that verified
+    /// its client (another site's CAs, or this site's before a reload
+    /// changed a CA or CRL, must never accept it).
+    ticketer: Arc<dyn ProducesTickets>,
 }
 
 pub struct ListenerSites {
@@ -88,8 +90,6 @@ impl Generation {
     /// that nothing can fail later on a worker. Errors name the site or
     /// upstream and the file.
     pub fn load(config: &Config, id: u64, published: &Published) -> Result<Generation, String> {
-        let ticketer = server_config::shared_ticketer()
-            .map_err(|e| format!("cannot create the TLS ticket key: {e}"))?;
         let mut sites = Vec::with_capacity(config.sites.len());
         for s in &config.sites {
             let context = |e: material::MaterialError| format!("site \"{}\": {e}", s.name);
@@ -109,12 +109,16 @@ impl Generation {
                 mtls: s.mtls,
                 versions: s.tls_versions,
             };
+            let ticketer = server_config::site_ticketer().map_err(|e| {
+                format!("site \"{}\": cannot create the TLS ticket key: {e}", s.name)
+            })?;
             server_config::build(&tls, ticketer.clone())?;
             sites.push(Site {
                 name: s.name.clone(),
                 server_names: s.server_names.clone(),
                 mtls: s.mtls,
                 tls,
+                ticketer,
             });
         }
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
@@ -183,7 +187,6 @@ impl Generation {
             sites,
             listeners,
             upstreams,
-            ticketer,
         })
     }
 
@@ -236,7 +239,7 @@ impl Generation {
         let server_configs = self
             .sites
             .iter()
-            .map(|s| server_config::build(&s.tls, self.ticketer.clone()))
+            .map(|s| server_config::build(&s.tls, s.ticketer.clone()))
             .collect::<Result<Vec<_>, _>>()?;
         let upstream_configs = self
             .upstreams

@@ -17,7 +17,7 @@ use hdrhistogram::Histogram;
 use tracing::info;
 
 /// Why handshakes failed, as metric labels.
-pub const HANDSHAKE_REASONS: [&str; 9] = [
+pub const HANDSHAKE_REASONS: [&str; 10] = [
     "no_certificate",
     "unknown_ca",
     "expired",
@@ -27,6 +27,7 @@ pub const HANDSHAKE_REASONS: [&str; 9] = [
     "protocol",
     "timeout",
     "io",
+    "bad_client_hello",
 ];
 
 /// Status codes are counted in this many slots per route: the common ones

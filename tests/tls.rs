@@ -502,3 +502,48 @@ fn custom_server_name_in_certificate() {
         r.describe()
     );
 }
+
+/// The gateway picks the suite from its own preference order, not the
+/// client's (testssl.sh reports "no server cipher order" otherwise): a
+/// client listing ChaCha20 first still gets AES-256-GCM.
+#[test]
+fn the_server_order_of_cipher_suites_wins() {
+    let st = Stack::start("tls_server_order", |c, _| c);
+    let (ca, cert, key) = (st.certs.ca(), st.certs.client_cert(), st.certs.client_key());
+    let cases: [(&[&str], &str); 2] = [
+        (
+            &[
+                "-tls1_3",
+                "-ciphersuites",
+                "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384",
+            ],
+            "TLS_AES_256_GCM_SHA384",
+        ),
+        (
+            &[
+                "-tls1_2",
+                "-cipher",
+                "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384",
+            ],
+            "ECDHE-ECDSA-AES256-GCM-SHA384",
+        ),
+    ];
+    for (suites, want) in cases {
+        let mut args: Vec<&str> = suites.to_vec();
+        args.extend([
+            "-cert",
+            cert.to_str().unwrap(),
+            "-key",
+            key.to_str().unwrap(),
+            "-CAfile",
+            ca.to_str().unwrap(),
+        ]);
+        let o = s_client(st.gw.port(), &args, raw_get_close());
+        let out = o.stdout_str();
+        assert!(out.contains("HTTP/1.1 200"), "{suites:?}: {}", o.describe());
+        assert!(
+            out.contains(&format!("Cipher is {want}")),
+            "{suites:?}: expected the server's choice {want}:\n{out}"
+        );
+    }
+}

@@ -1,30 +1,93 @@
-//! Reads the server name (SNI) out of a ClientHello record.
+//! Reads the server name (SNI) out of a ClientHello, reassembled from as many
+//! TLS records as the client split it over.
 //!
-//! rustls's unbuffered server connection does not expose the SNI, and the
-//! kernel-TLS handover needs it captured before rustls is gone; the first
-//! record is in our hands anyway (we read the handshake one record at a time),
-//! so we parse it ourselves. Pure: bytes in, name out, no I/O.
+//! The site (certificate, client CAs, mTLS mode) is chosen from this name
+//! before rustls runs, so this parser must see the same hello rustls will.
+//! rustls reassembles a hello fragmented over several records; an earlier
+//! version of this file read only the first record, so a client could split
+//! its hello, have the default site run the handshake, and leave rustls with
+//! another site's name in the session ticket. Now the records are gathered
+//! (bounded by [`MAX_HELLO_LEN`]) until the whole hello is in, and a hello
+//! that cannot be parsed is refused rather than handed to a default site.
+//! Pure: bytes in, name out, no I/O.
 
 /// TLS record header length: type(1) version(2) length(2).
 pub const RECORD_HEADER_LEN: usize = 5;
 /// Largest record body a peer may send (2^14 plaintext plus expansion allowance).
 pub const MAX_RECORD_BODY: usize = 16384 + 2048;
+/// Largest ClientHello message we assemble. Real ones are a few KiB even with
+/// post-quantum key shares; rustls itself gives up at 64 KiB.
+pub const MAX_HELLO_LEN: usize = 32 * 1024;
+/// Most records a ClientHello may be split over. Splitting is legal (and
+/// tlsfuzzer sends one-byte fragments), but each record costs two reads.
+pub const MAX_HELLO_RECORDS: usize = 4096;
 
 const CONTENT_HANDSHAKE: u8 = 22;
 const HANDSHAKE_CLIENT_HELLO: u8 = 1;
+const HANDSHAKE_HEADER_LEN: usize = 4;
 const EXT_SERVER_NAME: u16 = 0;
 const NAME_TYPE_HOST: u8 = 0;
 
-/// Why a first record could not be read as a ClientHello.
+/// How far the ClientHello has arrived.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Hello {
+    /// The records so far hold only part of the hello: read another record.
+    Incomplete,
+    /// The whole hello is in; the name the client asked for, lowercased, if any.
+    Complete { server_name: Option<String> },
+}
+
+/// Why the first records could not be read as a ClientHello.
 #[non_exhaustive]
 #[derive(Debug, PartialEq, Eq)]
 pub enum HelloError {
+    /// The first record is not a TLS handshake record (plain HTTP, a scanner).
     NotHandshake,
+    /// A later record before the hello was complete is not a handshake record.
+    UnexpectedRecord,
+    /// A handshake record with no bytes in it (forbidden, and free to send forever).
+    EmptyRecord,
     NotClientHello,
-    /// The ClientHello continues in a later record; the name cannot be read from this one.
-    Fragmented,
+    /// The hello announces more than [`MAX_HELLO_LEN`] bytes.
+    TooLarge,
+    /// The hello is split over more than [`MAX_HELLO_RECORDS`] records.
+    TooManyRecords,
+    /// A length inside the hello runs past its end.
     Truncated,
     BadServerName,
+}
+
+impl HelloError {
+    /// The TLS alert description to refuse with (RFC 8446 section 6.2).
+    pub fn alert(&self) -> u8 {
+        const UNEXPECTED_MESSAGE: u8 = 10;
+        const ILLEGAL_PARAMETER: u8 = 47;
+        const DECODE_ERROR: u8 = 50;
+        match self {
+            HelloError::NotHandshake
+            | HelloError::UnexpectedRecord
+            | HelloError::NotClientHello => UNEXPECTED_MESSAGE,
+            HelloError::TooLarge | HelloError::TooManyRecords | HelloError::BadServerName => {
+                ILLEGAL_PARAMETER
+            }
+            HelloError::EmptyRecord | HelloError::Truncated => DECODE_ERROR,
+        }
+    }
+}
+
+impl std::fmt::Display for HelloError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HelloError::NotHandshake => "the first record is not a TLS handshake record",
+            HelloError::UnexpectedRecord => "a non-handshake record arrived inside the ClientHello",
+            HelloError::EmptyRecord => "an empty handshake record",
+            HelloError::NotClientHello => "the first handshake message is not a ClientHello",
+            HelloError::TooLarge => "the ClientHello is larger than 32 KiB",
+            HelloError::TooManyRecords => "the ClientHello is split over more than 4096 records",
+            HelloError::Truncated => "a length inside the ClientHello runs past its end",
+            HelloError::BadServerName => "the server_name extension is malformed",
+        })
+    }
 }
 
 /// Length of the record body announced by a 5-byte record header.
@@ -32,24 +95,76 @@ pub fn record_body_len(header: &[u8; RECORD_HEADER_LEN]) -> usize {
     usize::from(u16::from_be_bytes([header[3], header[4]]))
 }
 
-/// Returns the host name a client asked for, or None when it sent no SNI.
-/// `record` is one whole TLS record (header and body).
-pub fn server_name(record: &[u8]) -> Result<Option<String>, HelloError> {
-    let mut r = Reader(record);
-    if r.u8()? != CONTENT_HANDSHAKE {
-        return Err(HelloError::NotHandshake);
+/// Gathers the ClientHello from the records that carry it, one record at a
+/// time, and reads the server name once the hello is whole. Each byte is
+/// copied at most once (and not at all when the hello fits one record).
+#[derive(Default)]
+pub struct HelloAssembler {
+    /// Handshake bytes of the records pushed so far, when more than one was needed.
+    joined: Vec<u8>,
+    records: usize,
+}
+
+impl HelloAssembler {
+    pub fn new() -> Self {
+        Self::default()
     }
-    r.take(2)?; // legacy record version
-    let body_len = usize::from(r.u16()?);
-    let mut body = Reader(r.take(body_len)?);
-    if body.u8()? != HANDSHAKE_CLIENT_HELLO {
-        return Err(HelloError::NotClientHello);
+
+    /// Feeds the next whole record (header and body) as read from the socket.
+    pub fn push_record(&mut self, record: &[u8]) -> Result<Hello, HelloError> {
+        let first = self.records == 0;
+        self.records += 1;
+        let mut r = Reader(record);
+        let content_type = r.u8()?;
+        r.take(2)?; // legacy record version
+        let len = usize::from(r.u16()?);
+        let body = r.take(len)?;
+        if content_type != CONTENT_HANDSHAKE {
+            return Err(if first {
+                HelloError::NotHandshake
+            } else {
+                HelloError::UnexpectedRecord
+            });
+        }
+        if body.is_empty() {
+            return Err(HelloError::EmptyRecord);
+        }
+        if self.records > MAX_HELLO_RECORDS {
+            return Err(HelloError::TooManyRecords);
+        }
+        if first {
+            if let Some(done) = Self::try_complete(body)? {
+                return Ok(done);
+            }
+        }
+        self.joined.extend_from_slice(body);
+        Ok(Self::try_complete(&self.joined)?.unwrap_or(Hello::Incomplete))
     }
-    let hello_len = body.u24()?;
-    if hello_len > body.0.len() {
-        return Err(HelloError::Fragmented);
+
+    /// Some(Complete) when `message` holds the whole hello, None when it needs more.
+    fn try_complete(message: &[u8]) -> Result<Option<Hello>, HelloError> {
+        if message.len() < HANDSHAKE_HEADER_LEN {
+            return Ok(None);
+        }
+        let mut r = Reader(message);
+        if r.u8()? != HANDSHAKE_CLIENT_HELLO {
+            return Err(HelloError::NotClientHello);
+        }
+        let hello_len = r.u24()?;
+        if hello_len > MAX_HELLO_LEN {
+            return Err(HelloError::TooLarge);
+        }
+        if r.0.len() < hello_len {
+            return Ok(None);
+        }
+        let server_name = server_name_in(r.take(hello_len)?)?;
+        Ok(Some(Hello::Complete { server_name }))
     }
-    let mut hello = Reader(body.take(hello_len)?);
+}
+
+/// The host name in a ClientHello body (after its 4-byte handshake header).
+fn server_name_in(hello_body: &[u8]) -> Result<Option<String>, HelloError> {
+    let mut hello = Reader(hello_body);
     hello.take(2 + 32)?; // client_version, random
     let session_id_len = usize::from(hello.u8()?);
     hello.take(session_id_len)?;
@@ -163,52 +278,179 @@ mod tests {
         ext
     }
 
+    /// The handshake bytes of a record built by `hello`, re-split into
+    /// records of `sizes` bytes (the last takes the rest).
+    fn split(record: &[u8], sizes: &[usize]) -> Vec<Vec<u8>> {
+        let mut body = &record[RECORD_HEADER_LEN..];
+        let mut out = Vec::new();
+        for &n in sizes {
+            if body.is_empty() {
+                break;
+            }
+            let (part, rest) = body.split_at(n.min(body.len()));
+            out.push(part);
+            body = rest;
+        }
+        if !body.is_empty() {
+            out.push(body);
+        }
+        out.into_iter()
+            .map(|part| {
+                let mut rec = vec![CONTENT_HANDSHAKE, 3, 1];
+                rec.extend((part.len() as u16).to_be_bytes());
+                rec.extend(part);
+                rec
+            })
+            .collect()
+    }
+
+    fn name_of(record: &[u8]) -> Result<Hello, HelloError> {
+        HelloAssembler::new().push_record(record)
+    }
+
+    fn complete(name: &str) -> Result<Hello, HelloError> {
+        Ok(Hello::Complete {
+            server_name: Some(name.into()),
+        })
+    }
+
     #[test]
     fn finds_the_name_after_other_extensions() {
         let mut exts = vec![0, 10, 0, 2, 0, 0x1d]; // supported_groups-ish
         exts.extend(sni_ext(b"API.Example.com"));
-        assert_eq!(
-            server_name(&hello(Some(exts))),
-            Ok(Some("api.example.com".into()))
-        );
+        assert_eq!(name_of(&hello(Some(exts))), complete("api.example.com"));
     }
 
     #[test]
     fn no_sni_and_no_extensions_are_none() {
-        assert_eq!(server_name(&hello(None)), Ok(None));
-        assert_eq!(server_name(&hello(Some(vec![0, 10, 0, 0]))), Ok(None));
+        let none = Ok(Hello::Complete { server_name: None });
+        assert_eq!(name_of(&hello(None)), none);
+        assert_eq!(name_of(&hello(Some(vec![0, 10, 0, 0]))), none);
     }
 
     #[test]
     fn every_truncation_is_an_error_not_a_panic() {
         let rec = hello(Some(sni_ext(b"localhost")));
         for cut in 0..rec.len() {
-            assert!(server_name(&rec[..cut]).is_err(), "cut at {cut}");
+            assert!(name_of(&rec[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_hello_split_anywhere_over_two_records_gives_the_same_name() {
+        let rec = hello(Some(sni_ext(b"a.example")));
+        let body_len = rec.len() - RECORD_HEADER_LEN;
+        for at in 1..body_len {
+            let parts = split(&rec, &[at]);
+            let mut a = HelloAssembler::new();
+            assert_eq!(
+                a.push_record(&parts[0]),
+                Ok(Hello::Incomplete),
+                "split at {at}"
+            );
+            assert_eq!(
+                a.push_record(&parts[1]),
+                complete("a.example"),
+                "split at {at}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_hello_in_one_byte_records_is_assembled() {
+        let rec = hello(Some(sni_ext(b"a.example")));
+        let parts = split(&rec, &vec![1; rec.len()]);
+        let mut a = HelloAssembler::new();
+        let (last, init) = parts.split_last().unwrap();
+        for p in init {
+            assert_eq!(a.push_record(p), Ok(Hello::Incomplete));
+        }
+        assert_eq!(a.push_record(last), complete("a.example"));
     }
 
     #[test]
     fn rejects_hostile_names_and_wrong_records() {
         assert_eq!(
-            server_name(&hello(Some(sni_ext(b"a\0b")))),
+            name_of(&hello(Some(sni_ext(b"a\0b")))),
             Err(HelloError::BadServerName)
         );
         assert_eq!(
-            server_name(&hello(Some(sni_ext(b"")))),
+            name_of(&hello(Some(sni_ext(b"")))),
             Err(HelloError::BadServerName)
         );
         let mut rec = hello(None);
         rec[0] = 23;
-        assert_eq!(server_name(&rec), Err(HelloError::NotHandshake));
+        assert_eq!(name_of(&rec), Err(HelloError::NotHandshake));
         let mut rec = hello(None);
         rec[5] = 2;
-        assert_eq!(server_name(&rec), Err(HelloError::NotClientHello));
+        assert_eq!(name_of(&rec), Err(HelloError::NotClientHello));
     }
 
     #[test]
-    fn a_hello_longer_than_its_record_is_fragmented() {
+    fn records_that_are_not_part_of_a_hello_are_refused() {
+        let rec = hello(Some(sni_ext(b"a.example")));
+        let mut parts = split(&rec, &[10]);
+        let mut a = HelloAssembler::new();
+        assert_eq!(a.push_record(&parts[0]), Ok(Hello::Incomplete));
+        parts[1][0] = 21; // an alert record in the middle of the hello
+        assert_eq!(a.push_record(&parts[1]), Err(HelloError::UnexpectedRecord));
+        let empty = [CONTENT_HANDSHAKE, 3, 1, 0, 0];
+        assert_eq!(name_of(&empty), Err(HelloError::EmptyRecord));
+    }
+
+    #[test]
+    fn a_hello_announcing_more_than_the_bound_is_refused_at_once() {
+        // 4 bytes of handshake header claiming a 16 MiB hello.
+        let rec = [
+            CONTENT_HANDSHAKE,
+            3,
+            1,
+            0,
+            4,
+            HANDSHAKE_CLIENT_HELLO,
+            0xff,
+            0xff,
+            0xff,
+        ];
+        assert_eq!(name_of(&rec), Err(HelloError::TooLarge));
+        let mut a = HelloAssembler::new();
+        let one = |b: u8| [CONTENT_HANDSHAKE, 3, 1, 0, 1, b];
+        assert_eq!(
+            a.push_record(&one(HANDSHAKE_CLIENT_HELLO)),
+            Ok(Hello::Incomplete)
+        );
+        assert_eq!(a.push_record(&one(0x00)), Ok(Hello::Incomplete));
+        assert_eq!(a.push_record(&one(0x80)), Ok(Hello::Incomplete));
+        assert_eq!(a.push_record(&one(0x01)), Err(HelloError::TooLarge));
+    }
+
+    #[test]
+    fn a_hello_in_too_many_records_is_refused() {
+        let rec = [
+            CONTENT_HANDSHAKE,
+            3,
+            1,
+            0,
+            4,
+            HANDSHAKE_CLIENT_HELLO,
+            0,
+            0x7f,
+            0xff,
+        ];
+        let mut a = HelloAssembler::new();
+        assert_eq!(a.push_record(&rec), Ok(Hello::Incomplete));
+        let byte = [CONTENT_HANDSHAKE, 3, 1, 0, 1, 0];
+        for _ in 1..MAX_HELLO_RECORDS {
+            assert_eq!(a.push_record(&byte), Ok(Hello::Incomplete));
+        }
+        assert_eq!(a.push_record(&byte), Err(HelloError::TooManyRecords));
+    }
+
+    #[test]
+    fn lengths_inside_a_complete_hello_are_checked() {
         let mut rec = hello(Some(sni_ext(b"localhost")));
-        rec[7] = 0xff; // claim a longer ClientHello than the record holds
-        assert_eq!(server_name(&rec), Err(HelloError::Fragmented));
+        let ext_len_at = RECORD_HEADER_LEN + 4 + 2 + 32 + 1 + 4 + 2;
+        rec[ext_len_at] = 0x7f; // extensions block longer than the hello
+        assert_eq!(name_of(&rec), Err(HelloError::Truncated));
     }
 }

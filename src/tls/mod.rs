@@ -5,6 +5,7 @@ pub mod client_hello;
 pub mod ktls;
 pub mod material;
 pub mod reason;
+pub mod resumption;
 pub mod server_config;
 pub mod stream;
 

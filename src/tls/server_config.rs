@@ -19,9 +19,16 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// Ticket encrypter shared by the per-core configs, so a session resumed on
-/// another core than the one that issued its ticket still resumes.
-pub fn shared_ticketer() -> Result<Arc<dyn ProducesTickets>, rustls::Error> {
+/// A new session-ticket key (with rustls's rotation) for one site of one
+/// config generation, shared by that site's per-core configs so a session
+/// resumes on any core.
+///
+/// Never shared between sites or generations: a ticket restores the client
+/// certificate verified when it was issued, so it must only be accepted
+/// under the same certificate, client CAs, CRLs and mTLS mode. A ticket
+/// presented elsewhere does not decrypt and the client gets a full handshake
+/// (nginx shipped the shared-key version of this as CVE-2025-23419).
+pub fn site_ticketer() -> Result<Arc<dyn ProducesTickets>, rustls::Error> {
     rustls::crypto::aws_lc_rs::Ticketer::new()
 }
 
@@ -37,8 +44,9 @@ pub struct SiteTls {
     pub versions: TlsVersions,
 }
 
-/// One config per site per core: the session cache inside it is then
-/// core-local and takes no lock shared with another core.
+/// One config per site per core: the session cache inside it (TLS 1.2
+/// session IDs) is then core-local, takes no lock shared with another core,
+/// and, like the ticket key, belongs to this site alone.
 pub fn build(
     site: &SiteTls,
     ticketer: Arc<dyn ProducesTickets>,
@@ -92,6 +100,9 @@ pub fn build(
             )
         })?;
     config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    // Our suite order (the provider's: AES-256-GCM, AES-128-GCM, ChaCha20),
+    // not whatever the client lists first.
+    config.ignore_client_order = true;
     // Needed for the kernel-TLS handover: rustls hands over the traffic secrets.
     config.enable_secret_extraction = true;
     config.max_early_data_size = 0;

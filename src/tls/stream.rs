@@ -17,9 +17,12 @@ use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{
     ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedStatus,
 };
-use rustls::{ProtocolVersion, ServerConfig, SupportedCipherSuite};
+use rustls::{HandshakeKind, ProtocolVersion, ServerConfig, SupportedCipherSuite};
 
-use super::client_hello::{self, MAX_RECORD_BODY, RECORD_HEADER_LEN};
+use super::client_hello::{
+    self, Hello, HelloAssembler, HelloError, MAX_RECORD_BODY, RECORD_HEADER_LEN,
+};
+use super::resumption;
 use crate::io::Transport;
 
 /// What the handshake established about the client, captured before rustls
@@ -30,6 +33,9 @@ pub struct PeerIdentity {
     pub chain: Vec<CertificateDer<'static>>,
     pub version: Option<ProtocolVersion>,
     pub suite: Option<SupportedCipherSuite>,
+    /// The handshake resumed a session (ticket or session ID) instead of
+    /// verifying the client's certificate anew.
+    pub resumed: bool,
 }
 
 #[non_exhaustive]
@@ -43,6 +49,12 @@ pub enum HandshakeFailure {
     NotTls,
     /// The SNI names no site and the listener has no default site.
     UnknownServerName,
+    /// The ClientHello could not be read (so no site could be chosen from
+    /// it); refused with the alert the error names.
+    BadClientHello(client_hello::HelloError),
+    /// A resumed session restored a client certificate that has expired (or
+    /// is not yet valid) since the session was established.
+    ResumedCertificateExpired(rustls::CertificateError),
 }
 
 pub struct TlsStream {
@@ -97,7 +109,7 @@ impl TlsStream {
     }
 
     /// Runs the handshake on an accepted socket. `select` picks the server
-    /// config from the ClientHello's SNI (read from the first record before
+    /// config from the ClientHello's SNI (read from the whole hello before
     /// rustls sees it); None refuses with an `unrecognized_name` alert. On
     /// failure the alert has been written, and the SNI (if any was read) is
     /// returned with the error for the log line.
@@ -109,20 +121,33 @@ impl TlsStream {
         F: FnOnce(Option<&str>) -> Option<Arc<ServerConfig>>,
     {
         let mut incoming = Vec::with_capacity(RECORD_HEADER_LEN + MAX_RECORD_BODY);
-        if let Err(e) = read_one_record(&mut tcp, &mut incoming).await {
-            return Err((HandshakeFailure::Io(e), None));
-        }
-        let sni = match client_hello::server_name(&incoming) {
-            Ok(name) => name,
-            Err(client_hello::HelloError::NotHandshake) => {
-                linger_close(&mut tcp).await;
-                return Err((HandshakeFailure::NotTls, None));
+        // The site is chosen from the whole ClientHello, however many records
+        // the client split it over: rustls will reassemble it, so we must see
+        // the same name it does, or refuse.
+        let mut assembler = HelloAssembler::new();
+        let sni = loop {
+            let start = incoming.len();
+            if let Err(e) = read_one_record(&mut tcp, &mut incoming).await {
+                return Err((HandshakeFailure::Io(e), None));
             }
-            // Malformed hellos are rustls's to refuse with the right alert.
-            Err(_) => None,
+            match assembler.push_record(&incoming[start..]) {
+                Ok(Hello::Complete { server_name }) => break server_name,
+                Ok(Hello::Incomplete) => {}
+                Err(HelloError::NotHandshake) => {
+                    linger_close(&mut tcp).await;
+                    return Err((HandshakeFailure::NotTls, None));
+                }
+                Err(e) => {
+                    let (_, _) = tcp.write_all(plaintext_alert(e.alert()).to_vec()).await;
+                    linger_close(&mut tcp).await;
+                    return Err((HandshakeFailure::BadClientHello(e), None));
+                }
+            }
         };
         let Some(config) = select(sni.as_deref()) else {
-            let (_, _) = tcp.write_all(UNRECOGNIZED_NAME_ALERT.to_vec()).await;
+            let (_, _) = tcp
+                .write_all(plaintext_alert(UNRECOGNIZED_NAME).to_vec())
+                .await;
             linger_close(&mut tcp).await;
             return Err((HandshakeFailure::UnknownServerName, sni));
         };
@@ -150,7 +175,17 @@ impl TlsStream {
                         .unwrap_or_default(),
                     version: stream.conn.protocol_version(),
                     suite: stream.conn.negotiated_cipher_suite(),
+                    resumed: stream.conn.handshake_kind() == Some(HandshakeKind::Resumed),
                 };
+                if identity.resumed {
+                    let now = rustls::pki_types::UnixTime::now();
+                    if let Err(e) = resumption::check_restored_chain(&identity.chain, now) {
+                        // Past the handshake no alert can be sent through
+                        // rustls: close_notify, then the connection is gone.
+                        stream.close().await;
+                        return Err((HandshakeFailure::ResumedCertificateExpired(e), stream.sni));
+                    }
+                }
                 Ok((stream, identity))
             }
             Err(e) => {
@@ -517,8 +552,15 @@ fn encode_into(out: &mut Vec<u8>, e: &mut EncodeTlsData<'_, rustls::server::Serv
     }
 }
 
-/// A fatal `unrecognized_name` alert, in plaintext (no keys exist yet).
-const UNRECOGNIZED_NAME_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x70];
+/// The `unrecognized_name` alert description (RFC 6066 section 3).
+const UNRECOGNIZED_NAME: u8 = 112;
+
+/// A fatal alert record in plaintext (before the handshake, no keys exist yet).
+fn plaintext_alert(description: u8) -> [u8; 7] {
+    const ALERT: u8 = 21;
+    const FATAL: u8 = 2;
+    [ALERT, 0x03, 0x03, 0x00, 0x02, FATAL, description]
+}
 
 /// Reads exactly one TLS record (header, then exactly its body) onto `incoming`.
 async fn read_one_record(tcp: &mut TcpStream, incoming: &mut Vec<u8>) -> io::Result<()> {
