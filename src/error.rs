@@ -33,6 +33,8 @@ pub enum ProxyError {
     BodyTooLarge,
     /// The request head did not arrive within the request-head timeout.
     HeadTimeout,
+    /// The request body did not keep up with the route's body deadline.
+    BodyTimeout,
     /// The backend refused the TCP connection (or it could not be made).
     BackendConnect(io::Error),
     /// Connecting to the backend took longer than the connect timeout.
@@ -62,7 +64,7 @@ impl ProxyError {
             Self::NoRoute => 404,
             Self::MethodNotAllowed => 405,
             Self::BodyTooLarge => 413,
-            Self::HeadTimeout => 408,
+            Self::HeadTimeout | Self::BodyTimeout => 408,
             Self::BackendConnect(_) | Self::BackendReset(_) | Self::BackendInvalidResponse(_) => {
                 502
             }
@@ -83,6 +85,7 @@ impl ProxyError {
             Self::MethodNotAllowed => "PCS.4050",
             Self::BodyTooLarge => "PCS.4130",
             Self::HeadTimeout => "PCS.4080",
+            Self::BodyTimeout => "PCS.4081",
             Self::BackendConnect(_) => "PCS.5020",
             Self::BackendReset(_) => "PCS.5021",
             Self::BackendInvalidResponse(_) => "PCS.5022",
@@ -104,6 +107,7 @@ impl ProxyError {
             Self::MethodNotAllowed => "the route does not allow this method",
             Self::BodyTooLarge => "request body is larger than this route allows",
             Self::HeadTimeout => "request head not received in time",
+            Self::BodyTimeout => "request body not received in time",
             Self::BackendConnect(_) => "backend refused the connection",
             Self::BackendReset(_) => "backend closed the connection before responding",
             Self::BackendInvalidResponse(_) => "backend sent an invalid response",
@@ -126,6 +130,7 @@ impl ProxyError {
             | Self::MethodNotAllowed
             | Self::BodyTooLarge
             | Self::HeadTimeout
+            | Self::BodyTimeout
             | Self::MisdirectedRequest
             | Self::ClientCertRequired
             | Self::ClientCertNotAllowed => Fault::Client,

@@ -26,6 +26,8 @@ pub struct Prepared {
     config: Config,
     driver: Driver,
     workers: usize,
+    caps: ConnectionCaps,
+    nofile: u64,
     current: Arc<Current>,
     published: Arc<Published>,
     /// listeners[worker] = that worker's socket for each configured listener.
@@ -37,6 +39,15 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
     let workers = match config.server.workers {
         Workers::Auto => runtime::available_cores(),
         Workers::Count(n) => n,
+    };
+    let nofile = runtime::raise_nofile_limit()
+        .map_err(|e| format!("cannot read the open-file limit: {e}"))?;
+    let caps = ConnectionCaps {
+        max_connections: config
+            .server
+            .max_connections
+            .unwrap_or_else(|| runtime::default_max_connections(nofile, workers)),
+        max_handshakes: config.server.max_handshakes,
     };
     let choice = runtime::driver_choice_from_env(config.server.driver)?;
     let driver = runtime::select_driver(choice)?;
@@ -64,6 +75,8 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         config,
         driver,
         workers,
+        caps,
+        nofile,
         current: Current::new(first),
         published,
         listeners,
@@ -77,6 +90,8 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
         config,
         driver,
         workers,
+        caps,
+        nofile,
         current,
         published,
         listeners,
@@ -94,6 +109,12 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
     for addr in &bound {
         info!(address = %addr, workers, driver = %driver.name(), "listening (mTLS, HTTP/1.1)");
     }
+    info!(
+        max_connections = caps.max_connections,
+        max_handshakes = caps.max_handshakes,
+        open_file_limit = nofile,
+        "per-worker caps: past them new connections are closed at accept"
+    );
     let admin_published = match config.admin {
         Some(addr) => {
             metrics::serve_admin(addr, published.clone())
@@ -109,6 +130,7 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
         pool: (config.pool.max_idle_per_backend, config.pool.idle_timeout),
         drain_timeout: config.server.drain_timeout,
         driver,
+        caps,
         published: admin_published,
     });
     let handles = runtime::spawn_workers("portcullis", driver, workers, move |index| {
@@ -211,7 +233,15 @@ impl Drop for PidFile {
     }
 }
 
+/// Per-worker caps on client connections (see `ServerSettings`).
+#[derive(Clone, Copy, Debug)]
+struct ConnectionCaps {
+    max_connections: usize,
+    max_handshakes: usize,
+}
+
 struct WorkerShared {
+    caps: ConnectionCaps,
     /// Taken once by each worker at start-up.
     listeners: Mutex<Vec<Option<Vec<TcpListener>>>>,
     listener_configs: Vec<ListenerConfig>,
@@ -309,6 +339,7 @@ async fn worker_main(index: usize, shared: Arc<WorkerShared>) {
                     listener,
                     Accepting {
                         listener: listener_index,
+                        caps: shared.caps,
                         mode: listener_config.ktls,
                         support: support.clone(),
                         generations: generations.clone(),
@@ -382,7 +413,12 @@ fn snapshot(ctx: &WorkerContext) -> Snapshot {
         snap.pool_hits = pool.stats.hits.get();
         snap.pool_misses = pool.stats.misses.get();
         snap.pool_connects = pool.stats.connects.get();
+        snap.pool_discarded_dirty = pool.stats.discarded_dirty.get();
     }
+    snap.open_connections = ctx.conns.open.get() as u64;
+    snap.handshakes_in_progress = ctx.conns.handshaking.get() as u64;
+    snap.refused_max_connections = ctx.conns.refused_max_connections.get();
+    snap.refused_max_handshakes = ctx.conns.refused_max_handshakes.get();
     snap.body_bytes_spliced = ctx.body_bytes.spliced.get();
     snap.body_bytes_copied = ctx.body_bytes.copied.get();
     snap.latency_us = ctx.latency.borrow().clone();
@@ -394,6 +430,7 @@ fn snapshot(ctx: &WorkerContext) -> Snapshot {
 struct Accepting {
     /// Index of the `[[listener]]`: which sites it serves.
     listener: usize,
+    caps: ConnectionCaps,
     mode: KtlsMode,
     support: Rc<KtlsSupport>,
     generations: Rc<WorkerGenerations>,
@@ -406,17 +443,30 @@ async fn accept_loop(
     accepted: Rc<Cell<u64>>,
 ) {
     let mut stop = std::pin::pin!(ctx.drain.started());
+    let mut refusals = RefusalLog::default();
     loop {
         monoio::select! {
             _ = &mut stop => break,
             res = listener.accept() => match res {
                 Ok((tcp, peer)) => {
                     accepted.set(accepted.get() + 1);
+                    if let Some(cap) = over_cap(&ctx.conns, accepting.caps) {
+                        // Closed at once (a reset: nothing of it is kept);
+                        // connections already served go on undisturbed.
+                        crate::sock::set_abortive_close(&tcp);
+                        drop(tcp);
+                        refusals.note(&ctx, cap);
+                        continue;
+                    }
                     let _ = tcp.set_nodelay(true);
                     // The generation is fixed here, at accept: a reload later
                     // does not change what this connection was promised.
                     let generation = accepting.generations.get();
-                    monoio::spawn(handle_connection(tcp, peer, generation, accepting.clone(), ctx.clone()));
+                    // The kernel gives up on a peer that stops acknowledging
+                    // (a zero window included) after the send timeout.
+                    let _ = crate::sock::set_user_timeout(&tcp, generation.shared.settings.timeouts.send);
+                    let open = Counted::enter(ctx.clone(), |c| &c.conns.open);
+                    monoio::spawn(handle_connection(tcp, peer, generation, accepting.clone(), open));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -429,13 +479,89 @@ async fn accept_loop(
     drop(listener);
 }
 
+/// Which cap a new connection would exceed, if any.
+fn over_cap(counts: &proxy::ConnCounts, caps: ConnectionCaps) -> Option<Cap> {
+    if counts.open.get() >= caps.max_connections {
+        Some(Cap::Connections)
+    } else if counts.handshaking.get() >= caps.max_handshakes {
+        Some(Cap::Handshakes)
+    } else {
+        None
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Cap {
+    Connections,
+    Handshakes,
+}
+
+/// Counts refusals and says so in the log at most every ten seconds (a flood
+/// must not turn into a flood of log lines).
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<Instant>,
+    since_last: u64,
+}
+
+impl RefusalLog {
+    fn note(&mut self, ctx: &WorkerContext, cap: Cap) {
+        let counter = match cap {
+            Cap::Connections => &ctx.conns.refused_max_connections,
+            Cap::Handshakes => &ctx.conns.refused_max_handshakes,
+        };
+        counter.set(counter.get() + 1);
+        self.since_last += 1;
+        let now = Instant::now();
+        if self
+            .last
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+        {
+            warn!(
+                worker = ctx.index,
+                cap = ?cap,
+                open = ctx.conns.open.get(),
+                handshaking = ctx.conns.handshaking.get(),
+                refused = self.since_last,
+                "connection cap reached: new connections are closed at accept"
+            );
+            self.last = Some(now);
+            self.since_last = 0;
+        }
+    }
+}
+
+/// One unit of a per-worker gauge (open connections, handshakes in
+/// progress), given back when dropped whatever way the task ends.
+struct Counted {
+    ctx: Rc<WorkerContext>,
+    gauge: fn(&WorkerContext) -> &Cell<usize>,
+}
+
+impl Counted {
+    fn enter(ctx: Rc<WorkerContext>, gauge: fn(&WorkerContext) -> &Cell<usize>) -> Counted {
+        let g = gauge(&ctx);
+        g.set(g.get() + 1);
+        Counted { ctx, gauge }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let g = (self.gauge)(&self.ctx);
+        g.set(g.get().saturating_sub(1));
+    }
+}
+
 async fn handle_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     generation: Rc<WorkerGeneration>,
     accepting: Accepting,
-    ctx: Rc<WorkerContext>,
+    open: Counted,
 ) {
+    let ctx = open.ctx.clone();
+    let handshaking = Counted::enter(ctx.clone(), |c| &c.conns.handshaking);
     let timeout = generation.shared.settings.timeouts.handshake;
     let site = Cell::new(None);
     let select = |sni: Option<&str>| {
@@ -468,7 +594,8 @@ async fn handle_connection(
                 return;
             }
         };
-    debug!(peer = %peer, sni = ?identity.sni, version = ?identity.version, suite = ?identity.suite, "TLS handshake complete");
+    drop(handshaking);
+    debug!(peer = %peer, sni = ?identity.sni, version = ?identity.version, suite = ?identity.suite, resumed = identity.resumed, "TLS handshake complete");
     let session = Session {
         generation,
         listener: accepting.listener,

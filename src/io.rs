@@ -17,6 +17,10 @@ use monoio::net::TcpStream;
 /// buffer grows once (and keeps its capacity for the rest of the connection).
 pub const MIN_READ: usize = 16 * 1024;
 
+/// How long a closing connection may take to send its last bytes
+/// (close_notify, an alert) before it is dropped anyway.
+pub const CLOSE_FLUSH_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A bidirectional byte stream with ownership-passing buffers.
 #[allow(async_fn_in_trait)] // single-threaded runtime: futures need not be Send
 pub trait Transport {
@@ -33,6 +37,11 @@ pub trait Transport {
     /// Waits until there is something to read, holding no buffer meanwhile
     /// (an idle kept-alive connection then costs no buffer memory).
     async fn wait_readable(&mut self) -> io::Result<()>;
+
+    /// Marks the stream so that dropping it resets the connection (no TLS
+    /// close_notify, no FIN): for a response cut short, which must not read
+    /// as complete, and for a client that stopped reading.
+    fn abort(&mut self);
 
     /// The kernel-TLS stream underneath, when the kernel does the crypto:
     /// body bytes can then be spliced straight into its socket.
@@ -65,6 +74,10 @@ impl Transport for TcpStream {
 
     async fn close(&mut self) {
         let _ = self.shutdown().await;
+    }
+
+    fn abort(&mut self) {
+        crate::sock::set_abortive_close(self);
     }
 
     async fn wait_readable(&mut self) -> io::Result<()> {

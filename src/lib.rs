@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod router;
 pub mod runtime;
+pub mod sock;
 pub mod tls;
 pub mod upstream;
 pub mod upstream_tls;

@@ -83,7 +83,14 @@ pub struct Snapshot {
     pub pool_hits: u64,
     pub pool_misses: u64,
     pub pool_connects: u64,
+    pub pool_discarded_dirty: u64,
     pub body_bytes_spliced: u64,
+    /// Client connections open now, and handshakes in progress now.
+    pub open_connections: u64,
+    pub handshakes_in_progress: u64,
+    /// Connections closed at accept because a cap was reached.
+    pub refused_max_connections: u64,
+    pub refused_max_handshakes: u64,
     pub body_bytes_copied: u64,
     pub latency_us: Histogram<u64>,
 }
@@ -103,7 +110,12 @@ impl Snapshot {
             pool_hits: 0,
             pool_misses: 0,
             pool_connects: 0,
+            pool_discarded_dirty: 0,
             body_bytes_spliced: 0,
+            open_connections: 0,
+            handshakes_in_progress: 0,
+            refused_max_connections: 0,
+            refused_max_handshakes: 0,
             body_bytes_copied: 0,
             latency_us: Histogram::new(3).unwrap_or_else(|_| unreachable_histogram()),
         }
@@ -226,7 +238,38 @@ impl Published {
                 ("event=\"hit\"".into(), sum(|s| s.pool_hits)),
                 ("event=\"miss\"".into(), sum(|s| s.pool_misses)),
                 ("event=\"connect\"".into(), sum(|s| s.pool_connects)),
+                (
+                    "event=\"discarded_dirty\"".into(),
+                    sum(|s| s.pool_discarded_dirty),
+                ),
             ],
+        );
+        counter_family(
+            &mut out,
+            "portcullis_connections_refused_total",
+            "Client connections closed at accept because a per-worker cap was reached.",
+            &[
+                (
+                    "cap=\"max_connections\"".into(),
+                    sum(|s| s.refused_max_connections),
+                ),
+                (
+                    "cap=\"max_handshakes\"".into(),
+                    sum(|s| s.refused_max_handshakes),
+                ),
+            ],
+        );
+        gauge(
+            &mut out,
+            "portcullis_open_connections",
+            "Client connections open now (all workers).",
+            sum(|s| s.open_connections),
+        );
+        gauge(
+            &mut out,
+            "portcullis_handshakes_in_progress",
+            "TLS handshakes in progress now (all workers).",
+            sum(|s| s.handshakes_in_progress),
         );
         counter_family(
             &mut out,
@@ -273,49 +316,103 @@ fn counter_family(out: &mut String, name: &str, help: &str, series: &[(String, u
     }
 }
 
+fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}
+
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
 }
 
-/// Serves `/metrics` and `/healthz` on a plain-HTTP admin listener, on its own
-/// thread (blocking I/O: a scrape is rare and must never compete with a worker core).
+/// Serves `/metrics` and `/healthz` on a plain-HTTP admin listener, off the
+/// worker cores (blocking I/O: a scrape is rare and must never compete with a
+/// worker core). Each connection gets its own short-lived thread, so one slow
+/// client cannot hold up `/metrics`; at most [`ADMIN_MAX_CONNECTIONS`] are
+/// served at once (more are closed at once) and each has
+/// [`ADMIN_DEADLINE`] in all to send its request and take the answer.
 pub fn serve_admin(addr: SocketAddr, published: Arc<Published>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
-    std::thread::Builder::new().name("admin".into()).spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-            let mut buf = [0u8; 4096];
-            let mut len = 0;
-            while len < buf.len() {
-                match stream.read(&mut buf[len..]) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        len += n;
-                        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                    }
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    std::thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else {
+                    // EMFILE and friends: do not spin.
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                use std::sync::atomic::Ordering;
+                if active.fetch_add(1, Ordering::AcqRel) >= ADMIN_MAX_CONNECTIONS {
+                    active.fetch_sub(1, Ordering::AcqRel);
+                    continue; // dropped: closed at once
+                }
+                let (published, done) = (published.clone(), active.clone());
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("admin-conn".into())
+                        .spawn(move || {
+                            serve_admin_connection(stream, &published);
+                            done.fetch_sub(1, Ordering::AcqRel);
+                        });
+                if spawned.is_err() {
+                    active.fetch_sub(1, Ordering::AcqRel);
                 }
             }
-            let line = String::from_utf8_lossy(&buf[..len]);
-            let path = line.split_whitespace().nth(1).unwrap_or("");
-            let (status, ctype, body) = match path {
-                "/metrics" => ("200 OK", "text/plain; version=0.0.4", published.render()),
-                "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
-                _ => ("404 Not Found", "text/plain", "not found: try /metrics or /healthz\n".to_string()),
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    })?;
+        })?;
     info!(address = %bound, "admin listener: /metrics, /healthz");
     Ok(bound)
+}
+
+/// Admin connections served at once; more are closed at accept.
+pub const ADMIN_MAX_CONNECTIONS: usize = 16;
+/// The whole of one admin exchange: request in, answer out.
+pub const ADMIN_DEADLINE: Duration = Duration::from_secs(5);
+
+fn serve_admin_connection(mut stream: std::net::TcpStream, published: &Published) {
+    let deadline = std::time::Instant::now() + ADMIN_DEADLINE;
+    let left = || deadline.saturating_duration_since(std::time::Instant::now());
+    let mut buf = [0u8; 4096];
+    let mut len = 0;
+    while len < buf.len() {
+        let wait = left();
+        if wait.is_zero() || stream.set_read_timeout(Some(wait)).is_err() {
+            return;
+        }
+        match stream.read(&mut buf[len..]) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                len += n;
+                if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+    }
+    let line = String::from_utf8_lossy(&buf[..len]);
+    let path = line.split_whitespace().nth(1).unwrap_or("");
+    let (status, ctype, body) = match path {
+        "/metrics" => ("200 OK", "text/plain; version=0.0.4", published.render()),
+        "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            "not found: try /metrics or /healthz\n".to_string(),
+        ),
+    };
+    let wait = left();
+    if wait.is_zero() || stream.set_write_timeout(Some(wait)).is_err() {
+        return;
+    }
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
 }

@@ -1,6 +1,8 @@
 //! Route table: host, then the longest path prefix, then the method.
 
-use crate::config::{ClientPolicy, HeaderRules, HostMatch, IdentityForwarding, RouteConfig};
+use crate::config::{
+    BodyDeadline, ClientPolicy, HeaderRules, HostMatch, IdentityForwarding, RouteConfig,
+};
 
 pub struct Route {
     pub id: usize,
@@ -16,6 +18,7 @@ pub struct Route {
     pub upstream: usize,
     pub set_host: Option<String>,
     pub max_body_bytes: u64,
+    pub body_deadline: BodyDeadline,
     pub client_policy: ClientPolicy,
     pub forward_identity: IdentityForwarding,
     pub headers: HeaderRules,
@@ -49,6 +52,7 @@ impl RouteTable {
                 upstream: r.upstream,
                 set_host: r.set_host.clone(),
                 max_body_bytes: r.max_body_bytes,
+                body_deadline: r.body_deadline,
                 client_policy: r.client_policy.clone(),
                 forward_identity: r.forward_identity.clone(),
                 headers: r.headers.clone(),
@@ -137,6 +141,10 @@ mod tests {
             upstream: usize::from(port),
             set_host: None,
             max_body_bytes: 1024,
+            body_deadline: BodyDeadline {
+                base: std::time::Duration::from_secs(30),
+                min_rate: 1024,
+            },
             client_policy: ClientPolicy::default(),
             forward_identity: IdentityForwarding::default(),
             headers: HeaderRules::default(),

@@ -217,3 +217,68 @@ pub async fn shutdown_requested() {
         monoio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Raises this process's open-file soft limit to its hard limit (as nginx's
+/// `worker_rlimit_nofile` and Go's runtime do): every client and backend
+/// connection is a descriptor, and the soft limit is often a tenth of the
+/// hard one. Returns the soft limit now in force.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if r.rlim_cur < r.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: r.rlim_max,
+            rlim_max: r.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Ok(raised.rlim_cur);
+        }
+    }
+    Ok(r.rlim_cur)
+}
+
+/// Per-worker connection cap derived from the open-file limit: descriptors
+/// are kept back for listeners, the admin listener, logs and pipes, and each
+/// client connection is budgeted two (its own and a backend's).
+pub fn default_max_connections(nofile: u64, workers: usize) -> usize {
+    const RESERVED: u64 = 256;
+    let workers = workers.max(1) as u64;
+    let per_worker = nofile.saturating_sub(RESERVED) / workers / 2;
+    usize::try_from(per_worker.max(16)).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn the_default_cap_leaves_room_and_never_reaches_zero() {
+        assert_eq!(default_max_connections(20_000, 2), 4_936);
+        assert_eq!(default_max_connections(1_048_576, 2), 262_080);
+        assert_eq!(default_max_connections(1_024, 2), 192);
+        assert_eq!(default_max_connections(100, 8), 16);
+        assert_eq!(default_max_connections(0, 0), 16);
+    }
+
+    #[test]
+    fn raising_the_limit_never_lowers_it() {
+        let before = {
+            let mut r = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit writes into the struct we own.
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
+            r.rlim_cur
+        };
+        let now = raise_nofile_limit().expect("getrlimit");
+        assert!(now >= before);
+    }
+}

@@ -44,6 +44,29 @@ impl BackendStream {
             BackendStream::Tls(_) => None,
         }
     }
+
+    /// Whether an idle connection is exactly as clean as when it was pooled:
+    /// nothing readable (not a byte, not an EOF) in the socket or in the TLS
+    /// buffers. Anything else came from the backend after its last response
+    /// ended (a body on a HEAD, 204 or 304, a body longer than announced, an
+    /// answer to a request smuggled in the previous body) and would be read
+    /// as the next client's response.
+    pub fn is_idle_clean(&mut self) -> bool {
+        match self {
+            BackendStream::Plain(tcp) => crate::sock::peek_idle(tcp) == crate::sock::Idle::Quiet,
+            BackendStream::Tls(s) => s.is_idle_clean(),
+        }
+    }
+
+    /// For a body delimited by the connection's end: whether that end was
+    /// clean. A TLS backend must have sent close_notify; without it the
+    /// body may have been truncated by anyone on the path.
+    pub fn ended_cleanly(&self) -> bool {
+        match self {
+            BackendStream::Plain(_) => true,
+            BackendStream::Tls(s) => s.received_close_notify(),
+        }
+    }
 }
 
 impl Transport for BackendStream {
@@ -72,6 +95,13 @@ impl Transport for BackendStream {
         }
     }
 
+    fn abort(&mut self) {
+        match self {
+            BackendStream::Plain(s) => s.abort(),
+            BackendStream::Tls(s) => s.abort(),
+        }
+    }
+
     async fn wait_readable(&mut self) -> io::Result<()> {
         match self {
             BackendStream::Plain(s) => s.wait_readable().await,
@@ -93,6 +123,8 @@ pub struct PoolStats {
     pub hits: Cell<u64>,
     pub misses: Cell<u64>,
     pub connects: Cell<u64>,
+    /// Idle connections found holding bytes (or closed) at checkout: closed, never used.
+    pub discarded_dirty: Cell<u64>,
 }
 
 pub struct Pool {
@@ -119,11 +151,18 @@ impl Pool {
         };
         let now = Instant::now();
         while let Some((mut conn, since)) = list.pop() {
-            if now.duration_since(since) < self.idle_timeout {
-                conn.reused = true;
-                self.stats.hits.set(self.stats.hits.get() + 1);
-                return Some(conn);
+            if now.duration_since(since) >= self.idle_timeout {
+                continue;
             }
+            if !conn.stream.is_idle_clean() {
+                self.stats
+                    .discarded_dirty
+                    .set(self.stats.discarded_dirty.get() + 1);
+                continue;
+            }
+            conn.reused = true;
+            self.stats.hits.set(self.stats.hits.get() + 1);
+            return Some(conn);
         }
         self.stats.misses.set(self.stats.misses.get() + 1);
         None

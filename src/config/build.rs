@@ -71,7 +71,14 @@ pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config
     };
     let mut routes = Vec::new();
     for (i, table) in top.require_tables("route")?.into_iter().enumerate() {
-        routes.push(route::route(table, i, &limits, &sites, &mut upstreams)?);
+        routes.push(route::route(
+            table,
+            i,
+            &limits,
+            &timeouts,
+            &sites,
+            &mut upstreams,
+        )?);
     }
     let identity_headers = route::identity_header_names(&routes);
     Ok(Config {
@@ -98,6 +105,8 @@ fn server(field: Field, base_dir: &Path) -> Result<ServerSettings, Problem> {
         "access_log",
         "drain_timeout",
         "pid_file",
+        "max_connections",
+        "max_handshakes",
     ])?;
     let mut s = ServerSettings::default();
     if let Some(f) = t.take("workers") {
@@ -158,6 +167,25 @@ fn server(field: Field, base_dir: &Path) -> Result<ServerSettings, Problem> {
             return Err(f.problem("empty file name".to_string()));
         }
         s.pid_file = Some(base_dir.join(written));
+    }
+    if let Some(f) = t.take("max_connections") {
+        s.max_connections = match &f.value {
+            Value::String(v) if v == "auto" => None,
+            Value::Integer(n) if *n >= 1 => Some(f.to_usize(*n)?),
+            _ => {
+                return Err(f.problem(format!(
+                    "expected \"auto\" or an integer >= 1 (per worker), found {}",
+                    f.describe()
+                )))
+            }
+        };
+    }
+    if let Some(f) = t.take("max_handshakes") {
+        let n = f.integer()?;
+        if n < 1 {
+            return Err(f.problem(format!("{n}: must be at least 1 (per worker)")));
+        }
+        s.max_handshakes = f.to_usize(n)?;
     }
     Ok(s)
 }
@@ -247,7 +275,12 @@ fn listener(
 }
 
 fn limits(field: Field) -> Result<Limits, Problem> {
-    let mut t = field.table(&["max_header_bytes", "max_headers", "max_body_bytes"])?;
+    let mut t = field.table(&[
+        "max_header_bytes",
+        "max_headers",
+        "max_body_bytes",
+        "min_body_rate",
+    ])?;
     let mut l = Limits::default();
     if let Some(f) = t.take("max_header_bytes") {
         let bytes = f.size()?;
@@ -266,6 +299,9 @@ fn limits(field: Field) -> Result<Limits, Problem> {
     if let Some(f) = t.take("max_body_bytes") {
         l.max_body_bytes = f.size()?;
     }
+    if let Some(f) = t.take("min_body_rate") {
+        l.min_body_rate = f.rate()?;
+    }
     Ok(l)
 }
 
@@ -276,6 +312,8 @@ fn timeouts(field: Field) -> Result<Timeouts, Problem> {
         "idle",
         "backend_connect",
         "backend_response",
+        "request_body",
+        "send",
     ])?;
     let mut d = Timeouts::default();
     let slots = [
@@ -284,6 +322,8 @@ fn timeouts(field: Field) -> Result<Timeouts, Problem> {
         ("idle", &mut d.idle),
         ("backend_connect", &mut d.backend_connect),
         ("backend_response", &mut d.backend_response),
+        ("request_body", &mut d.request_body),
+        ("send", &mut d.send),
     ];
     for (key, slot) in slots {
         if let Some(f) = t.take(key) {

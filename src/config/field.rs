@@ -127,6 +127,16 @@ impl Field {
         Ok(d)
     }
 
+    /// Bytes per second, at least 1: a size ("1KiB") meaning per second.
+    pub(super) fn rate(&self) -> Result<u64, Problem> {
+        match self.size()? {
+            0 => Err(self.problem(
+                "0 bytes per second: must be at least 1 (a body must make progress)".into(),
+            )),
+            n => Ok(n),
+        }
+    }
+
     /// Bytes as an integer, or a string with a unit ("10MiB").
     pub(super) fn size(&self) -> Result<u64, Problem> {
         match &self.value {

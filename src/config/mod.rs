@@ -63,6 +63,12 @@ pub struct ServerSettings {
     pub drain_timeout: Duration,
     /// Where `run` writes its process id, for `portcullis reload`.
     pub pid_file: Option<PathBuf>,
+    /// Client connections one worker serves at once; past it new ones are
+    /// closed at accept. None = derived from RLIMIT_NOFILE and the workers.
+    pub max_connections: Option<usize>,
+    /// TLS handshakes in progress on one worker; past it new connections
+    /// are closed at accept (a handshake flood cannot starve served clients).
+    pub max_handshakes: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,6 +189,20 @@ pub struct Limits {
     pub max_headers: usize,
     /// Default for routes that don't set their own.
     pub max_body_bytes: u64,
+    /// Bytes per second a request body must keep up, past `timeouts.request_body`
+    /// (each this many bytes received extend the body's deadline by a second).
+    /// Default for routes that don't set their own.
+    pub min_body_rate: u64,
+}
+
+/// How long a request body may take: `base`, plus a second for every
+/// `min_rate` bytes received (a slow but steady upload keeps going; a client
+/// trickling a byte a second is cut off after `base`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyDeadline {
+    pub base: Duration,
+    /// Bytes per second, at least 1.
+    pub min_rate: u64,
 }
 
 /// `[timeouts]`: all greater than zero.
@@ -193,6 +213,11 @@ pub struct Timeouts {
     pub idle: Duration,
     pub backend_connect: Duration,
     pub backend_response: Duration,
+    /// The base time for a whole request body (extended by `min_body_rate`).
+    pub request_body: Duration,
+    /// Longest one write (to a client or a backend) may take; also the
+    /// kernel's TCP_USER_TIMEOUT on client sockets.
+    pub send: Duration,
 }
 
 /// `[pool]`: idle backend connections, kept per worker (core).
@@ -221,6 +246,8 @@ pub struct RouteConfig {
     pub set_host: Option<String>,
     /// The route's own value, or `limits.max_body_bytes`.
     pub max_body_bytes: u64,
+    /// The route's own values, or `timeouts.request_body` and `limits.min_body_rate`.
+    pub body_deadline: BodyDeadline,
     pub client_policy: ClientPolicy,
     pub forward_identity: IdentityForwarding,
     pub headers: HeaderRules,
@@ -392,6 +419,8 @@ impl Default for ServerSettings {
             access_log: false,
             drain_timeout: Duration::from_secs(10),
             pid_file: None,
+            max_connections: None,
+            max_handshakes: 512,
         }
     }
 }
@@ -411,6 +440,7 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             max_headers: 100,
             max_body_bytes: 10 * 1024 * 1024,
+            min_body_rate: 1024,
         }
     }
 }
@@ -423,6 +453,8 @@ impl Default for Timeouts {
             idle: Duration::from_secs(60),
             backend_connect: Duration::from_secs(3),
             backend_response: Duration::from_secs(30),
+            request_body: Duration::from_secs(30),
+            send: Duration::from_secs(30),
         }
     }
 }

@@ -4,8 +4,8 @@
 use super::build::{is_token_byte, methods, parse_host_match, Problem};
 use super::field::Field;
 use super::{
-    addr, ClientPolicy, HeaderRules, IdentityForwarding, Limits, MtlsMode, RouteConfig, SiteConfig,
-    UpstreamConfig,
+    addr, BodyDeadline, ClientPolicy, HeaderRules, IdentityForwarding, Limits, MtlsMode,
+    RouteConfig, SiteConfig, Timeouts, UpstreamConfig,
 };
 use crate::identity::{parse_fingerprint, Allowlist};
 
@@ -37,6 +37,7 @@ pub(super) fn route(
     field: Field,
     index: usize,
     limits: &Limits,
+    timeouts: &Timeouts,
     sites: &[SiteConfig],
     upstreams: &mut Vec<UpstreamConfig>,
 ) -> Result<RouteConfig, Problem> {
@@ -51,6 +52,8 @@ pub(super) fn route(
         "upstream",
         "set_host",
         "max_body_bytes",
+        "request_body_timeout",
+        "min_body_rate",
         "require_client_cert",
         "allow_subject_cn",
         "allow_san_dns",
@@ -137,6 +140,16 @@ pub(super) fn route(
     let max_body_bytes = match t.take("max_body_bytes") {
         None => limits.max_body_bytes,
         Some(f) => f.size()?,
+    };
+    let body_deadline = BodyDeadline {
+        base: match t.take("request_body_timeout") {
+            None => timeouts.request_body,
+            Some(f) => f.positive_duration()?,
+        },
+        min_rate: match t.take("min_body_rate") {
+            None => limits.min_body_rate,
+            Some(f) => f.rate()?,
+        },
     };
 
     let mut client_policy = ClientPolicy::default();
@@ -229,6 +242,7 @@ pub(super) fn route(
         upstream,
         set_host,
         max_body_bytes,
+        body_deadline,
         client_policy,
         forward_identity,
         headers,

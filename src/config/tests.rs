@@ -96,6 +96,7 @@ client_ca = ["certs/ca.pem"]
 max_header_bytes = "32KiB"
 max_headers = 64
 max_body_bytes = 2048
+min_body_rate = "2KiB"
 
 [timeouts]
 handshake = "5s"
@@ -103,6 +104,8 @@ request_head = "4s"
 idle = "2m"
 backend_connect = "250ms"
 backend_response = "1m30s"
+request_body = "45s"
+send = "20s"
 
 [pool]
 max_idle_per_backend = 8
@@ -135,6 +138,8 @@ backends = ["localhost:9002"]
             access_log: true,
             drain_timeout: Duration::from_secs(2),
             pid_file: None,
+            max_connections: None,
+            max_handshakes: 512,
         }
     );
     assert_eq!(
@@ -192,7 +197,8 @@ backends = ["localhost:9002"]
         Limits {
             max_header_bytes: 32 * 1024,
             max_headers: 64,
-            max_body_bytes: 2048
+            max_body_bytes: 2048,
+            min_body_rate: 2048,
         }
     );
     assert_eq!(
@@ -203,6 +209,8 @@ backends = ["localhost:9002"]
             idle: Duration::from_secs(120),
             backend_connect: Duration::from_millis(250),
             backend_response: Duration::from_secs(90),
+            request_body: Duration::from_secs(45),
+            send: Duration::from_secs(20),
         }
     );
     assert_eq!(
@@ -493,6 +501,26 @@ fn type_and_range_errors() {
             "limits = 5\n",
             "limits",
             "expected a table, found an integer",
+        ),
+        (
+            "[limits]\nmin_body_rate = 0\n",
+            "limits.min_body_rate",
+            "must be at least 1",
+        ),
+        (
+            "[timeouts]\nsend = \"0s\"\n",
+            "timeouts.send",
+            "greater than zero",
+        ),
+        (
+            "[server]\nmax_connections = 0\n",
+            "server.max_connections",
+            "expected \"auto\" or an integer >= 1",
+        ),
+        (
+            "[server]\nmax_handshakes = 0\n",
+            "server.max_handshakes",
+            "must be at least 1",
         ),
     ];
     for (prefix, want_field, want_problem) in cases {
@@ -821,4 +849,35 @@ fn site_and_route_mistakes_name_line_and_field() {
     let (_, field, problem) = fx.error(no_sites);
     assert_eq!(field, "listener[0].certificate");
     assert!(problem.contains("[[site]]"), "{problem}");
+}
+
+#[test]
+fn body_deadlines_and_connection_caps() {
+    let fx = Fixture::new();
+    let text = format!(
+        "[server]\nmax_connections = 300\nmax_handshakes = 20\n[limits]\nmin_body_rate = \"4KiB\"\n[timeouts]\nrequest_body = \"10s\"\n{MINIMAL}\n[[route]]\npath = \"/upload/\"\nbackends = [\"127.0.0.1:9000\"]\nrequest_body_timeout = \"10m\"\nmin_body_rate = 100\n"
+    );
+    let config = fx.parse(&text).unwrap();
+    assert_eq!(config.server.max_connections, Some(300));
+    assert_eq!(config.server.max_handshakes, 20);
+    let inherited = crate::config::BodyDeadline {
+        base: Duration::from_secs(10),
+        min_rate: 4096,
+    };
+    assert_eq!(config.routes[0].body_deadline, inherited);
+    let own = crate::config::BodyDeadline {
+        base: Duration::from_secs(600),
+        min_rate: 100,
+    };
+    assert_eq!(config.routes[1].body_deadline, own);
+    let auto = fx
+        .parse(&format!("[server]\nmax_connections = \"auto\"\n{MINIMAL}"))
+        .unwrap();
+    assert_eq!(auto.server.max_connections, None);
+    let (line, field, problem) = fx.error(&format!(
+        "{MINIMAL}\n[[route]]\npath = \"/x/\"\nbackends = [\"127.0.0.1:9000\"]\nmin_body_rate = 0\n"
+    ));
+    assert_eq!(field, "route[1].min_body_rate");
+    assert_eq!(line, MINIMAL.lines().count() + 5);
+    assert!(problem.contains("at least 1"), "{problem}");
 }

@@ -1,14 +1,19 @@
 //! One request/response exchange with a backend: send the head and stream the
 //! body, read the response head, stream the response body back.
+//!
+//! Every read and write here has a deadline, and a backend connection goes
+//! back to the pool only when its response ended exactly where its framing
+//! said (the pool checks again, at checkout, that nothing arrived since).
 
 use std::io;
 use std::time::Instant;
 
 use tracing::debug;
 
+use super::body_clock::BodyClock;
 use super::{
-    access_log, io_timeout, log_error, respond_error, ClientConn, RequestPlan, WorkerContext,
-    MAX_HEADERS_CAP,
+    access_log, io_timeout, log_error, respond_error, send_timeout, ClientConn, RequestPlan,
+    WorkerContext, MAX_HEADERS_CAP,
 };
 use crate::error::ProxyError;
 use crate::http::chunked::{write_chunk_header, ChunkedDecoder, LAST_CHUNK};
@@ -18,7 +23,7 @@ use crate::io::Transport;
 use crate::upstream::{connect, BackendConn, PoolKey};
 use crate::upstream_tls::TlsFailure;
 
-use super::splice::{return_pipe, splice_exact, take_pipe, Side};
+use super::splice::{return_pipe, splice_exact, take_pipe, Side, SpliceLimits};
 
 const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -26,18 +31,29 @@ const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 enum Failure {
     /// Nothing of a response was sent to the client: send an error response.
     BeforeResponse(ProxyError),
-    /// The response head is out: the only honest signal left is closing.
+    /// The response head is out: the only honest signal left is an aborted
+    /// connection (a reset, never a clean close that could read as complete).
     AfterResponse(ProxyError),
     /// The client went away or stalled; nobody to answer.
     ClientGone,
 }
 
-/// Runs the exchange; returns whether the client connection stays open.
+/// What becomes of the client connection after an exchange.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum After {
+    KeepAlive,
+    /// Close cleanly (close_notify, FIN): the response is complete.
+    Close,
+    /// Reset: the response was cut short, or the client stopped reading.
+    Abort,
+}
+
+/// Runs the exchange; says what the client connection does next.
 pub(super) async fn exchange<S: Transport>(
     c: &mut ClientConn<S>,
     plan: &RequestPlan,
     ctx: &WorkerContext,
-) -> bool {
+) -> After {
     let generation = c.session.generation.clone();
     let tls = generation.upstream_configs[plan.upstream]
         .as_ref()
@@ -52,6 +68,7 @@ pub(super) async fn exchange<S: Transport>(
     let mut body_started = false;
     let mut sent_continue = false;
     let mut retried = false;
+    let mut clock = BodyClock::start(Instant::now(), plan.body_deadline);
     loop {
         let pooled = ctx.pool.borrow_mut().checkout(&key);
         let mut backend = match pooled {
@@ -77,6 +94,7 @@ pub(super) async fn exchange<S: Transport>(
             ctx,
             &mut body_started,
             &mut sent_continue,
+            &mut clock,
         )
         .await;
         let result = match sent {
@@ -88,16 +106,29 @@ pub(super) async fn exchange<S: Transport>(
                 if reusable {
                     ctx.pool.borrow_mut().checkin(key, backend);
                 }
-                return keep_client && !ctx.drain.is_draining();
+                return if keep_client && !ctx.drain.is_draining() {
+                    After::KeepAlive
+                } else {
+                    After::Close
+                };
             }
-            Err(Attempt::Stale(e)) if backend.reused && !body_started && !retried => {
-                // A pooled connection the backend had already closed: the request
-                // never reached it, so sending it again on a fresh one is safe.
-                debug!(backend = %plan.backend, error = %e, "pooled backend connection was closed; retrying on a fresh one");
+            Err(Attempt::Stale {
+                error,
+                request_sent,
+            }) if backend.reused
+                && !body_started
+                && !retried
+                && (!request_sent || plan.idempotent) =>
+            {
+                // A pooled connection the backend had already closed. Sending
+                // again is safe when the backend provably never got the request
+                // (writing its head failed), or when the method is idempotent:
+                // a POST it may have acted on must not reach it twice.
+                debug!(backend = %plan.backend, error = %error, request_sent, "pooled backend connection was closed; retrying on a fresh one");
                 retried = true;
                 c.out.truncate(plan.backend_head_len);
             }
-            Err(Attempt::Stale(e)) => {
+            Err(Attempt::Stale { error: e, .. }) => {
                 let error = match e.get_ref().and_then(|i| i.downcast_ref::<TlsFailure>()) {
                     // e.g. a TLS 1.3 backend refusing our certificate after the handshake.
                     Some(tls) => ProxyError::BackendTls(tls.0.clone()),
@@ -112,7 +143,12 @@ pub(super) async fn exchange<S: Transport>(
 
 enum Attempt {
     /// The backend connection failed before any response byte arrived.
-    Stale(io::Error),
+    /// `request_sent`: the request head had been written to it (the backend
+    /// may have received the request); false when writing the head failed.
+    Stale {
+        error: io::Error,
+        request_sent: bool,
+    },
     Failed(Failure),
 }
 
@@ -121,17 +157,25 @@ async fn finish_with_error<S: Transport>(
     ctx: &WorkerContext,
     plan: &RequestPlan,
     f: Failure,
-) -> bool {
+) -> After {
     match f {
         Failure::BeforeResponse(e) => {
             log_error(c, &e, Some(plan.backend));
             access_log(c, ctx, plan, e.status(), e.code());
-            respond_error(c, &e, true).await;
+            match respond_error(c, &e, true).await {
+                super::Written::Yes => After::Close,
+                super::Written::No => After::Abort,
+            }
         }
-        Failure::AfterResponse(e) => log_error(c, &e, Some(plan.backend)),
-        Failure::ClientGone => debug!(peer = %c.peer, "client went away mid-request"),
+        Failure::AfterResponse(e) => {
+            log_error(c, &e, Some(plan.backend));
+            After::Abort
+        }
+        Failure::ClientGone => {
+            debug!(peer = %c.peer, "client went away or stopped reading mid-request");
+            After::Abort
+        }
     }
-    false
 }
 
 async fn send_request<S: Transport>(
@@ -141,11 +185,19 @@ async fn send_request<S: Transport>(
     ctx: &WorkerContext,
     body_started: &mut bool,
     sent_continue: &mut bool,
+    clock: &mut BodyClock,
 ) -> Result<(), Attempt> {
+    let send = send_timeout(c);
     let out = std::mem::take(&mut c.out);
-    let (res, out) = b.stream.write_range(out, 0..plan.backend_head_len).await;
+    let (res, out) = backend_write(b, out, plan.backend_head_len, send, |error| {
+        Attempt::Stale {
+            error,
+            request_sent: false,
+        }
+    })
+    .await;
     c.out = out;
-    res.map_err(Attempt::Stale)?;
+    res?;
 
     let has_body = !matches!(
         plan.framing,
@@ -155,7 +207,7 @@ async fn send_request<S: Transport>(
         *sent_continue = true;
         // Not through `out`: it still holds the backend head, needed for a retry.
         let (res, _) = match monoio::time::timeout(
-            io_timeout(c),
+            send,
             c.io.write_range(CONTINUE_100.to_vec(), 0..CONTINUE_100.len()),
         )
         .await
@@ -172,16 +224,22 @@ async fn send_request<S: Transport>(
             while remaining > 0 {
                 if c.rbuf.is_empty() {
                     let timeout = io_timeout(c);
+                    let deadline = clock.deadline_for(remaining);
                     if let (Some(k), Some(backend_tcp)) = (c.io.kernel_tls(), b.stream.plain_tcp())
                     {
                         // Straight from the kernel-TLS socket into the backend's.
                         if let Some(mut pipe) = take_pipe(ctx) {
+                            let limits = SpliceLimits {
+                                source: timeout,
+                                destination: send,
+                                deadline: Some(deadline),
+                            };
                             match splice_exact(
                                 k.socket(),
                                 backend_tcp,
                                 &mut pipe,
                                 remaining,
-                                timeout,
+                                &limits,
                             )
                             .await
                             {
@@ -195,9 +253,19 @@ async fn send_request<S: Transport>(
                                     add(&ctx.body_bytes.spliced, f.moved);
                                     remaining -= f.moved;
                                     *body_started |= f.moved > 0;
+                                    clock.received(f.moved);
                                     if let Side::Destination = f.side {
-                                        let e = ProxyError::BackendReset(f.error);
+                                        let e = if f.error.kind() == io::ErrorKind::TimedOut {
+                                            ProxyError::BackendTimeout
+                                        } else {
+                                            ProxyError::BackendReset(f.error)
+                                        };
                                         return Err(Attempt::Failed(Failure::BeforeResponse(e)));
+                                    }
+                                    if Instant::now() >= deadline {
+                                        return Err(Attempt::Failed(Failure::BeforeResponse(
+                                            ProxyError::BodyTimeout,
+                                        )));
                                     }
                                     // The client side stopped the splice (a control
                                     // record, EOF, a stall): the copying read path
@@ -210,18 +278,19 @@ async fn send_request<S: Transport>(
                             }
                         }
                     }
-                    client_read(c).await?;
+                    client_read(c, clock).await?;
                 }
                 let take = usize::try_from(remaining)
                     .unwrap_or(usize::MAX)
                     .min(c.rbuf.len());
                 *body_started = true;
                 let buf = std::mem::take(&mut c.rbuf);
-                let (res, buf) = b.stream.write_range(buf, 0..take).await;
-                c.rbuf = buf;
-                res.map_err(|e| {
+                let (res, buf) = backend_write(b, buf, take, send, |e| {
                     Attempt::Failed(Failure::BeforeResponse(ProxyError::BackendReset(e)))
-                })?;
+                })
+                .await;
+                c.rbuf = buf;
+                res?;
                 c.rbuf.drain(..take);
                 remaining -= take as u64;
             }
@@ -262,16 +331,18 @@ async fn send_request<S: Transport>(
                 if !c.out.is_empty() {
                     *body_started = true;
                     let out = std::mem::take(&mut c.out);
-                    let (res, out) = crate::io::write_all(&mut b.stream, out).await;
-                    c.out = out;
-                    res.map_err(|e| {
+                    let len = out.len();
+                    let (res, out) = backend_write(b, out, len, send, |e| {
                         Attempt::Failed(Failure::BeforeResponse(ProxyError::BackendReset(e)))
-                    })?;
+                    })
+                    .await;
+                    c.out = out;
+                    res?;
                 }
                 if decoder.is_done() {
                     return Ok(());
                 }
-                client_read(c).await?;
+                client_read(c, clock).await?;
             }
         }
     }
@@ -311,11 +382,12 @@ async fn relay_response<S: Transport>(
                     continue;
                 }
                 Ok(Parsed::Complete(resp)) => {
+                    let client_framing = client_framing(resp.framing, plan.client_http10);
                     let client_keep = plan.keep_alive
-                        && resp.framing != BodyFraming::UntilClose
+                        && client_framing != BodyFraming::UntilClose
                         && !ctx.drain.is_draining();
                     c.out.clear();
-                    write_client_response_head(&resp, resp.framing, client_keep, &mut c.out);
+                    write_client_response_head(&resp, client_framing, client_keep, &mut c.out);
                     let parsed = (resp.status, resp.framing, resp.keep_alive);
                     let len = resp.head_len;
                     b.buf.drain(..len);
@@ -341,7 +413,10 @@ async fn relay_response<S: Transport>(
                 return Err(if got_bytes {
                     Attempt::Failed(Failure::BeforeResponse(ProxyError::BackendReset(e)))
                 } else {
-                    Attempt::Stale(e)
+                    Attempt::Stale {
+                        error: e,
+                        request_sent: true,
+                    }
                 });
             }
             Ok((Ok(_), buf)) => {
@@ -353,7 +428,10 @@ async fn relay_response<S: Transport>(
                 return Err(if got_bytes {
                     Attempt::Failed(Failure::BeforeResponse(ProxyError::BackendReset(e)))
                 } else {
-                    Attempt::Stale(e)
+                    Attempt::Stale {
+                        error: e,
+                        request_sent: true,
+                    }
                 });
             }
             Err(_) => {
@@ -363,8 +441,10 @@ async fn relay_response<S: Transport>(
             }
         }
     };
-    let client_keep =
-        plan.keep_alive && framing != BodyFraming::UntilClose && !ctx.drain.is_draining();
+    let dechunk = plan.client_http10 && framing == BodyFraming::Chunked;
+    let client_keep = plan.keep_alive
+        && client_framing(framing, plan.client_http10) != BodyFraming::UntilClose
+        && !ctx.drain.is_draining();
     access_log(c, ctx, plan, status, "-");
     let after = |e| Attempt::Failed(Failure::AfterResponse(e));
 
@@ -384,9 +464,13 @@ async fn relay_response<S: Transport>(
             if remaining > 0 {
                 if let (Some(k), Some(backend_tcp)) = (c.io.kernel_tls(), b.stream.plain_tcp()) {
                     if let Some(mut pipe) = take_pipe(ctx) {
-                        let timeout = settings.timeouts.backend_response;
+                        let limits = SpliceLimits {
+                            source: settings.timeouts.backend_response,
+                            destination: settings.timeouts.send,
+                            deadline: None,
+                        };
                         let res =
-                            splice_exact(backend_tcp, k.socket(), &mut pipe, remaining, timeout)
+                            splice_exact(backend_tcp, k.socket(), &mut pipe, remaining, &limits)
                                 .await;
                         let moved = match &res {
                             Ok(()) => remaining,
@@ -444,9 +528,15 @@ async fn relay_response<S: Transport>(
                         .map_err(|e| after(ProxyError::BackendInvalidResponse(e)))?;
                     let data = &b.buf[pos..][d.data.clone()];
                     if !data.is_empty() {
-                        write_chunk_header(data.len(), &mut c.out);
+                        // An HTTP/1.0 client cannot read chunked: it gets the
+                        // bare data and the connection's end marks the body's.
+                        if !dechunk {
+                            write_chunk_header(data.len(), &mut c.out);
+                        }
                         c.out.extend_from_slice(data);
-                        c.out.extend_from_slice(b"\r\n");
+                        if !dechunk {
+                            c.out.extend_from_slice(b"\r\n");
+                        }
                     }
                     pos += d.consumed;
                     if d.consumed == 0 {
@@ -454,7 +544,7 @@ async fn relay_response<S: Transport>(
                     }
                 }
                 b.buf.drain(..pos);
-                if decoder.is_done() {
+                if decoder.is_done() && !dechunk {
                     c.out.extend_from_slice(LAST_CHUNK);
                 }
                 if !c.out.is_empty() {
@@ -478,6 +568,16 @@ async fn relay_response<S: Transport>(
                     Err(ProxyError::BackendReset(e))
                         if e.kind() == io::ErrorKind::UnexpectedEof =>
                     {
+                        if !b.stream.ended_cleanly() {
+                            // A TLS backend that ends a close-delimited body
+                            // without close_notify may have been cut off by
+                            // anyone on the path: the client must see an
+                            // aborted response, never a complete one.
+                            return Err(after(ProxyError::BackendReset(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "TLS backend ended a close-delimited body without close_notify (truncated)",
+                            ))));
+                        }
                         return Ok((false, false));
                     }
                     Err(e) => return Err(after(e)),
@@ -520,11 +620,24 @@ async fn backend_read(b: &mut BackendConn, timeout: std::time::Duration) -> Resu
     }
 }
 
-/// Reads more request body from the client into `rbuf`.
-async fn client_read<S: Transport>(c: &mut ClientConn<S>) -> Result<(), Attempt> {
+/// Reads more request body from the client into `rbuf`, within the body's
+/// deadline (408 when it runs out) and the per-read idle timeout.
+async fn client_read<S: Transport>(
+    c: &mut ClientConn<S>,
+    clock: &mut BodyClock,
+) -> Result<(), Attempt> {
+    let now = Instant::now();
+    if clock.expired(now) {
+        return Err(Attempt::Failed(Failure::BeforeResponse(
+            ProxyError::BodyTimeout,
+        )));
+    }
+    let wait = io_timeout(c).min(clock.remaining(now));
     let buf = std::mem::take(&mut c.rbuf);
-    match monoio::time::timeout(io_timeout(c), c.io.read_append(buf)).await {
+    let before = buf.len();
+    match monoio::time::timeout(wait, c.io.read_append(buf)).await {
         Ok((Ok(n), buf)) if n > 0 => {
+            clock.received((buf.len() - before) as u64);
             c.rbuf = buf;
             Ok(())
         }
@@ -532,7 +645,40 @@ async fn client_read<S: Transport>(c: &mut ClientConn<S>) -> Result<(), Attempt>
             c.rbuf = buf;
             Err(Attempt::Failed(Failure::ClientGone))
         }
+        Err(_) if clock.expired(Instant::now()) => Err(Attempt::Failed(Failure::BeforeResponse(
+            ProxyError::BodyTimeout,
+        ))),
         Err(_) => Err(Attempt::Failed(Failure::ClientGone)),
+    }
+}
+
+/// Writes `buf[..len]` to the backend within `timeout` (a backend that stops
+/// reading our request is as stuck as one that never answers: 504).
+async fn backend_write(
+    b: &mut BackendConn,
+    buf: Vec<u8>,
+    len: usize,
+    timeout: std::time::Duration,
+    on_error: impl FnOnce(io::Error) -> Attempt,
+) -> (Result<(), Attempt>, Vec<u8>) {
+    match monoio::time::timeout(timeout, b.stream.write_range(buf, 0..len)).await {
+        Ok((Ok(()), buf)) => (Ok(()), buf),
+        Ok((Err(e), buf)) => (Err(on_error(e)), buf),
+        Err(_) => (
+            Err(Attempt::Failed(Failure::BeforeResponse(
+                ProxyError::BackendTimeout,
+            ))),
+            Vec::new(),
+        ),
+    }
+}
+
+/// How the body is sent to the client: as the backend framed it, except
+/// that an HTTP/1.0 client never gets chunked (it cannot parse it).
+fn client_framing(backend: BodyFraming, client_http10: bool) -> BodyFraming {
+    match backend {
+        BodyFraming::Chunked if client_http10 => BodyFraming::UntilClose,
+        other => other,
     }
 }
 
@@ -549,7 +695,7 @@ async fn client_write_range<S: Transport>(
     buf: Vec<u8>,
     len: usize,
 ) -> (Result<(), Attempt>, Vec<u8>) {
-    match monoio::time::timeout(io_timeout(c), c.io.write_range(buf, 0..len)).await {
+    match monoio::time::timeout(send_timeout(c), c.io.write_range(buf, 0..len)).await {
         Ok((Ok(()), buf)) => (Ok(()), buf),
         Ok((Err(_), buf)) => (Err(Attempt::Failed(Failure::ClientGone)), buf),
         Err(_) => (Err(Attempt::Failed(Failure::ClientGone)), Vec::new()),

@@ -2,6 +2,7 @@
 //! the response, repeat while keep-alive holds. Protocol decisions live in
 //! `crate::http` (pure); this module is the I/O shell around them.
 
+mod body_clock;
 mod forward;
 mod identity_headers;
 mod splice;
@@ -58,6 +59,8 @@ pub struct WorkerContext {
     pub requests: Cell<u64>,
     /// Connections by TLS mode after the handshake.
     pub modes: ModeCounters,
+    /// Connections open and handshaking now, and those refused at a cap.
+    pub conns: ConnCounts,
     /// Body bytes relayed by splice (never in user memory) versus copied.
     pub body_bytes: BodyByteCounters,
     /// Pipes for splicing, one per splice in flight, reused.
@@ -71,6 +74,14 @@ pub struct ModeCounters {
     pub ktls: Cell<u64>,
     pub userspace: Cell<u64>,
     pub handshake_failed: Cell<u64>,
+}
+
+#[derive(Default)]
+pub struct ConnCounts {
+    pub open: Cell<usize>,
+    pub handshaking: Cell<usize>,
+    pub refused_max_connections: Cell<u64>,
+    pub refused_max_handshakes: Cell<u64>,
 }
 
 #[derive(Default)]
@@ -90,6 +101,7 @@ impl WorkerContext {
             )),
             requests: Cell::new(0),
             modes: ModeCounters::default(),
+            conns: ConnCounts::default(),
             body_bytes: BodyByteCounters::default(),
             pipes: RefCell::new(Vec::new()),
             metrics: crate::metrics::WorkerMetrics::new(),
@@ -122,7 +134,13 @@ pub(crate) struct RequestPlan {
     pub metric_slot: usize,
     pub framing: BodyFraming,
     pub max_body: u64,
+    pub body_deadline: crate::config::BodyDeadline,
     pub keep_alive: bool,
+    /// RFC 9110 section 9.2.2: may be sent again after a backend connection
+    /// failed with the request possibly delivered.
+    pub idempotent: bool,
+    /// The client speaks HTTP/1.0: it never gets a chunked response.
+    pub client_http10: bool,
     pub expect_continue: bool,
     pub is_head: bool,
     pub backend_head_len: usize,
@@ -165,7 +183,9 @@ pub async fn serve<S: Transport>(
             Err(e) => {
                 log_error(&c, &e, None);
                 ctx.metrics.record_request(None, e.status());
-                respond_error(&mut c, &e, true).await;
+                if respond_error(&mut c, &e, true).await == Written::No {
+                    return abort(c);
+                }
                 break;
             }
         };
@@ -177,7 +197,10 @@ pub async fn serve<S: Transport>(
                 allow,
             } => {
                 log_error(&c, &error, None);
-                respond_error_with(&mut c, &error, close, allow.as_deref()).await;
+                let written = respond_error_with(&mut c, &error, close, allow.as_deref()).await;
+                if written == Written::No {
+                    return abort(c);
+                }
                 if close {
                     break;
                 }
@@ -185,11 +208,13 @@ pub async fn serve<S: Transport>(
             Next::Forward(plan) => {
                 let _in_flight = ctx.drain.enter();
                 ctx.requests.set(ctx.requests.get() + 1);
-                let keep = forward::exchange(&mut c, &plan, &ctx).await;
+                let after = forward::exchange(&mut c, &plan, &ctx).await;
                 let micros = u64::try_from(plan.started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 let _ = ctx.latency.borrow_mut().record(micros.max(1));
-                if !keep {
-                    break;
+                match after {
+                    forward::After::KeepAlive => {}
+                    forward::After::Close => break,
+                    forward::After::Abort => return abort(c),
                 }
             }
         }
@@ -197,6 +222,21 @@ pub async fn serve<S: Transport>(
     c.io.close().await;
     give_buffer(std::mem::take(&mut c.rbuf));
     give_buffer(std::mem::take(&mut c.out));
+}
+
+/// Ends a connection with a reset: its response was cut short, or the client
+/// stopped reading (a clean close would wait on it, or read as complete).
+fn abort<S: Transport>(mut c: ClientConn<S>) {
+    c.io.abort();
+    give_buffer(std::mem::take(&mut c.rbuf));
+    give_buffer(std::mem::take(&mut c.out));
+}
+
+/// Whether a response reached the client's socket within the send timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Written {
+    Yes,
+    No,
 }
 
 /// Reads until one whole request head is in `rbuf`, then plans it. Ok(None):
@@ -388,7 +428,13 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
             metric_slot: route.metric_slot,
             framing: req.framing,
             max_body: route.max_body_bytes,
+            body_deadline: route.body_deadline,
             keep_alive: req.keep_alive,
+            idempotent: matches!(
+                req.method,
+                "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+            ),
+            client_http10: req.minor_version == 0,
             expect_continue: req.expect_continue,
             is_head: req.method == "HEAD",
             backend_head_len: c.out.len(),
@@ -431,7 +477,7 @@ pub(crate) async fn respond_error<S: Transport>(
     c: &mut ClientConn<S>,
     e: &ProxyError,
     close: bool,
-) {
+) -> Written {
     respond_error_with(c, e, close, None).await
 }
 
@@ -441,7 +487,7 @@ async fn respond_error_with<S: Transport>(
     e: &ProxyError,
     close: bool,
     extra: Option<&str>,
-) {
+) -> Written {
     c.out.clear();
     let extra: &[&str] = match &extra {
         Some(line) => std::slice::from_ref(line),
@@ -456,8 +502,18 @@ async fn respond_error_with<S: Transport>(
         &mut c.out,
     );
     let out = std::mem::take(&mut c.out);
-    let (_, out) = write_all(&mut c.io, out).await;
-    c.out = out;
+    // A client that does not read its error response loses it, and its connection.
+    match monoio::time::timeout(send_timeout(c), write_all(&mut c.io, out)).await {
+        Ok((res, out)) => {
+            c.out = out;
+            if res.is_ok() {
+                Written::Yes
+            } else {
+                Written::No
+            }
+        }
+        Err(_) => Written::No,
+    }
 }
 
 pub(crate) fn log_error<S>(c: &ClientConn<S>, e: &ProxyError, backend: Option<SocketAddr>) {
@@ -486,7 +542,12 @@ pub(crate) fn access_log<S>(
     }
 }
 
-/// Client I/O deadline for body reads and response writes.
+/// Client read deadline for body reads (per read).
 pub(crate) fn io_timeout<S>(c: &ClientConn<S>) -> Duration {
     c.session.settings().timeouts.idle
+}
+
+/// Deadline of one write to the client or to a backend.
+pub(crate) fn send_timeout<S>(c: &ClientConn<S>) -> Duration {
+    c.session.settings().timeouts.send
 }

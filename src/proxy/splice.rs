@@ -3,7 +3,7 @@
 //! socket: the kernel encrypts or decrypts on the way.
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use monoio::io::splice::{SpliceDestination, SpliceSource};
 use monoio::net::{Pipe, TcpStream};
@@ -30,20 +30,39 @@ pub(crate) struct SpliceFailure {
     pub error: io::Error,
 }
 
+/// How long a splice may wait: per read from the source, per write to the
+/// destination, and in all (e.g. a request body's deadline).
+pub(crate) struct SpliceLimits {
+    pub source: Duration,
+    pub destination: Duration,
+    pub deadline: Option<Instant>,
+}
+
+impl SpliceLimits {
+    fn wait(&self, per_op: Duration) -> Duration {
+        match self.deadline {
+            Some(d) => per_op.min(d.saturating_duration_since(Instant::now())),
+            None => per_op,
+        }
+    }
+}
+
 /// Moves exactly `len` bytes from `src` to `dst`. Never asks the source for
 /// more than remains, so the next message on a kept-alive socket stays there.
+/// A wait that runs out fails with `TimedOut` on the side that was waited on.
 pub(crate) async fn splice_exact(
     src: &mut TcpStream,
     dst: &mut TcpStream,
     pipe: &mut PipePair,
     len: u64,
-    per_op: Duration,
+    limits: &SpliceLimits,
 ) -> Result<(), SpliceFailure> {
     let mut moved = 0u64;
     let fail = |moved, side, error| Err(SpliceFailure { moved, side, error });
     while moved < len {
         let want = (len - moved).min(PIPE_CHUNK) as u32;
-        let got = match monoio::time::timeout(per_op, src.splice_to_pipe(&mut pipe.1, want)).await {
+        let wait = limits.wait(limits.source);
+        let got = match monoio::time::timeout(wait, src.splice_to_pipe(&mut pipe.1, want)).await {
             Ok(Ok(0)) => return fail(moved, Side::Source, io::ErrorKind::UnexpectedEof.into()),
             Ok(Ok(n)) => n,
             Ok(Err(e)) => return fail(moved, Side::Source, e),
@@ -51,7 +70,8 @@ pub(crate) async fn splice_exact(
         };
         let mut in_pipe = got;
         while in_pipe > 0 {
-            match monoio::time::timeout(per_op, dst.splice_from_pipe(&mut pipe.0, in_pipe)).await {
+            let wait = limits.wait(limits.destination);
+            match monoio::time::timeout(wait, dst.splice_from_pipe(&mut pipe.0, in_pipe)).await {
                 Ok(Ok(0)) => {
                     return fail(moved, Side::Destination, io::ErrorKind::WriteZero.into())
                 }

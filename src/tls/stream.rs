@@ -463,8 +463,13 @@ impl Transport for TlsStream {
 
     async fn close(&mut self) {
         let _ = self.encrypt_into_outgoing(None);
-        let _ = self.flush().await;
+        // A client that stopped reading does not get to hold the close open.
+        let _ = monoio::time::timeout(crate::io::CLOSE_FLUSH_TIME, self.flush()).await;
         linger_close(&mut self.tcp).await;
+    }
+
+    fn abort(&mut self) {
+        crate::sock::set_abortive_close(&self.tcp);
     }
 }
 

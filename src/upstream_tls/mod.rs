@@ -30,7 +30,7 @@ use rustls::{
     Error, RootCertStore, SignatureScheme,
 };
 
-use crate::io::{Transport, MIN_READ};
+use crate::io::{Transport, CLOSE_FLUSH_TIME, MIN_READ};
 use crate::tls::server_config::{provider, ALPN_HTTP11};
 
 /// What a backend's TLS needs; built once per config load, shared by all cores.
@@ -233,6 +233,17 @@ impl TlsClientStream {
     /// after a bare TCP EOF, which may be a truncation).
     pub fn received_close_notify(&self) -> bool {
         self.close_notify
+    }
+
+    /// Whether nothing at all is waiting: no ciphertext or plaintext in our
+    /// buffers or rustls's, no close seen, and nothing readable on the socket.
+    pub fn is_idle_clean(&mut self) -> bool {
+        let buffered = self.fed < self.incoming.len()
+            || self.conn.reader().fill_buf().is_ok_and(|b| !b.is_empty());
+        !buffered
+            && !self.close_notify
+            && !self.tcp_eof
+            && crate::sock::peek_idle(&self.tcp) == crate::sock::Idle::Quiet
     }
 
     async fn handshake(&mut self, name: &str) -> Result<(), UpstreamTlsError> {
@@ -444,9 +455,13 @@ impl Transport for TlsClientStream {
     async fn close(&mut self) {
         self.conn.send_close_notify();
         if self.queue_tls().is_ok() {
-            let _ = self.flush().await;
+            let _ = monoio::time::timeout(CLOSE_FLUSH_TIME, self.flush()).await;
         }
         let _ = self.tcp.shutdown().await;
+    }
+
+    fn abort(&mut self) {
+        crate::sock::set_abortive_close(&self.tcp);
     }
 
     async fn wait_readable(&mut self) -> io::Result<()> {

@@ -685,6 +685,8 @@ pub struct RouteCfg {
     pub backends: Vec<String>,
     pub set_host: Option<String>,
     pub max_body_bytes: Option<String>,
+    /// Raw `key = value` lines added to the route's table.
+    pub extra: Vec<String>,
 }
 
 impl RouteCfg {
@@ -711,6 +713,11 @@ impl RouteCfg {
         self.max_body_bytes = Some(s.into());
         self
     }
+    /// Adds a raw `key = value` line to the route's table.
+    pub fn line(mut self, l: &str) -> Self {
+        self.extra.push(l.into());
+        self
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -735,6 +742,12 @@ pub struct Config {
     pub routes: Vec<RouteCfg>,
     /// `[admin] address`, when set.
     pub admin: Option<String>,
+    /// Raw `key = value` lines added to `[server]`, `[limits]` and `[timeouts]`.
+    pub server_extra: Vec<String>,
+    pub limits_extra: Vec<String>,
+    pub timeouts_extra: Vec<String>,
+    /// Raw TOML tables (e.g. `[[upstream]] ...`) appended at the end.
+    pub tables: Vec<String>,
 }
 
 impl Config {
@@ -760,7 +773,35 @@ impl Config {
             pool_idle_timeout: "30s".into(),
             routes: Vec::new(),
             admin: None,
+            server_extra: Vec::new(),
+            limits_extra: Vec::new(),
+            timeouts_extra: Vec::new(),
+            tables: Vec::new(),
         }
+    }
+
+    /// Appends a raw TOML table (e.g. an `[[upstream]]`).
+    pub fn table(mut self, t: &str) -> Self {
+        self.tables.push(t.into());
+        self
+    }
+
+    /// Adds a raw `key = value` line to `[server]`.
+    pub fn server_line(mut self, l: &str) -> Self {
+        self.server_extra.push(l.into());
+        self
+    }
+
+    /// Adds a raw `key = value` line to `[limits]`.
+    pub fn limits_line(mut self, l: &str) -> Self {
+        self.limits_extra.push(l.into());
+        self
+    }
+
+    /// Adds a raw `key = value` line to `[timeouts]`.
+    pub fn timeouts_line(mut self, l: &str) -> Self {
+        self.timeouts_extra.push(l.into());
+        self
     }
 
     pub fn workers(mut self, n: usize) -> Self {
@@ -787,6 +828,9 @@ impl Config {
         s.push_str(&format!("log_format = {}\n", q(&self.log_format)));
         s.push_str(&format!("access_log = {}\n", self.access_log));
         s.push_str(&format!("drain_timeout = {}\n", q(&self.drain_timeout)));
+        for l in &self.server_extra {
+            s.push_str(&format!("{l}\n"));
+        }
         for l in &self.listeners {
             s.push_str("\n[[listener]]\n");
             s.push_str(&format!("address = {}\n", q(&l.address)));
@@ -817,6 +861,9 @@ impl Config {
             "max_body_bytes = {}\n",
             size_val(&self.max_body_bytes)
         ));
+        for l in &self.limits_extra {
+            s.push_str(&format!("{l}\n"));
+        }
         s.push_str("\n[timeouts]\n");
         s.push_str(&format!("handshake = {}\n", q(&self.handshake)));
         s.push_str(&format!("request_head = {}\n", q(&self.request_head)));
@@ -826,6 +873,9 @@ impl Config {
             "backend_response = {}\n",
             q(&self.backend_response)
         ));
+        for l in &self.timeouts_extra {
+            s.push_str(&format!("{l}\n"));
+        }
         s.push_str("\n[pool]\n");
         s.push_str(&format!("max_idle_per_backend = {}\n", self.pool_max_idle));
         s.push_str(&format!("idle_timeout = {}\n", q(&self.pool_idle_timeout)));
@@ -839,17 +889,25 @@ impl Config {
                 let ms: Vec<String> = m.iter().map(|x| q(x)).collect();
                 s.push_str(&format!("methods = [{}]\n", ms.join(", ")));
             }
-            let bs: Vec<String> = r.backends.iter().map(|x| q(x)).collect();
-            s.push_str(&format!("backends = [{}]\n", bs.join(", ")));
+            if !r.backends.is_empty() {
+                let bs: Vec<String> = r.backends.iter().map(|x| q(x)).collect();
+                s.push_str(&format!("backends = [{}]\n", bs.join(", ")));
+            }
             if let Some(h) = &r.set_host {
                 s.push_str(&format!("set_host = {}\n", q(h)));
             }
             if let Some(m) = &r.max_body_bytes {
                 s.push_str(&format!("max_body_bytes = {}\n", size_val(m)));
             }
+            for l in &r.extra {
+                s.push_str(&format!("{l}\n"));
+            }
         }
         if let Some(a) = &self.admin {
             s.push_str(&format!("\n[admin]\naddress = {}\n", q(a)));
+        }
+        for t in &self.tables {
+            s.push_str(&format!("\n{t}\n"));
         }
         s
     }
@@ -1780,6 +1838,9 @@ pub enum Behaviour {
     Reset,
     /// Answer bytes that are not HTTP, then close.
     Garbage,
+    /// After reading the request (and its Content-Length body), write each
+    /// piece after its delay, then keep the connection for the next request.
+    Script(Vec<(Duration, Vec<u8>)>),
 }
 
 pub struct MiniBackend {
@@ -1952,6 +2013,22 @@ fn serve_conn(
                 drop(sock);
                 return;
             }
+            Behaviour::Script(pieces) => {
+                while buf.len() < cl {
+                    let mut tmp = [0u8; 65536];
+                    match sock.read(&mut tmp) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                }
+                buf.drain(..cl);
+                for (delay, bytes) in pieces {
+                    thread::sleep(delay);
+                    if sock.write_all(&bytes).is_err() {
+                        return;
+                    }
+                }
+            }
             Behaviour::Garbage => {
                 let _ = sock.write_all(b"this is not HTTP at all\r\n\r\n");
                 let _ = sock.shutdown(Shutdown::Write);
@@ -1965,4 +2042,33 @@ fn serve_conn(
 /// Resolves "host:port" to the first socket address.
 pub fn sockaddr(s: &str) -> SocketAddr {
     s.to_socket_addrs().unwrap().next().unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// Admin listener
+// ---------------------------------------------------------------------------
+
+/// GET on the plain-HTTP admin listener; (status, body).
+pub fn admin_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("admin {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of one Prometheus series (`name{labels}` exactly) in `body`.
+pub fn metric(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
 }

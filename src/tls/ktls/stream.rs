@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use super::{kernel_crypto_rx, kernel_crypto_tx, ktls_io_error, sys};
 use crate::io::Transport;
+use crate::io::CLOSE_FLUSH_TIME;
 use crate::tls::stream::linger_close;
 
 const RECORD_ALERT: u8 = 21;
@@ -351,8 +352,12 @@ impl Transport for KtlsStream {
     }
 
     async fn close(&mut self) {
-        self.close_notify().await;
+        let _ = monoio::time::timeout(CLOSE_FLUSH_TIME, self.close_notify()).await;
         linger_close(&mut self.tcp).await;
+    }
+
+    fn abort(&mut self) {
+        crate::sock::set_abortive_close(&self.tcp);
     }
 
     fn kernel_tls(&mut self) -> Option<&mut KtlsStream> {
