@@ -111,13 +111,13 @@ impl RouteTable {
             let method_ok = route
                 .methods
                 .as_ref()
-                .map_or(true, |ms| ms.iter().any(|m| m == method));
+                .is_none_or(|ms| ms.iter().any(|m| m == method));
             let slot = if method_ok {
                 &mut best
             } else {
                 &mut best_any_method
             };
-            if slot.map_or(true, |b| better(route, b)) {
+            if slot.is_none_or(|b| better(route, b)) {
                 *slot = Some(route);
             }
         }
@@ -301,7 +301,11 @@ mod tests {
             ("/", "", "/x/y", "/x/y"),
             ("/a/b/", "/c/", "/a/b/d;p=1", "/c/d;p=1"),
         ] {
-            assert_eq!(rw(route, replacement, path), want, "{route} {replacement} {path}");
+            assert_eq!(
+                rw(route, replacement, path),
+                want,
+                "{route} {replacement} {path}"
+            );
         }
     }
 }

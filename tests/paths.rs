@@ -15,9 +15,10 @@ use common::*;
 /// Certs, an echo backend and a gateway started from hand-written TOML (the
 /// shared `Config` renderer knows no policies, rewrites or `[paths]`).
 struct PathStack {
-    td: TempDir,
+    /// Kept for its drop: the scratch directory and the echo process.
+    _td: TempDir,
+    _echo: Echo,
     certs: CertDir,
-    echo: Echo,
     gw: Gateway,
     /// A client certificate with CN "admin" (on the `/admin/` allowlists).
     admin: (PathBuf, PathBuf),
@@ -36,9 +37,9 @@ impl PathStack {
         let text = format!("{}\n{}", cfg.render(), tail(&echo.addr()));
         let gw = start_text(&td, &certs, cfg, &text);
         PathStack {
-            td,
+            _td: td,
+            _echo: echo,
             certs,
-            echo,
             gw,
             admin,
         }
@@ -102,7 +103,9 @@ fn start_text(td: &TempDir, certs: &CertDir, cfg: Config, text: &str) -> Gateway
         proc.count_log_lines(&["worker started"]) >= want || proc.try_exit().is_some()
     });
     if !ok || proc.try_exit().is_some() {
-        proc.fail(&format!("gateway did not log {want} `worker started` lines"));
+        proc.fail(&format!(
+            "gateway did not log {want} `worker started` lines"
+        ));
     }
     Gateway {
         proc,

@@ -55,7 +55,8 @@ impl Default for PathOptions {
     }
 }
 
-const INVALID_ESCAPE: HttpError = HttpError::Malformed("invalid percent-encoding in the request path");
+const INVALID_ESCAPE: HttpError =
+    HttpError::Malformed("invalid percent-encoding in the request path");
 const OVERLONG: HttpError = HttpError::Malformed("overlong UTF-8 sequence in the request path");
 const INVALID_CHAR: HttpError = HttpError::Malformed("invalid character in the request path");
 
@@ -118,9 +119,7 @@ pub fn normalize_path(raw: &str, opts: &PathOptions, out: &mut String) -> Result
                 // The request parser already refuses these (httparse: controls
                 // and space; ours: non-ASCII, `#`); refused again so the
                 // function is safe on any input.
-                b if b <= b' ' || b >= 0x7f || b == b'?' || b == b'#' => {
-                    return Err(INVALID_CHAR)
-                }
+                b if b <= b' ' || b >= 0x7f || b == b'?' || b == b'#' => return Err(INVALID_CHAR),
                 b => out.push(char::from(b)),
             }
             prev_escape = None;
@@ -478,7 +477,9 @@ mod tests {
         for raw in ["", "a", "*", "%2F", "./a"] {
             assert!(matches!(norm(raw), Err(HttpError::Malformed(_))), "{raw:?}");
         }
-        for raw in ["/a b", "/a\tb", "/a\0b", "/a\x7fb", "/\u{e9}", "/a?b", "/a#b"] {
+        for raw in [
+            "/a b", "/a\tb", "/a\0b", "/a\x7fb", "/\u{e9}", "/a?b", "/a#b",
+        ] {
             assert_eq!(norm(raw), Err(INVALID_CHAR), "{raw:?}");
         }
         // Long input: linear, no recursion, exact result.

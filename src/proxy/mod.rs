@@ -19,7 +19,7 @@ use crate::error::{Fault, ProxyError};
 use crate::generation::{GatewaySettings, WorkerGeneration};
 use crate::http::host::{normalize_authority, normalize_host};
 use crate::http::path::{normalize_path, strip_params};
-use crate::http::request::{parse_request, write_backend_request_head, ForwardContext};
+use crate::http::request::{parse_request, write_backend_request_head, ForwardContext, Request};
 use crate::http::response::write_error_response;
 use crate::http::{BodyFraming, HttpError, Parsed};
 use crate::identity::ClientCert;
@@ -342,32 +342,8 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
         {
             break 'plan reject(ProxyError::MisdirectedRequest);
         }
-        // Routing, policy and the backend all see the one normal form of the
-        // path (see `http::path`). `OPTIONS *` names no resource: it is routed
-        // as the host's `/` and forwarded as `*`.
-        c.target.clear();
         let asterisk = req.target == "*";
-        if asterisk {
-            c.target.push('/');
-        } else if let Err(e) = normalize_path(req.path(), &settings.paths, &mut c.target) {
-            return Err(ProxyError::BadRequest(e));
-        }
-        let found = settings
-            .routes
-            .find(c.session.site, host, &c.target, req.method);
-        if c.target.contains(';') {
-            // A servlet container routes on the path without `;` parameters:
-            // both readings must pick the same route, or we cannot know which
-            // policy the backend's resource is under.
-            let mut plain = String::with_capacity(c.target.len());
-            strip_params(&c.target, &settings.paths, &mut plain).map_err(ProxyError::BadRequest)?;
-            let other = settings
-                .routes
-                .find(c.session.site, host, &plain, req.method);
-            if other.route_id() != found.route_id() {
-                return Err(ProxyError::BadRequest(HttpError::AmbiguousPathParams));
-            }
-        }
+        let found = route_request(settings, c.session.site, host, &req, &mut c.target)?;
         let route = match found {
             RouteMatch::Found(r) => r,
             RouteMatch::MethodNotAllowed(r) => {
@@ -472,6 +448,38 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
     };
     c.rbuf.drain(..head_len);
     Ok(Some(next))
+}
+
+/// Puts the normal form of the request's path into `path` and finds its
+/// route: routing, policy and the backend all see that one form (see
+/// `http::path`). `OPTIONS *` names no resource: it is routed as the host's
+/// `/` (and forwarded as `*`).
+fn route_request<'g>(
+    settings: &'g GatewaySettings,
+    site: Option<usize>,
+    host: Option<&str>,
+    req: &Request<'_, '_>,
+    path: &mut String,
+) -> Result<RouteMatch<'g>, ProxyError> {
+    path.clear();
+    if req.target == "*" {
+        path.push('/');
+    } else {
+        normalize_path(req.path(), &settings.paths, path).map_err(ProxyError::BadRequest)?;
+    }
+    let found = settings.routes.find(site, host, path, req.method);
+    if path.contains(';') {
+        // A servlet container routes on the path without its `;` parameters:
+        // both readings must pick the same route, or we cannot know which
+        // policy the backend's resource is under.
+        let mut plain = String::with_capacity(path.len());
+        strip_params(path, &settings.paths, &mut plain).map_err(ProxyError::BadRequest)?;
+        let other = settings.routes.find(site, host, &plain, req.method);
+        if other.route_id() != found.route_id() {
+            return Err(ProxyError::BadRequest(HttpError::AmbiguousPathParams));
+        }
+    }
+    Ok(found)
 }
 
 /// Writes a gateway-generated error response (and nothing else).
