@@ -488,9 +488,17 @@ fn host_spellings_select_the_same_site_and_routes() {
         assert_eq!(r.status, 200, "Host {host}: {}", r.text());
         assert_eq!(r.json()["host"], want, "Host {host}");
     }
+    // HTTP/1.0 without Host: the SNI (normalised the same way) stands in.
+    let mut c = gw.tls();
+    let r = c
+        .request(b"GET /h HTTP/1.0\r\n\r\n")
+        .unwrap_or_else(|e| gw.fail(&format!("HTTP/1.0 without Host: {e}")));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["host"], "r-local");
     // Another site's name is still misdirected, whatever its spelling.
     ask("OTHER.example.").assert_error(421, "PCS.4210");
     for bad in [
+        "",
         "local..host",
         ".localhost",
         "[::1",
