@@ -379,6 +379,22 @@ fn host_values_are_stored_in_the_normal_form_requests_use() {
         ]
     );
     assert_eq!(c.routes[1].host, Some(HostMatch::Exact("b.example".into())));
+    let text = SITES.replacen(
+        "tls = true\n",
+        "tls = true\nserver_name = \"App.Internal.\"\n",
+        1,
+    );
+    let c = fx.parse(&text).unwrap();
+    let tls = c.upstreams[0].tls.as_ref().unwrap();
+    assert_eq!(tls.server_name, "app.internal");
+    let text = SITES.replacen(
+        "tls = true\n",
+        "tls = true\nserver_name = \"*.internal\"\n",
+        1,
+    );
+    let (_, field, problem) = fx.error(&text);
+    assert_eq!(field, "upstream[0].server_name");
+    assert!(problem.contains("wildcard"), "{problem}");
     // Two spellings of one name are one name.
     let dup = SITES
         .replacen("[\"b.example\"]", "[\"B.example.\"]", 1)
