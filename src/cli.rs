@@ -629,12 +629,26 @@ fn explain(cfg: &Config) {
         } else {
             ""
         };
+        // Segment-boundary prefixes: "/api" covers "/api" and "/api/...".
+        let below = r.path.strip_suffix('/').unwrap_or(&r.path);
         println!(
-            "  route {host}{site} {}* ({methods}) -> {}{tls}",
-            r.path,
+            "  route {host}{site} {below}/** ({methods}) -> {}{tls}",
             backends.join(", ")
         );
     }
+    let slashes = match cfg.paths.escaped_slashes {
+        config::EscapedSlashes::Reject => "%2F refused (400)",
+        config::EscapedSlashes::Keep => {
+            "%2F forwarded as data (UNSAFE with backends that decode it)"
+        }
+        config::EscapedSlashes::Decode => "%2F decoded into /",
+    };
+    let merge = if cfg.paths.merge_slashes {
+        "// merged"
+    } else {
+        "// kept (UNSAFE with backends that merge them)"
+    };
+    println!("  paths: normalised before routing; {slashes}; {merge}");
 }
 
 fn cmd_reload(args: &[String]) -> Result<(), Failure> {

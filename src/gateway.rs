@@ -565,7 +565,12 @@ async fn handle_connection(
     let timeout = generation.shared.settings.timeouts.handshake;
     let site = Cell::new(None);
     let select = |sni: Option<&str>| {
-        let chosen = generation.shared.site_for_name(accepting.listener, sni)?;
+        // The same normal form the Host header and `server_names` are in; a
+        // name that has none selects what an unknown name would.
+        let mut name = String::new();
+        let sni = sni.filter(|s| crate::http::host::normalize_host(s, &mut name).is_ok());
+        let name = sni.map(|_| name.as_str());
+        let chosen = generation.shared.site_for_name(accepting.listener, name)?;
         site.set(Some(chosen));
         generation.server_configs.get(chosen).cloned()
     };

@@ -15,7 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::ProducesTickets;
 use rustls::{ClientConfig, ServerConfig};
 
-use crate::config::{Config, HostMatch, Limits, MtlsMode, Timeouts};
+use crate::config::{Config, EscapedSlashes, HostMatch, Limits, MtlsMode, PathOptions, Timeouts};
 use crate::metrics::Published;
 use crate::router::RouteTable;
 use crate::tls::material;
@@ -30,6 +30,8 @@ pub struct GatewaySettings {
     pub access_log: bool,
     /// Lowercased identity header names, stripped from every request.
     pub identity_headers: Vec<String>,
+    /// How request paths are normalised before routing.
+    pub paths: PathOptions,
 }
 
 pub struct Generation {
@@ -170,6 +172,7 @@ impl Generation {
                 default_site: l.default_site,
             })
             .collect();
+        warn_unsafe_paths(&config.paths);
         let slots: Vec<usize> = config
             .routes
             .iter()
@@ -183,6 +186,7 @@ impl Generation {
                 timeouts: config.timeouts,
                 access_log: config.server.access_log,
                 identity_headers: config.identity_headers.clone(),
+                paths: config.paths,
             },
             sites,
             listeners,
@@ -192,20 +196,13 @@ impl Generation {
 
     /// The site a TLS server name selects on a listener: an exact name beats
     /// a wildcard; no match (or no SNI) selects the listener's default.
+    /// `name` is in the normal form of `http::host` (the SNI and the Host
+    /// header go through the same normaliser as `server_names`).
     pub fn site_for_name(&self, listener: usize, name: Option<&str>) -> Option<usize> {
         let l = self.listeners.get(listener)?;
         let Some(name) = name else {
             return l.default_site;
         };
-        // Called per request with the already lowercased Host: only an SNI
-        // with capitals pays for a copy.
-        let name = name.trim_end_matches('.');
-        let name: std::borrow::Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            name.to_ascii_lowercase().into()
-        } else {
-            name.into()
-        };
-        let name = name.as_ref();
         let exact = l.sites.iter().copied().find(|&i| {
             self.sites[i]
                 .server_names
@@ -259,6 +256,21 @@ impl Generation {
                 .map(|_| Cell::new(0))
                 .collect(),
         })
+    }
+}
+
+/// Path choices that let a backend read a path differently from the router
+/// are allowed, but said out loud at every (re)load.
+fn warn_unsafe_paths(paths: &PathOptions) {
+    if paths.escaped_slashes == EscapedSlashes::Keep {
+        tracing::warn!(
+            "[paths] escaped_slashes = \"keep\": %2F is forwarded and never treated as a separator; a backend that decodes it before resolving \"..\" can reach paths the routes did not see"
+        );
+    }
+    if !paths.merge_slashes {
+        tracing::warn!(
+            "[paths] merge_slashes = false: \"//admin\" does not match a route for \"/admin\"; a backend that merges slashes serves it as \"/admin\""
+        );
     }
 }
 

@@ -1,4 +1,11 @@
 //! Route table: host, then the longest path prefix, then the method.
+//!
+//! Paths are compared in normal form (`http::path`) and prefixes match whole
+//! segments: `/api` matches `/api`, `/api/` and `/api/x`, never
+//! `/api-internal`. A route path's trailing slash does not change what it
+//! matches (`/api/` also matches `/api`): otherwise `/admin` would fall
+//! through to a broader route such as an open `/` while the backend serves
+//! it as the admin index (nginx answers it with a redirect for this reason).
 
 use crate::config::{
     BodyDeadline, ClientPolicy, HeaderRules, HostMatch, IdentityForwarding, RouteConfig,
@@ -11,6 +18,7 @@ pub struct Route {
     /// Only for connections to this site; None = any.
     pub site: Option<usize>,
     pub host: Option<HostMatch>,
+    /// As configured (normal form).
     pub path: String,
     /// Uppercase tokens; None = any method.
     pub methods: Option<Vec<String>>,
@@ -30,6 +38,16 @@ pub enum RouteMatch<'a> {
     /// The path matches a route that does not allow the method.
     MethodNotAllowed(&'a Route),
     NotFound,
+}
+
+impl RouteMatch<'_> {
+    /// The route the path matched, whether or not it allows the method.
+    pub fn route_id(&self) -> Option<usize> {
+        match self {
+            RouteMatch::Found(r) | RouteMatch::MethodNotAllowed(r) => Some(r.id),
+            RouteMatch::NotFound => None,
+        }
+    }
 }
 
 pub struct RouteTable {
@@ -91,19 +109,19 @@ impl RouteTable {
                 (Some(m), Some(h)) => m.matches(h),
                 (Some(_), None) => false,
             };
-            if !host_ok || !path.starts_with(route.path.as_str()) {
+            if !host_ok || !prefix_matches(&route.path, path) {
                 continue;
             }
             let method_ok = route
                 .methods
                 .as_ref()
-                .map_or(true, |ms| ms.iter().any(|m| m == method));
+                .is_none_or(|ms| ms.iter().any(|m| m == method));
             let slot = if method_ok {
                 &mut best
             } else {
                 &mut best_any_method
             };
-            if slot.map_or(true, |b| better(route, b)) {
+            if slot.is_none_or(|b| better(route, b)) {
                 *slot = Some(route);
             }
         }
@@ -116,8 +134,35 @@ impl RouteTable {
     }
 }
 
+/// The part of a route path that must match: without its trailing slash,
+/// so the root route is "" and matches every path.
+fn match_prefix(route_path: &str) -> &str {
+    route_path.strip_suffix('/').unwrap_or(route_path)
+}
+
+/// Whether `path` is `route_path` or below it, on a segment boundary.
+fn prefix_matches(route_path: &str, path: &str) -> bool {
+    let prefix = match_prefix(route_path);
+    path.starts_with(prefix) && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
+}
+
 fn better(a: &Route, b: &Route) -> bool {
-    (a.path.len(), a.host.is_some()) > (b.path.len(), b.host.is_some())
+    (match_prefix(&a.path).len(), a.host.is_some())
+        > (match_prefix(&b.path).len(), b.host.is_some())
+}
+
+/// Appends to `out` the path sent to the backend when `route_path` matched
+/// `path` and the route replaces its prefix with `replacement` ("" strips
+/// it). Both are in normal form and the match is on a segment boundary, so
+/// the result is in normal form too and stays under `replacement`.
+pub fn rewrite_prefix(route_path: &str, replacement: &str, path: &str, out: &mut String) {
+    let start = out.len();
+    let rest = path.get(match_prefix(route_path).len()..).unwrap_or("");
+    out.push_str(match_prefix(replacement));
+    out.push_str(rest);
+    if !out[start..].starts_with('/') {
+        out.insert(start, '/');
+    }
 }
 
 #[cfg(test)]
@@ -181,8 +226,13 @@ mod tests {
             Some(2)
         );
         assert_eq!(
-            port(t.find(None, Some("localhost"), "/deadline", "GET")),
+            port(t.find(None, Some("localhost"), "/dead/x", "GET")),
             Some(2)
+        );
+        // Whole segments only.
+        assert_eq!(
+            port(t.find(None, Some("localhost"), "/deadline", "GET")),
+            Some(1)
         );
         assert_eq!(
             port(t.find(None, Some("localhost"), "/other", "GET")),
@@ -198,5 +248,72 @@ mod tests {
             routes: vec![route(0, None, "/api", None, 1)],
         };
         assert_eq!(port(none.find(None, None, "/other", "GET")), None);
+    }
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        let t = RouteTable {
+            routes: vec![
+                route(0, None, "/", None, 1),
+                route(1, None, "/api", None, 2),
+                route(2, None, "/v1/", None, 3),
+                route(3, None, "/v1/admin/", None, 4),
+            ],
+        };
+        for (path, want) in [
+            ("/", 1),
+            ("/api", 2),
+            ("/api/", 2),
+            ("/api/x", 2),
+            ("/api-internal", 1),
+            ("/api-internal/x", 1),
+            ("/apix", 1),
+            ("/ap", 1),
+            ("/v1", 3),
+            ("/v1/", 3),
+            ("/v1/x", 3),
+            ("/v10", 1),
+            ("/v1/admin", 4),
+            ("/v1/admin/", 4),
+            ("/v1/admin/u", 4),
+            ("/v1/administrator", 3),
+        ] {
+            assert_eq!(port(t.find(None, None, path, "GET")), Some(want), "{path}");
+        }
+        assert!(prefix_matches("/", "/anything"));
+        assert!(!prefix_matches("/a", "/"));
+        assert!(!prefix_matches("/a/b", "/a"));
+    }
+
+    #[test]
+    fn rewrites_replace_whole_segments() {
+        let rw = |route: &str, replacement: &str, path: &str| {
+            let mut out = String::new();
+            rewrite_prefix(route, replacement, path, &mut out);
+            out
+        };
+        for (route, replacement, path, want) in [
+            ("/api/", "/v1/", "/api/x", "/v1/x"),
+            ("/api/", "/v1/", "/api/", "/v1/"),
+            ("/api/", "/v1/", "/api", "/v1"),
+            ("/api", "/v1", "/api/x/y", "/v1/x/y"),
+            ("/api", "/v1/", "/api/x", "/v1/x"),
+            ("/api/", "/v1", "/api/x", "/v1/x"),
+            ("/api/", "/", "/api/x", "/x"),
+            ("/api/", "/", "/api", "/"),
+            ("/api/", "", "/api/x", "/x"),
+            ("/api/", "", "/api/", "/"),
+            ("/api", "", "/api", "/"),
+            ("/", "/v2/", "/x", "/v2/x"),
+            ("/", "/v2", "/", "/v2/"),
+            ("/", "", "/x/y", "/x/y"),
+            ("/a/b/", "/c/", "/a/b/d;p=1", "/c/d;p=1"),
+        ] {
+            assert_eq!(
+                rw(route, replacement, path),
+                want,
+                "{route} {replacement} {path}"
+            );
+        }
     }
 }

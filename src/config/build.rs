@@ -4,9 +4,11 @@
 use super::field::Field;
 use super::tree::{Node, Value};
 use super::{
-    addr, route, sites, Config, DriverChoice, HostMatch, KtlsMode, Limits, ListenerConfig,
-    LogFormat, MtlsMode, PoolSettings, ServerSettings, SiteConfig, Timeouts, TlsVersions, Workers,
+    addr, route, sites, Config, DriverChoice, EscapedSlashes, HostMatch, KtlsMode, Limits,
+    ListenerConfig, LogFormat, MtlsMode, PathOptions, PoolSettings, ServerSettings, SiteConfig,
+    Timeouts, TlsVersions, Workers,
 };
+use crate::http::host::{is_ip_literal, normalize_host, InvalidHost};
 use std::path::Path;
 
 /// A config error without the file name, which `super::parse` adds.
@@ -21,6 +23,7 @@ pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config
     let root = Field::root(root);
     let mut top = root.table(&[
         "server", "listener", "site", "limits", "timeouts", "pool", "upstream", "route", "admin",
+        "paths",
     ])?;
     let server = match top.take("server") {
         Some(f) => server(f, base_dir)?,
@@ -69,6 +72,10 @@ pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config
         Some(tables) => sites::upstreams(tables, base_dir)?,
         None => Vec::new(),
     };
+    let paths = match top.take("paths") {
+        Some(f) => paths(f)?,
+        None => PathOptions::default(),
+    };
     let mut routes = Vec::new();
     for (i, table) in top.require_tables("route")?.into_iter().enumerate() {
         routes.push(route::route(
@@ -93,6 +100,7 @@ pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config
         pool,
         routes,
         admin,
+        paths,
     })
 }
 
@@ -349,6 +357,23 @@ fn pool(field: Field) -> Result<PoolSettings, Problem> {
     Ok(p)
 }
 
+/// `[paths]`: the request-path normalisation choices (`http::path`).
+fn paths(field: Field) -> Result<PathOptions, Problem> {
+    let mut t = field.table(&["escaped_slashes", "merge_slashes"])?;
+    let mut p = PathOptions::default();
+    if let Some(f) = t.take("escaped_slashes") {
+        p.escaped_slashes = match f.choice(&["reject", "keep", "decode"])? {
+            "keep" => EscapedSlashes::Keep,
+            "decode" => EscapedSlashes::Decode,
+            _ => EscapedSlashes::Reject,
+        };
+    }
+    if let Some(f) = t.take("merge_slashes") {
+        p.merge_slashes = f.boolean()?;
+    }
+    Ok(p)
+}
+
 /// `["ANY"]` means any method, as does leaving the field out.
 pub(super) fn methods(field: Field) -> Result<Option<Vec<String>>, Problem> {
     let items = field.non_empty_array("a list of HTTP methods, or leave it out for any")?;
@@ -381,34 +406,26 @@ pub(super) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// A `host` or `server_names` value: a host in the normal form every
+/// request's SNI and Host are compared in, or `*.` and a name.
 pub(super) fn parse_host_match(host: &str) -> Result<HostMatch, String> {
-    let lower = host.to_ascii_lowercase();
-    let (wildcard, name) = match lower.strip_prefix("*.") {
+    let (wildcard, name) = match host.strip_prefix("*.") {
         Some(rest) => (true, rest),
-        None => (false, lower.as_str()),
+        None => (false, host),
     };
-    let is_ipv6_literal = !wildcard
-        && name
-            .strip_prefix('[')
-            .and_then(|r| r.strip_suffix(']'))
-            .is_some_and(|inner| inner.parse::<std::net::Ipv6Addr>().is_ok());
-    let is_name = !name.is_empty()
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    if !(is_name || is_ipv6_literal) {
-        return Err(format!(
-            "\"{host}\" is not a host name (expected e.g. \"api.example.com\" or \"*.example.com\", without a port)"
-        ));
+    let mut normal = String::with_capacity(name.len());
+    normalize_host(name, &mut normal).map_err(|InvalidHost(why)| {
+        format!(
+            "\"{host}\" is not a host name: {why} (expected e.g. \"api.example.com\", \"*.example.com\" or \"[::1]\", without a port)"
+        )
+    })?;
+    if !wildcard {
+        return Ok(HostMatch::Exact(normal));
     }
-    Ok(if wildcard {
-        HostMatch::WildcardSuffix(format!(".{name}"))
-    } else {
-        HostMatch::Exact(lower)
-    })
+    if is_ip_literal(&normal) {
+        return Err(format!("\"{host}\": a wildcard cannot cover an IP address"));
+    }
+    Ok(HostMatch::WildcardSuffix(format!(".{normal}")))
 }
 
 #[cfg(test)]
@@ -433,6 +450,20 @@ mod tests {
             parse_host_match("10.0.0.1"),
             Ok(HostMatch::Exact("10.0.0.1".into()))
         );
+        // The normal form requests are compared in: one trailing dot, case,
+        // IPv6 spelling.
+        assert_eq!(
+            parse_host_match("LocalHost."),
+            Ok(HostMatch::Exact("localhost".into()))
+        );
+        assert_eq!(
+            parse_host_match("[0:0:0:0:0:0:0:1]"),
+            Ok(HostMatch::Exact("[::1]".into()))
+        );
+        assert_eq!(
+            parse_host_match("*.Example.com."),
+            Ok(HostMatch::WildcardSuffix(".example.com".into()))
+        );
         for bad in [
             "",
             "*",
@@ -442,6 +473,10 @@ mod tests {
             "a..b",
             "ex ample.com",
             "*.[::1]",
+            "*.10.0.0.1",
+            "010.0.0.1",
+            "[::1]:443",
+            "a.example..",
         ] {
             assert!(parse_host_match(bad).is_err(), "{bad:?} accepted");
         }

@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::http::path::{EscapedSlashes, PathOptions};
 pub use units::{parse_duration, parse_size};
 
 /// A validated configuration.
@@ -48,6 +49,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[admin] address`: plain-HTTP /metrics and /healthz; None = no admin listener.
     pub admin: Option<std::net::SocketAddr>,
+    /// `[paths]`: how request paths are normalised before routing.
+    pub paths: PathOptions,
 }
 
 /// `[server]`: process-wide settings.
@@ -236,7 +239,9 @@ pub struct RouteConfig {
     pub host: Option<HostMatch>,
     /// Only for connections to this site (index into `Config::sites`); None = any.
     pub site: Option<usize>,
-    /// Starts with "/"; matched as a plain string prefix.
+    /// In normal form (see `http::path::route_path_problem`); matches the
+    /// request paths equal to it or below it on a segment boundary, with or
+    /// without its trailing slash.
     pub path: String,
     /// Uppercased HTTP tokens, no duplicates; None matches any method.
     pub methods: Option<Vec<String>>,
@@ -251,7 +256,8 @@ pub struct RouteConfig {
     pub client_policy: ClientPolicy,
     pub forward_identity: IdentityForwarding,
     pub headers: HeaderRules,
-    /// Replaces the matched `path` prefix in the target sent to the backend.
+    /// Replaces the matched `path` prefix in the (normalised) path sent to
+    /// the backend; "" for `strip_path_prefix`. In normal form.
     pub rewrite_prefix: Option<String>,
 }
 
@@ -311,9 +317,10 @@ impl HeaderRules {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostMatch {
-    /// Lowercased host name or IP literal.
+    /// A host in the normal form of `http::host` (lower case, no trailing
+    /// dot, IPv6 as `[::1]`), so it compares equal to normalised SNI and Host.
     Exact(String),
-    /// From "*.example.com": holds ".example.com", lowercased. Matches any
+    /// From "*.example.com": holds ".example.com", normalised. Matches any
     /// depth of subdomain ("a.b.example.com"), but not "example.com" itself.
     WildcardSuffix(String),
 }
@@ -328,7 +335,7 @@ impl fmt::Display for HostMatch {
 }
 
 impl HostMatch {
-    /// `host` must already be lowercased and stripped of any port.
+    /// `host` must be in the normal form of `http::host::normalize_host`.
     pub fn matches(&self, host: &str) -> bool {
         match self {
             HostMatch::Exact(exact) => host == exact,

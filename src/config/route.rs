@@ -7,6 +7,7 @@ use super::{
     addr, BodyDeadline, ClientPolicy, HeaderRules, IdentityForwarding, Limits, MtlsMode,
     RouteConfig, SiteConfig, Timeouts, UpstreamConfig,
 };
+use crate::http::path::route_path_problem;
 use crate::identity::{parse_fingerprint, Allowlist};
 
 /// Default names of the identity headers; incoming copies are always stripped.
@@ -85,15 +86,12 @@ pub(super) fn route(
             })?)
         }
     };
+    // Requests are matched in normal form, so a route path must be written
+    // in it: one that is not could never match what it seems to say.
     let path_field = t.require("path")?;
     let path = path_field.string()?;
-    if !path.starts_with('/') {
-        return Err(path_field.problem(format!("\"{path}\" must start with \"/\"")));
-    }
-    if !is_clean_path(path) {
-        return Err(path_field.problem(format!(
-            "\"{path}\" must not contain spaces, control characters, \"?\" or \"#\""
-        )));
+    if let Some(why) = route_path_problem(path) {
+        return Err(path_field.problem(why));
     }
     let path = path.to_string();
     let methods = match t.take("methods") {
@@ -216,10 +214,8 @@ pub(super) fn route(
         (Some(s), None) => s.boolean()?.then(String::new),
         (None, Some(r)) => {
             let v = r.string()?;
-            if !v.starts_with('/') || !is_clean_path(v) {
-                return Err(r.problem(format!(
-                    "\"{v}\" must start with \"/\" and contain no spaces, control characters, \"?\" or \"#\""
-                )));
+            if let Some(why) = route_path_problem(v) {
+                return Err(r.problem(why));
             }
             Some(v.to_string())
         }
@@ -414,10 +410,4 @@ fn host_value(f: &Field) -> Result<String, Problem> {
         return Err(f.problem(format!("\"{value}\" is not a valid Host header value")));
     }
     Ok(value.to_string())
-}
-
-fn is_clean_path(path: &str) -> bool {
-    !path
-        .bytes()
-        .any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#')
 }

@@ -4,8 +4,8 @@
 use super::build::{parse_host_match, Problem};
 use super::field::{Field, Fields};
 use super::{
-    addr, IdentitySource, MtlsMode, PasswordSource, SiteConfig, TlsVersions, UpstreamConfig,
-    UpstreamTls,
+    addr, HostMatch, IdentitySource, MtlsMode, PasswordSource, SiteConfig, TlsVersions,
+    UpstreamConfig, UpstreamTls,
 };
 use std::path::Path;
 
@@ -293,12 +293,14 @@ fn upstream(
     )?;
     let server_name = match t.take("server_name") {
         Some(f) => {
-            let v = f.string()?;
-            parse_host_match(v).map_err(|why| f.problem(why))?;
-            if v.starts_with("*.") {
-                return Err(f.problem("a server name to verify cannot be a wildcard".into()));
+            // The normal form every host value is kept in ("App.Internal."
+            // is "app.internal").
+            match parse_host_match(f.string()?).map_err(|why| f.problem(why))? {
+                HostMatch::Exact(name) => name,
+                HostMatch::WildcardSuffix(_) => {
+                    return Err(f.problem("a server name to verify cannot be a wildcard".into()))
+                }
             }
-            v.to_ascii_lowercase()
         }
         None => {
             // The name written in the first address is what an operator means

@@ -28,6 +28,17 @@ pub enum HttpError {
     UnsupportedVersion,
     /// HTTP/1.1 request without Host, or any request with more than one.
     MissingHost,
+    /// A `..` segment would climb above the root of the path.
+    PathAboveRoot,
+    /// `%2F` in the path while `escaped_slashes = "reject"`.
+    EncodedSlash,
+    /// A backslash in the path, raw or as `%5C`.
+    PathBackslash,
+    /// `%00` in the path.
+    EncodedNul,
+    /// `;` parameters decide the route (or sit on a dot segment): a servlet
+    /// container drops them before routing, a plain server does not.
+    AmbiguousPathParams,
 }
 
 impl HttpError {
@@ -39,7 +50,12 @@ impl HttpError {
             | HttpError::AmbiguousFraming
             | HttpError::InvalidContentLength
             | HttpError::InvalidChunk(_)
-            | HttpError::MissingHost => 400,
+            | HttpError::MissingHost
+            | HttpError::PathAboveRoot
+            | HttpError::EncodedSlash
+            | HttpError::PathBackslash
+            | HttpError::EncodedNul
+            | HttpError::AmbiguousPathParams => 400,
             HttpError::UnsupportedTransferEncoding => 501,
             HttpError::UnsupportedVersion => 505,
         }
@@ -55,6 +71,11 @@ impl HttpError {
             HttpError::InvalidContentLength => "PCS.4002",
             HttpError::InvalidChunk(_) => "PCS.4003",
             HttpError::MissingHost => "PCS.4004",
+            HttpError::PathAboveRoot => "PCS.4005",
+            HttpError::EncodedSlash => "PCS.4006",
+            HttpError::PathBackslash => "PCS.4007",
+            HttpError::EncodedNul => "PCS.4008",
+            HttpError::AmbiguousPathParams => "PCS.4009",
             HttpError::UnsupportedTransferEncoding => "PCS.5010",
             HttpError::UnsupportedVersion => "PCS.5050",
         }
@@ -76,6 +97,13 @@ impl HttpError {
             }
             HttpError::UnsupportedVersion => "HTTP version not supported",
             HttpError::MissingHost => "exactly one Host header is required",
+            HttpError::PathAboveRoot => "the request path climbs above the root",
+            HttpError::EncodedSlash => "encoded slash (%2F) in the request path",
+            HttpError::PathBackslash => "backslash (\\ or %5C) in the request path",
+            HttpError::EncodedNul => "encoded NUL (%00) in the request path",
+            HttpError::AmbiguousPathParams => {
+                "path parameters (;) make the route of this path ambiguous"
+            }
         }
     }
 }
@@ -104,6 +132,11 @@ mod tests {
             HttpError::UnsupportedTransferEncoding,
             HttpError::UnsupportedVersion,
             HttpError::MissingHost,
+            HttpError::PathAboveRoot,
+            HttpError::EncodedSlash,
+            HttpError::PathBackslash,
+            HttpError::EncodedNul,
+            HttpError::AmbiguousPathParams,
         ];
         for e in &all {
             // The code's first three digits are the status: keeps the table honest.
@@ -112,6 +145,12 @@ mod tests {
             assert!(!e.message().contains('\n'));
             assert!(e.to_string().starts_with(e.code()));
         }
+        // Each cause keeps its own code: dashboards key on them.
+        let mut codes: Vec<&str> = all.iter().map(HttpError::code).collect();
+        codes.sort_unstable();
+        let n = codes.len();
+        codes.dedup();
+        assert_eq!(codes.len(), n, "two causes share a code");
         assert_eq!(
             HttpError::Malformed("invalid header name").message(),
             "invalid header name"

@@ -1,5 +1,6 @@
 //! HTTP/1.x wire handling for the gateway: head parsing (on top of `httparse`),
-//! framing decisions, head rewriting for both directions, and chunked bodies.
+//! framing decisions, head rewriting for both directions, chunked bodies, and
+//! the normal forms of request paths and host names that routing relies on.
 //!
 //! Everything here is pure: callers own the sockets and the buffers, so the
 //! same code serves the client side and the backend side and is testable byte
@@ -8,6 +9,8 @@
 //! a message ends (request smuggling).
 
 pub mod chunked;
+pub mod host;
+pub mod path;
 pub mod request;
 pub mod response;
 

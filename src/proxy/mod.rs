@@ -18,12 +18,14 @@ use tracing::{debug, info, warn};
 use crate::drain::Drain;
 use crate::error::{Fault, ProxyError};
 use crate::generation::{GatewaySettings, WorkerGeneration};
-use crate::http::request::{parse_request, write_backend_request_head, ForwardContext};
+use crate::http::host::{normalize_authority, normalize_host};
+use crate::http::path::{normalize_path, strip_params};
+use crate::http::request::{parse_request, write_backend_request_head, ForwardContext, Request};
 use crate::http::response::write_error_response;
-use crate::http::{BodyFraming, Parsed};
+use crate::http::{BodyFraming, HttpError, Parsed};
 use crate::identity::ClientCert;
 use crate::io::{give_buffer, take_buffer, write_all, Transport};
-use crate::router::RouteMatch;
+use crate::router::{rewrite_prefix, RouteMatch};
 use crate::tls::PeerIdentity;
 use crate::upstream::Pool;
 
@@ -121,7 +123,11 @@ pub(crate) struct ClientConn<S> {
     pub session: Session,
     /// The client certificate, parsed on first need (policy or identity headers).
     cert: OnceCell<Option<ClientCert>>,
+    /// The current request's host in normal form (reused per request).
     host: String,
+    /// The current request's normalised path, then the target sent to the
+    /// backend when no rewrite applies (reused per request).
+    target: String,
 }
 
 /// A request that is ready to forward; everything borrowed from the head has
@@ -145,7 +151,16 @@ pub(crate) struct RequestPlan {
     pub is_head: bool,
     pub backend_head_len: usize,
     pub started: Instant,
-    pub log: Option<(String, String)>,
+    pub log: Option<AccessLine>,
+}
+
+/// What the access log says about a request beyond its outcome.
+pub(crate) struct AccessLine {
+    method: String,
+    /// The target forwarded to the backend (normalised, rewritten).
+    target: String,
+    /// The target as the client wrote it, when it differs.
+    raw_target: Option<String>,
 }
 
 enum Next {
@@ -174,6 +189,7 @@ pub async fn serve<S: Transport>(
         session,
         cert: OnceCell::new(),
         host: String::new(),
+        target: String::new(),
     };
     let mut first = true;
     loop {
@@ -270,6 +286,10 @@ async fn read_request<S: Transport>(
             // core's pool and wait for readability holding none.
             give_buffer(std::mem::take(&mut c.rbuf));
             give_buffer(std::mem::take(&mut c.out));
+            // One long path must not stay allocated on an idle connection.
+            if c.target.capacity() > 1024 {
+                c.target = String::new();
+            }
             match monoio::time::timeout(wait, c.io.wait_readable()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -337,12 +357,24 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
                 allow: None,
             };
         }
+        // One normal form for the Host, the SNI and the config's names, so
+        // site selection and route matching cannot read a host differently.
         c.host.clear();
-        let raw_host = req.host.or(c.identity.sni.as_deref()).map(strip_port);
-        if let Some(h) = raw_host {
-            c.host.extend(h.chars().map(|ch| ch.to_ascii_lowercase()));
-        }
-        let host = raw_host.map(|_| c.host.as_str());
+        let host = match (req.host, c.identity.sni.as_deref()) {
+            (Some(value), _) => {
+                if normalize_authority(value, &mut c.host).is_err() {
+                    return Err(ProxyError::BadRequest(HttpError::Malformed(
+                        "invalid Host header",
+                    )));
+                }
+                Some(c.host.as_str())
+            }
+            // HTTP/1.0 without Host: the TLS server name stands in.
+            (None, Some(sni)) => normalize_host(sni, &mut c.host)
+                .ok()
+                .map(|()| c.host.as_str()),
+            (None, None) => None,
+        };
         // One certificate must not reach another site's routes: the Host must
         // select the same site the TLS server name did.
         if req.host.is_some()
@@ -350,10 +382,9 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
         {
             break 'plan reject(ProxyError::MisdirectedRequest);
         }
-        let route = match settings
-            .routes
-            .find(c.session.site, host, req.path(), req.method)
-        {
+        let asterisk = req.target == "*";
+        let found = route_request(settings, c.session.site, host, &req, &mut c.target)?;
+        let route = match found {
             RouteMatch::Found(r) => r,
             RouteMatch::MethodNotAllowed(r) => {
                 let allow = r
@@ -396,10 +427,25 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
         let backend = upstream.addresses[rr.get() % upstream.addresses.len()];
         rr.set(rr.get().wrapping_add(1));
         c.out.clear();
-        let rewritten = route
-            .rewrite_prefix
-            .as_deref()
-            .and_then(|prefix| rewrite_target(req.target, &route.path, prefix));
+        // The forwarded target: the normalised (maybe rewritten) path and the
+        // query exactly as received.
+        let mut rewritten = String::new();
+        let target: &str = if asterisk {
+            "*"
+        } else {
+            let out = match route.rewrite_prefix.as_deref() {
+                Some(replacement) => {
+                    rewrite_prefix(&route.path, replacement, &c.target, &mut rewritten);
+                    &mut rewritten
+                }
+                None => &mut c.target,
+            };
+            if let Some(query) = req.query() {
+                out.push('?');
+                out.push_str(query);
+            }
+            out
+        };
         let mut extra = Vec::new();
         if let Some(cert) = cert {
             identity_headers::write(&route.forward_identity, cert, &mut extra);
@@ -412,7 +458,7 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
             proto: "https",
             set_host: route.set_host.as_deref(),
             framing: req.framing,
-            target: rewritten.as_deref(),
+            target: Some(target),
             strip: &[
                 settings.identity_headers.as_slice(),
                 route.headers.remove.as_slice(),
@@ -439,37 +485,47 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
             is_head: req.method == "HEAD",
             backend_head_len: c.out.len(),
             started: Instant::now(),
-            log: settings
-                .access_log
-                .then(|| (req.method.to_owned(), req.target.to_owned())),
+            log: settings.access_log.then(|| AccessLine {
+                method: req.method.to_owned(),
+                target: target.to_owned(),
+                raw_target: (target != req.target).then(|| req.target.to_owned()),
+            }),
         })
     };
     c.rbuf.drain(..head_len);
     Ok(Some(next))
 }
 
-/// The target with the route's matched prefix replaced; None when the target
-/// is not in origin form under that prefix (it is then sent unchanged).
-fn rewrite_target(target: &str, prefix: &str, replacement: &str) -> Option<String> {
-    let rest = target.strip_prefix(prefix)?;
-    let mut out = String::with_capacity(replacement.len() + rest.len() + 1);
-    out.push_str(replacement);
-    out.push_str(rest);
-    if !out.starts_with('/') {
-        out.insert(0, '/');
+/// Puts the normal form of the request's path into `path` and finds its
+/// route: routing, policy and the backend all see that one form (see
+/// `http::path`). `OPTIONS *` names no resource: it is routed as the host's
+/// `/` (and forwarded as `*`).
+fn route_request<'g>(
+    settings: &'g GatewaySettings,
+    site: Option<usize>,
+    host: Option<&str>,
+    req: &Request<'_, '_>,
+    path: &mut String,
+) -> Result<RouteMatch<'g>, ProxyError> {
+    path.clear();
+    if req.target == "*" {
+        path.push('/');
+    } else {
+        normalize_path(req.path(), &settings.paths, path).map_err(ProxyError::BadRequest)?;
     }
-    Some(out)
-}
-
-fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        // [v6]:port
-        return rest.split(']').next().unwrap_or(rest);
+    let found = settings.routes.find(site, host, path, req.method);
+    if path.contains(';') {
+        // A servlet container routes on the path without its `;` parameters:
+        // both readings must pick the same route, or we cannot know which
+        // policy the backend's resource is under.
+        let mut plain = String::with_capacity(path.len());
+        strip_params(path, &settings.paths, &mut plain).map_err(ProxyError::BadRequest)?;
+        let other = settings.routes.find(site, host, &plain, req.method);
+        if other.route_id() != found.route_id() {
+            return Err(ProxyError::BadRequest(HttpError::AmbiguousPathParams));
+        }
     }
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
+    Ok(found)
 }
 
 /// Writes a gateway-generated error response (and nothing else).
@@ -536,9 +592,10 @@ pub(crate) fn access_log<S>(
     code: &str,
 ) {
     ctx.metrics.record_request(Some(plan.metric_slot), status);
-    if let Some((method, target)) = &plan.log {
+    if let Some(line) = &plan.log {
         let micros = plan.started.elapsed().as_micros();
-        info!(target: "portcullis::access", client = %c.peer.ip(), method = %method, target = %target, route = plan.route_id, backend = %plan.backend, status, code, micros = micros as u64, "access");
+        let raw_target = line.raw_target.as_deref().unwrap_or("-");
+        info!(target: "portcullis::access", client = %c.peer.ip(), method = %line.method, target = %line.target, raw_target = %raw_target, route = plan.route_id, backend = %plan.backend, status, code, micros = micros as u64, "access");
     }
 }
 
