@@ -532,10 +532,7 @@ fn handshake_reason(failure: &HandshakeFailure) -> usize {
     if let HandshakeFailure::Tls(e) = failure {
         if let Some(refusal) = client_verifier::refusal(e) {
             let label = refusal.metric_label();
-            if let Some(i) = metrics::HANDSHAKE_REASONS
-                .iter()
-                .position(|l| *l == label)
-            {
+            if let Some(i) = metrics::HANDSHAKE_REASONS.iter().position(|l| *l == label) {
                 return i;
             }
         }

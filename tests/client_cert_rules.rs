@@ -80,7 +80,10 @@ fn client(
     for ca in chain {
         pem.push_str(&ca.cert.pem());
     }
-    let (cert_path, key_path) = (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")));
+    let (cert_path, key_path) = (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}.key")),
+    );
     std::fs::write(&cert_path, pem).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
     (cert_path, key_path)
@@ -181,7 +184,9 @@ fn refused(gw: &Gateway, cert: &Path, key: &Path, alert: &str, rustls_alert: &st
 
 fn expect_logged(gw: &Gateway, reason: &str, at_least: usize) {
     let ok = wait_until(Duration::from_secs(5), || {
-        gw.proc.count_log_lines(&[REFUSED, &format!("reason={reason}")]) >= at_least
+        gw.proc
+            .count_log_lines(&[REFUSED, &format!("reason={reason}")])
+            >= at_least
     });
     if !ok {
         gw.fail(&format!(
@@ -198,12 +203,17 @@ fn handshake_failures(admin: &str, reason: &str) -> f64 {
     s.read_to_string(&mut body).unwrap();
     let series = format!("portcullis_handshake_failures_total{{reason=\"{reason}\"}}");
     body.lines()
-        .find_map(|l| l.strip_prefix(series.as_str()).and_then(|v| v.trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix(series.as_str())
+                .and_then(|v| v.trim().parse().ok())
+        })
         .unwrap_or(0.0)
 }
 
 fn expect_counted(admin: &str, reason: &str, n: f64) {
-    let ok = wait_until(Duration::from_secs(5), || handshake_failures(admin, reason) >= n);
+    let ok = wait_until(Duration::from_secs(5), || {
+        handshake_failures(admin, reason) >= n
+    });
     assert!(
         ok,
         "portcullis_handshake_failures_total{{reason=\"{reason}\"}} stayed below {n}: {}",
@@ -404,8 +414,16 @@ fn tls13_ecdsa_signature_scheme_must_match_the_key_curve() {
     }
 
     let wrong = [
-        (SignatureScheme::ECDSA_NISTP384_SHA384, &digest::SHA384, "ecdsa_secp384r1_sha384"),
-        (SignatureScheme::ECDSA_NISTP521_SHA512, &digest::SHA512, "ecdsa_secp521r1_sha512"),
+        (
+            SignatureScheme::ECDSA_NISTP384_SHA384,
+            &digest::SHA384,
+            "ecdsa_secp384r1_sha384",
+        ),
+        (
+            SignatureScheme::ECDSA_NISTP521_SHA512,
+            &digest::SHA512,
+            "ecdsa_secp521r1_sha512",
+        ),
     ];
     for (scheme, hash, iana) in wrong {
         // TLS 1.2 schemes name a hash, not a curve: a valid signature

@@ -211,7 +211,10 @@ mod tests {
     fn cert_with(extensions: Option<&[Vec<u8>]>) -> Vec<u8> {
         let version = tlv(0xA0, &[0x02, 0x01, 0x02]);
         let serial = tlv(0x02, &[0x01]);
-        let alg = tlv(SEQUENCE, &tlv(OID, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]));
+        let alg = tlv(
+            SEQUENCE,
+            &tlv(OID, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]),
+        );
         let name = tlv(SEQUENCE, b"");
         let validity = tlv(SEQUENCE, b"");
         let spki = tlv(SEQUENCE, &[0u8; 200]); // forces a long-form length above
@@ -220,7 +223,10 @@ mod tests {
             tbs.extend(tlv(EXTENSIONS, &tlv(SEQUENCE, &exts.concat())));
         }
         let tbs = tlv(SEQUENCE, &tbs);
-        tlv(SEQUENCE, &cat(&[&tbs, &alg, &tlv(BIT_STRING, &[0x00, 0x01])]))
+        tlv(
+            SEQUENCE,
+            &cat(&[&tbs, &alg, &tlv(BIT_STRING, &[0x00, 0x01])]),
+        )
     }
 
     fn ku(bits: &[u8]) -> Vec<u8> {
@@ -239,13 +245,19 @@ mod tests {
     #[test]
     fn reads_named_bits_high_bit_first() {
         // 03 02 07 80: one bit used, digitalSignature.
-        let k = key_usage(&cert_with(Some(&[ku(&[0x07, 0x80])]))).unwrap().unwrap();
+        let k = key_usage(&cert_with(Some(&[ku(&[0x07, 0x80])])))
+            .unwrap()
+            .unwrap();
         assert!(k.digital_signature() && !k.key_cert_sign());
         // 03 02 06 40: nonRepudiation (bit 1) only.
-        let k = key_usage(&cert_with(Some(&[ku(&[0x06, 0x40])]))).unwrap().unwrap();
+        let k = key_usage(&cert_with(Some(&[ku(&[0x06, 0x40])])))
+            .unwrap()
+            .unwrap();
         assert!(!k.digital_signature() && !k.key_cert_sign());
         // 03 02 01 06: keyCertSign (bit 5) + cRLSign (bit 6).
-        let k = key_usage(&cert_with(Some(&[ku(&[0x01, 0x06])]))).unwrap().unwrap();
+        let k = key_usage(&cert_with(Some(&[ku(&[0x01, 0x06])])))
+            .unwrap()
+            .unwrap();
         assert!(k.key_cert_sign() && !k.digital_signature());
         // 03 02 05 A0: digitalSignature + keyEncipherment, after another extension.
         let bc = extension(BASIC_CONSTRAINTS, false, &tlv(SEQUENCE, b""));
@@ -263,10 +275,14 @@ mod tests {
     #[test]
     fn unused_bits_are_not_read() {
         // The low bit of the last byte is marked unused, so it is not set.
-        let k = key_usage(&cert_with(Some(&[ku(&[0x03, 0x04])]))).unwrap().unwrap();
+        let k = key_usage(&cert_with(Some(&[ku(&[0x03, 0x04])])))
+            .unwrap()
+            .unwrap();
         assert!(!k.key_cert_sign());
         // An empty BIT STRING: the extension is present and allows nothing.
-        let k = key_usage(&cert_with(Some(&[ku(&[0x00])]))).unwrap().unwrap();
+        let k = key_usage(&cert_with(Some(&[ku(&[0x00])])))
+            .unwrap()
+            .unwrap();
         assert!(!k.digital_signature() && !k.key_cert_sign());
     }
 
@@ -331,7 +347,11 @@ mod tests {
             let theirs = parsed.key_usage().unwrap().map(|e| *e.value);
             assert_eq!(ours.is_some(), theirs.is_some(), "{usages:?}");
             if let (Some(ours), Some(theirs)) = (ours, theirs) {
-                assert_eq!(ours.digital_signature(), theirs.digital_signature(), "{usages:?}");
+                assert_eq!(
+                    ours.digital_signature(),
+                    theirs.digital_signature(),
+                    "{usages:?}"
+                );
                 assert_eq!(ours.key_cert_sign(), theirs.key_cert_sign(), "{usages:?}");
                 assert_eq!(ours.bits, theirs.flags, "{usages:?}");
             }

@@ -20,8 +20,11 @@
 //! [`refusal`]). Errors webpki reports are mapped as rustls maps them, so the
 //! alerts and reasons of expired, revoked or untrusted clients are unchanged.
 //!
-//! Per handshake this adds two DER walks (`key_usage`) over certificates
-//! webpki has already parsed; no allocation unless a client is refused.
+//! Per handshake this adds one DER walk (`key_usage`: a few TLV headers, no
+//! allocation) for the client's certificate and one per intermediate of each
+//! candidate path, over certificates webpki has already parsed. Allocation
+//! is what rustls's verifier does (a Vec of CRL references when the site has
+//! CRLs), plus the reason of a refused client.
 
 mod refusal;
 #[cfg(test)]
@@ -223,9 +226,18 @@ type Mapping = &'static [(
 /// taking the first entry in TLS 1.3; this does not depend on that order.)
 fn tls13_ecdsa(scheme: SignatureScheme) -> Option<Mapping> {
     use webpki::aws_lc_rs as alg;
-    static P256: Mapping = &[(SignatureScheme::ECDSA_NISTP256_SHA256, &[alg::ECDSA_P256_SHA256])];
-    static P384: Mapping = &[(SignatureScheme::ECDSA_NISTP384_SHA384, &[alg::ECDSA_P384_SHA384])];
-    static P521: Mapping = &[(SignatureScheme::ECDSA_NISTP521_SHA512, &[alg::ECDSA_P521_SHA512])];
+    static P256: Mapping = &[(
+        SignatureScheme::ECDSA_NISTP256_SHA256,
+        &[alg::ECDSA_P256_SHA256],
+    )];
+    static P384: Mapping = &[(
+        SignatureScheme::ECDSA_NISTP384_SHA384,
+        &[alg::ECDSA_P384_SHA384],
+    )];
+    static P521: Mapping = &[(
+        SignatureScheme::ECDSA_NISTP521_SHA512,
+        &[alg::ECDSA_P521_SHA512],
+    )];
     match scheme {
         SignatureScheme::ECDSA_NISTP256_SHA256 => Some(P256),
         SignatureScheme::ECDSA_NISTP384_SHA384 => Some(P384),

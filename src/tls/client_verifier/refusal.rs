@@ -59,9 +59,14 @@ impl Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::LeafKeyUsage => f.write_str("client certificate keyUsage lacks digitalSignature"),
+            Refusal::LeafKeyUsage => {
+                f.write_str("client certificate keyUsage lacks digitalSignature")
+            }
             Refusal::IntermediateKeyUsage { subject } => {
-                write!(f, "intermediate CA \"{subject}\" keyUsage lacks keyCertSign")
+                write!(
+                    f,
+                    "intermediate CA \"{subject}\" keyUsage lacks keyCertSign"
+                )
             }
             Refusal::SchemeKeyMismatch { scheme, key } => {
                 let ecdsa = matches!(

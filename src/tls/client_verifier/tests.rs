@@ -35,9 +35,12 @@ fn ca_params(cn: &str, usages: &[KeyUsagePurpose]) -> CertificateParams {
 
 fn root(cn: &str) -> Ca {
     let key = KeyPair::generate().unwrap();
-    let cert = ca_params(cn, &[KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign])
-        .self_signed(&key)
-        .unwrap();
+    let cert = ca_params(
+        cn,
+        &[KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign],
+    )
+    .self_signed(&key)
+    .unwrap();
     Ca { cert, key }
 }
 
@@ -104,7 +107,11 @@ fn leaf_key_usage_needs_digital_signature_when_present() {
     let ca = root("Root");
     let v = ours(&ca);
     assert_eq!(verify(&v, &leaf(&ca, &[DigitalSignature]), &[]), Ok(()));
-    assert_eq!(verify(&v, &leaf(&ca, &[]), &[]), Ok(()), "no keyUsage at all");
+    assert_eq!(
+        verify(&v, &leaf(&ca, &[]), &[]),
+        Ok(()),
+        "no keyUsage at all"
+    );
     assert_eq!(
         verify(&v, &leaf(&ca, &[DigitalSignature, ContentCommitment]), &[]),
         Ok(())
@@ -116,8 +123,13 @@ fn leaf_key_usage_needs_digital_signature_when_present() {
         .verify_client_cert(&non_repudiation, &[], now())
         .is_ok());
     // The alert rustls sends comes from the raw error: unsupported_certificate.
-    let raw = v.verify_client_cert(&non_repudiation, &[], now()).unwrap_err();
-    assert_eq!(raw, Error::InvalidCertificate(CertificateError::InvalidPurpose));
+    let raw = v
+        .verify_client_cert(&non_repudiation, &[], now())
+        .unwrap_err();
+    assert_eq!(
+        raw,
+        Error::InvalidCertificate(CertificateError::InvalidPurpose)
+    );
     let reported = with_reason(raw);
     assert_eq!(refusal(&reported), Some(&Refusal::LeafKeyUsage));
     assert_eq!(
@@ -133,16 +145,28 @@ fn intermediate_key_usage_needs_key_cert_sign_when_present() {
     for usages in [&[KeyCertSign, CrlSign][..], &[][..]] {
         let sub = intermediate(&ca, "Issuing", usages, KeyPair::generate().unwrap());
         let ee = leaf(&sub, &[DigitalSignature]);
-        assert_eq!(verify(&v, &ee, &[sub.cert.der().clone()]), Ok(()), "{usages:?}");
+        assert_eq!(
+            verify(&v, &ee, &[sub.cert.der().clone()]),
+            Ok(()),
+            "{usages:?}"
+        );
     }
 
-    let bad = intermediate(&ca, "No CertSign CA", &[CrlSign], KeyPair::generate().unwrap());
+    let bad = intermediate(
+        &ca,
+        "No CertSign CA",
+        &[CrlSign],
+        KeyPair::generate().unwrap(),
+    );
     let ee = leaf(&bad, &[DigitalSignature]);
     let chain = [bad.cert.der().clone()];
     assert!(theirs(&ca).verify_client_cert(&ee, &chain, now()).is_ok());
     let raw = v.verify_client_cert(&ee, &chain, now()).unwrap_err();
     // unknown_ca, as OpenSSL sends for an invalid CA.
-    assert_eq!(raw, Error::InvalidCertificate(CertificateError::UnknownIssuer));
+    assert_eq!(
+        raw,
+        Error::InvalidCertificate(CertificateError::UnknownIssuer)
+    );
     let reported = with_reason(raw);
     assert_eq!(
         crate::tls::reason::describe(&reported),
@@ -157,7 +181,12 @@ fn path_building_goes_on_past_an_intermediate_without_key_cert_sign() {
     // through the good one.
     let ca = root("Root");
     let key_pem = KeyPair::generate().unwrap().serialize_pem();
-    let bad = intermediate(&ca, "Issuing", &[CrlSign], KeyPair::from_pem(&key_pem).unwrap());
+    let bad = intermediate(
+        &ca,
+        "Issuing",
+        &[CrlSign],
+        KeyPair::from_pem(&key_pem).unwrap(),
+    );
     let good = intermediate(
         &ca,
         "Issuing",
@@ -180,7 +209,10 @@ fn an_untrusted_certificate_is_untrusted_whatever_its_key_usage() {
     let stranger = root("Stranger");
     let ee = leaf(&stranger, &[ContentCommitment]);
     let err = verify(&ours(&ca), &ee, &[]).unwrap_err();
-    assert_eq!(err, Error::InvalidCertificate(CertificateError::UnknownIssuer));
+    assert_eq!(
+        err,
+        Error::InvalidCertificate(CertificateError::UnknownIssuer)
+    );
     assert_eq!(refusal(&err), None);
 }
 
@@ -202,12 +234,16 @@ fn old_rules_give_the_errors_rustls_gives() {
     let after = UnixTime::since_unix_epoch(Duration::from_secs(70_000_000_000));
     assert!(matches!(
         check(&ee, &[], after),
-        Err(Error::InvalidCertificate(CertificateError::ExpiredContext { .. }))
+        Err(Error::InvalidCertificate(
+            CertificateError::ExpiredContext { .. }
+        ))
     ));
     let before = UnixTime::since_unix_epoch(Duration::from_secs(0));
     assert!(matches!(
         check(&ee, &[], before),
-        Err(Error::InvalidCertificate(CertificateError::NotValidYetContext { .. }))
+        Err(Error::InvalidCertificate(
+            CertificateError::NotValidYetContext { .. }
+        ))
     ));
     // Untrusted.
     let other = root("Other");
@@ -255,14 +291,19 @@ fn modes_and_hints() {
         theirs(&ca).supported_verify_schemes()
     );
     assert!(build(&[], &[], true, algs).is_err());
-    assert!(build(&[CertificateDer::from(vec![1, 2, 3])], &[], true, algs)
-        .unwrap_err()
-        .contains("a client CA is not usable"));
     assert!(
-        build(&roots, &[CertificateRevocationListDer::from(vec![1, 2])], true, algs)
+        build(&[CertificateDer::from(vec![1, 2, 3])], &[], true, algs)
             .unwrap_err()
-            .contains("CRL")
+            .contains("a client CA is not usable")
     );
+    assert!(build(
+        &roots,
+        &[CertificateRevocationListDer::from(vec![1, 2])],
+        true,
+        algs
+    )
+    .unwrap_err()
+    .contains("CRL"));
 }
 
 #[test]
