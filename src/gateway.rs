@@ -17,7 +17,7 @@ use crate::metrics::{self, Published, Snapshot};
 use crate::proxy::{self, Session, WorkerContext};
 use crate::runtime::{self, Driver};
 use crate::tls::ktls::{self, Handover, KtlsSupport};
-use crate::tls::{reason, HandshakeFailure, TlsStream};
+use crate::tls::{client_verifier, reason, HandshakeFailure, TlsStream};
 use crate::upstream::Pool;
 
 /// A gateway whose sockets are bound and whose TLS material has loaded:
@@ -661,6 +661,14 @@ const TIMEOUT_REASON: usize = 7;
 /// Index into `metrics::HANDSHAKE_REASONS`.
 fn handshake_reason(failure: &HandshakeFailure) -> usize {
     use rustls::{CertificateError, Error};
+    if let HandshakeFailure::Tls(e) = failure {
+        if let Some(refusal) = client_verifier::refusal(e) {
+            let label = refusal.metric_label();
+            if let Some(i) = metrics::HANDSHAKE_REASONS.iter().position(|l| *l == label) {
+                return i;
+            }
+        }
+    }
     match failure {
         HandshakeFailure::Tls(Error::NoCertificatesPresented) => 0,
         HandshakeFailure::Tls(Error::InvalidCertificate(

@@ -16,8 +16,9 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tracing::info;
 
-/// Why handshakes failed, as metric labels.
-pub const HANDSHAKE_REASONS: [&str; 10] = [
+/// Why handshakes failed, as metric labels. New labels go at the end: the
+/// gateway counts by index.
+pub const HANDSHAKE_REASONS: [&str; 11] = [
     "no_certificate",
     "unknown_ca",
     "expired",
@@ -28,6 +29,9 @@ pub const HANDSHAKE_REASONS: [&str; 10] = [
     "timeout",
     "io",
     "bad_client_hello",
+    // A client certificate (or an intermediate CA) whose keyUsage forbids
+    // what it was used for; see tls::client_verifier.
+    "key_usage",
 ];
 
 /// Status codes are counted in this many slots per route: the common ones

@@ -168,25 +168,22 @@ mod tests {
     use crate::tls::material::load_crls;
     use rustls::pki_types::UnixTime;
     use rustls::server::danger::ClientCertVerifier;
-    use rustls::server::WebPkiClientVerifier;
-    use rustls::{CertificateError, RootCertStore};
+    use rustls::CertificateError;
     use std::sync::Arc;
 
     fn first_cert(path: &Path) -> CertificateDer<'static> {
         CertificateDer::from_pem_file(path).unwrap()
     }
 
-    /// rustls's client verifier for the CA in `dir`, with the CRL at `crl`.
+    /// The gateway's client verifier for the CA in `dir`, with the CRL at `crl`.
     fn verifier(dir: &Path, crl: &Path) -> Arc<dyn ClientCertVerifier> {
-        let mut roots = RootCertStore::empty();
-        roots.add(first_cert(&dir.join("ca.pem"))).unwrap();
         let crls = load_crls(&[crl.to_path_buf()]).unwrap();
-        WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        crate::tls::client_verifier::build(
+            &[first_cert(&dir.join("ca.pem"))],
+            &crls,
+            true,
+            crate::tls::server_config::provider().signature_verification_algorithms,
         )
-        .with_crls(crls)
-        .build()
         .unwrap()
     }
 
@@ -204,7 +201,7 @@ mod tests {
     }
 
     #[test]
-    fn revoked_clients_are_refused_by_rustls() {
+    fn revoked_clients_are_refused_by_the_client_verifier() {
         for key_type in [KeyType::EcdsaP256, KeyType::Rsa2048, KeyType::Ed25519] {
             let tmp = TempDir::new();
             let dir = &tmp.0;

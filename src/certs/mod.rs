@@ -1254,7 +1254,6 @@ mod tests {
     /// stack): server.pem/key as server for "localhost", client.pem/key as
     /// client, both verified against ca.pem.
     fn rustls_handshake(dir: &Path, server_name: &str) -> Result<(), rustls::Error> {
-        use rustls::server::WebPkiClientVerifier;
         use std::sync::Arc;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut roots = rustls::RootCertStore::empty();
@@ -1262,9 +1261,14 @@ mod tests {
             roots.add(ca).unwrap();
         }
         let roots = Arc::new(roots);
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .unwrap();
+        // The gateway's own client verifier (keyUsage rules included).
+        let verifier = crate::tls::client_verifier::build(
+            &load_chain(&dir.join("ca.pem")),
+            &[],
+            true,
+            provider.signature_verification_algorithms,
+        )
+        .unwrap();
         let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .unwrap()

@@ -90,6 +90,14 @@ impl ClientCert {
     }
 }
 
+/// The RFC 4514 subject of any certificate (an intermediate a handshake
+/// refused, say), escaped to printable ASCII like [`ClientCert::subject`] so
+/// that it is safe in a log line. None if the certificate does not parse.
+pub fn subject_of(der: &[u8]) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    rfc4514(cert.subject())
+}
+
 /// nginx's `$ssl_client_escaped_cert`: the certificate as PEM, percent-encoded
 /// so it fits in one header value. Every byte except ALPHA / DIGIT / "-" /
 /// "." / "_" / "~" becomes %XX (uppercase).

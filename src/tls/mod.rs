@@ -1,7 +1,9 @@
-//! TLS: server configs, the record-exact handshake, userspace TLS streams,
-//! and plain-words handshake failure reasons.
+//! TLS: server configs, the client-certificate verifier, the record-exact
+//! handshake, userspace TLS streams, and plain-words handshake failure reasons.
 
 pub mod client_hello;
+pub mod client_verifier;
+pub mod key_usage;
 pub mod ktls;
 pub mod material;
 pub mod reason;

@@ -2,6 +2,8 @@
 
 use rustls::{CertificateError, Error};
 
+use super::client_verifier::Refusal;
+
 /// Whether a handshake failed because of the client's certificate (as
 /// opposed to the client's TLS stack, or the network).
 pub fn is_client_certificate_error(e: &Error) -> bool {
@@ -49,6 +51,12 @@ fn describe_certificate(c: &CertificateError) -> String {
         CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
             "certificate is not valid for TLS client authentication".into()
         }
+        // A rule of our own verifier (keyUsage, ECDSA scheme vs curve): it
+        // says which one.
+        CertificateError::Other(other) => match other.0.downcast_ref::<Refusal>() {
+            Some(refusal) => refusal.to_string(),
+            None => format!("certificate rejected ({c:?})"),
+        },
         other => format!("certificate rejected ({other:?})"),
     }
 }
@@ -87,5 +95,19 @@ mod tests {
             "certificate expired at 2026-01-01T00:00:00Z"
         );
         assert!(is_client_certificate_error(&unknown));
+    }
+
+    #[test]
+    fn verifier_refusals_read_as_their_rule() {
+        use rustls::OtherError;
+        use std::sync::Arc;
+        let e = Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
+            Refusal::LeafKeyUsage,
+        ))));
+        assert_eq!(
+            describe(&e),
+            "client certificate keyUsage lacks digitalSignature"
+        );
+        assert!(is_client_certificate_error(&e));
     }
 }

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::{ProducesTickets, WebPkiClientVerifier};
-use rustls::{RootCertStore, ServerConfig};
+use rustls::ServerConfig;
 
+use super::client_verifier;
 use crate::config::{MtlsMode, TlsVersions};
 
 /// ALPN: HTTP/1.1 only until the HTTP/2 codec exists; a client that offers only
@@ -55,30 +56,15 @@ pub fn build(
     let fail = |what: &str, e: &dyn fmt::Display| format!("site \"{}\": {what}: {e}", site.name);
     let verifier = match site.mtls {
         MtlsMode::Off => WebPkiClientVerifier::no_client_auth(),
-        mode => {
-            let mut roots = RootCertStore::empty();
-            for ca in &site.client_roots {
-                roots
-                    .add(ca.clone())
-                    .map_err(|e| fail("a client CA is not usable", &e))?;
-            }
-            let mut builder =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-            if !site.crls.is_empty() {
-                // Only the client's own certificate is checked, and a client of
-                // a trusted CA that has no CRL here is not locked out.
-                builder = builder
-                    .with_crls(site.crls.iter().cloned())
-                    .only_check_end_entity_revocation()
-                    .allow_unknown_revocation_status();
-            }
-            if mode == MtlsMode::Optional {
-                builder = builder.allow_unauthenticated();
-            }
-            builder
-                .build()
-                .map_err(|e| fail("cannot build the client verifier", &e))?
-        }
+        // Ours, not rustls's WebPkiClientVerifier: it also checks keyUsage and
+        // TLS 1.3 ECDSA scheme/curve pairs (see tls::client_verifier).
+        mode => client_verifier::build(
+            &site.client_roots,
+            &site.crls,
+            mode == MtlsMode::Mandatory,
+            provider.signature_verification_algorithms,
+        )
+        .map_err(|e| format!("site \"{}\": {e}", site.name))?,
     };
 
     let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();

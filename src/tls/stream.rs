@@ -221,6 +221,8 @@ impl TlsStream {
                     )))
                 }
                 Step::Fail(e) => {
+                    // Now, before any await: see tls::client_verifier::refusal.
+                    let e = super::client_verifier::with_reason(e);
                     self.send_pending_alert().await;
                     return Err(HandshakeFailure::Tls(e));
                 }
