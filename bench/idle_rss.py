@@ -30,6 +30,7 @@ def main():
     (W / "gw.toml").write_text(f"""[server]
 workers = 1
 log_level = "warn"
+max_connections = {N + 100}
 [[listener]]
 address = "127.0.0.1:{PORT}"
 certificate = "pki/server.pem"
