@@ -43,11 +43,21 @@ pub trait Transport {
     /// as complete, and for a client that stopped reading.
     fn abort(&mut self);
 
-    /// The kernel-TLS stream underneath, when the kernel does the crypto:
-    /// body bytes can then be spliced straight into its socket.
-    fn kernel_tls(&mut self) -> Option<&mut crate::tls::ktls::KtlsStream> {
+    /// The plain socket underneath when the kernel does the crypto (kernel
+    /// TLS): body bytes can then be spliced straight into it.
+    fn kernel_socket(&mut self) -> Option<&mut dyn KernelSocket> {
         None
     }
+}
+
+/// A socket whose bytes the kernel encrypts and decrypts: what a splice needs
+/// of a kernel-TLS stream, without the I/O seam knowing about TLS.
+pub trait KernelSocket {
+    /// The socket to splice into or from.
+    fn socket(&mut self) -> &mut TcpStream;
+    /// Counts bytes that reached the socket some other way (splice), for the
+    /// send key's record limit.
+    fn account_sent(&mut self, bytes: u64);
 }
 
 impl Transport for TcpStream {
@@ -82,6 +92,31 @@ impl Transport for TcpStream {
 
     async fn wait_readable(&mut self) -> io::Result<()> {
         self.readable(false).await
+    }
+}
+
+/// How long, and how much, a closing connection may still be read from.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Shuts down our sending side, then reads and discards what the peer still
+/// sends, briefly. Closing a socket with unread data makes the kernel send a
+/// reset, and a reset can destroy our last alert or error response before the
+/// client reads it; draining first lets it arrive.
+pub async fn linger_close(tcp: &mut TcpStream) {
+    let _ = tcp.shutdown().await;
+    let deadline = std::time::Instant::now() + LINGER_TIME;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        let wait = deadline.saturating_duration_since(std::time::Instant::now());
+        match monoio::time::timeout(wait, tcp.read(buf)).await {
+            Ok((Ok(n), b)) if n > 0 => {
+                drained += n;
+                buf = b;
+            }
+            _ => return,
+        }
     }
 }
 

@@ -1,11 +1,18 @@
 //! Typed access to the located tree: every accessor reports the field's
 //! dotted path and line when the value is not what it must be.
 
-use super::build::Problem;
 use super::tree::{Node, Value};
 use super::units;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// A config error without the file name, which `super::parse` adds.
+#[derive(Debug)]
+pub(super) struct Problem {
+    pub line: usize,
+    pub field: String,
+    pub problem: String,
+}
 
 /// A value together with its dotted path and line, so that every check can
 /// report where it failed.

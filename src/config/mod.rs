@@ -12,6 +12,7 @@
 mod addr;
 mod build;
 mod field;
+mod names;
 mod route;
 mod sites;
 mod tree;

@@ -1,8 +1,8 @@
 //! `[[route]]`: where a request goes, who may send it, and what the backend
 //! is told about the client.
 
-use super::build::{is_token_byte, methods, parse_host_match, Problem};
-use super::field::Field;
+use super::field::{Field, Problem};
+use super::names::{is_token_byte, methods, parse_host_match};
 use super::{
     addr, BodyDeadline, ClientPolicy, HeaderRules, IdentityForwarding, Limits, MtlsMode,
     RouteConfig, SiteConfig, Timeouts, UpstreamConfig,

@@ -1,8 +1,8 @@
 //! `[[site]]` and `[[upstream]]` tables: TLS identities the gateway serves,
 //! and the backends it speaks to (plain, TLS or mTLS).
 
-use super::build::{parse_host_match, Problem};
-use super::field::{Field, Fields};
+use super::field::{Field, Fields, Problem};
+use super::names::parse_host_match;
 use super::{
     addr, HostMatch, IdentitySource, MtlsMode, PasswordSource, SiteConfig, TlsVersions,
     UpstreamConfig, UpstreamTls,

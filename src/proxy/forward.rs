@@ -225,7 +225,8 @@ async fn send_request<S: Transport>(
                 if c.rbuf.is_empty() {
                     let timeout = io_timeout(c);
                     let deadline = clock.deadline_for(remaining);
-                    if let (Some(k), Some(backend_tcp)) = (c.io.kernel_tls(), b.stream.plain_tcp())
+                    if let (Some(k), Some(backend_tcp)) =
+                        (c.io.kernel_socket(), b.stream.plain_tcp())
                     {
                         // Straight from the kernel-TLS socket into the backend's.
                         if let Some(mut pipe) = take_pipe(ctx) {
@@ -462,7 +463,7 @@ async fn relay_response<S: Transport>(
             add(&ctx.body_bytes.copied, take as u64);
             let mut remaining = n - take as u64;
             if remaining > 0 {
-                if let (Some(k), Some(backend_tcp)) = (c.io.kernel_tls(), b.stream.plain_tcp()) {
+                if let (Some(k), Some(backend_tcp)) = (c.io.kernel_socket(), b.stream.plain_tcp()) {
                     if let Some(mut pipe) = take_pipe(ctx) {
                         let limits = SpliceLimits {
                             source: settings.timeouts.backend_response,

@@ -10,7 +10,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncReadRentExt, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRentExt, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use rustls::pki_types::CertificateDer;
 use rustls::server::UnbufferedServerConnection;
@@ -23,7 +23,7 @@ use super::client_hello::{
     self, Hello, HelloAssembler, HelloError, MAX_RECORD_BODY, RECORD_HEADER_LEN,
 };
 use super::resumption;
-use crate::io::Transport;
+use crate::io::{linger_close, Transport};
 
 /// What the handshake established about the client, captured before rustls
 /// may be converted away (kernel TLS keeps no copy of it).
@@ -472,31 +472,6 @@ impl Transport for TlsStream {
 
     fn abort(&mut self) {
         crate::sock::set_abortive_close(&self.tcp);
-    }
-}
-
-/// How long, and how much, a closing connection may still be read from.
-const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(1);
-const LINGER_BYTES: usize = 256 * 1024;
-
-/// Shuts down our sending side, then reads and discards what the peer still
-/// sends, briefly. Closing a socket with unread data makes the kernel send a
-/// reset, and a reset can destroy our last alert or error response before the
-/// client reads it; draining first lets it arrive.
-pub(crate) async fn linger_close(tcp: &mut TcpStream) {
-    let _ = tcp.shutdown().await;
-    let deadline = std::time::Instant::now() + LINGER_TIME;
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut drained = 0;
-    while drained < LINGER_BYTES {
-        let wait = deadline.saturating_duration_since(std::time::Instant::now());
-        match monoio::time::timeout(wait, tcp.read(buf)).await {
-            Ok((Ok(n), b)) if n > 0 => {
-                drained += n;
-                buf = b;
-            }
-            _ => return,
-        }
     }
 }
 

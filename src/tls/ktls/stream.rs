@@ -15,9 +15,7 @@ use rustls::{AlertDescription, ProtocolVersion, SupportedCipherSuite};
 use tracing::{info, warn};
 
 use super::{kernel_crypto_rx, kernel_crypto_tx, ktls_io_error, sys};
-use crate::io::Transport;
-use crate::io::CLOSE_FLUSH_TIME;
-use crate::tls::stream::linger_close;
+use crate::io::{linger_close, KernelSocket, Transport, CLOSE_FLUSH_TIME};
 
 const RECORD_ALERT: u8 = 21;
 const RECORD_HANDSHAKE: u8 = 22;
@@ -85,14 +83,9 @@ impl KtlsStream {
         }
     }
 
-    /// The socket, for splicing body bytes (the kernel encrypts them).
-    pub fn socket(&mut self) -> &mut TcpStream {
-        &mut self.tcp
-    }
-
     /// Counts bytes that reached the socket some other way (splice) against
     /// the send key's record limit.
-    pub fn account_sent(&mut self, bytes: u64) {
+    fn count_sent(&mut self, bytes: u64) {
         // Each send may end a record early, hence the +1.
         self.tx_records = self
             .tx_records
@@ -360,7 +353,17 @@ impl Transport for KtlsStream {
         crate::sock::set_abortive_close(&self.tcp);
     }
 
-    fn kernel_tls(&mut self) -> Option<&mut KtlsStream> {
+    fn kernel_socket(&mut self) -> Option<&mut dyn KernelSocket> {
         Some(self)
+    }
+}
+
+impl KernelSocket for KtlsStream {
+    fn socket(&mut self) -> &mut TcpStream {
+        &mut self.tcp
+    }
+
+    fn account_sent(&mut self, bytes: u64) {
+        self.count_sent(bytes);
     }
 }
