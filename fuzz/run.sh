@@ -13,7 +13,12 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-secs=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
+secs=${1:-}
+# libFuzzer reads -max_total_time=0 as "forever": insist on a real duration.
+if ! [[ $secs =~ ^[1-9][0-9]*$ ]]; then
+  echo "usage: fuzz/run.sh SECONDS [TARGET...]  (SECONDS per target, at least 1)" >&2
+  exit 2
+fi
 shift
 if [ $# -gt 0 ]; then
   targets=("$@")
