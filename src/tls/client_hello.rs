@@ -204,8 +204,8 @@ fn parse_server_name_list(data: &[u8]) -> Result<String, HelloError> {
                     .iter()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
             // RFC 6066 forbids a trailing dot, clients send one anyway, and
-            // rustls drops it: the site must be chosen from the name rustls
-            // will see, so drop it here too (one, as rustls does).
+            // rustls drops it: this parser must report the name rustls sees,
+            // so drop it here too (one, as rustls does).
             let name = name.strip_suffix(b".").unwrap_or(name);
             if !valid || name.is_empty() {
                 return Err(HelloError::BadServerName);
@@ -374,8 +374,9 @@ mod tests {
     }
 
     /// Found by fuzz/src/bin/client_hello.rs (fuzz/corpus/client_hello/crash-sni-trailing-dot):
-    /// rustls reads `b.example.` as `b.example`, and the site must be chosen
-    /// from the name rustls sees; before, `b.example.` missed site b.
+    /// rustls reads `b.example.` as `b.example`, but this parser reported
+    /// `b.example.` (site selection trims dots itself, so only the name kept
+    /// for logs and the connection's identity differed from rustls's).
     #[test]
     fn one_trailing_dot_is_dropped_as_rustls_does() {
         assert_eq!(
