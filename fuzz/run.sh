@@ -43,7 +43,8 @@ echo "== fuzz: building ${#targets[@]} targets"
 RUSTFLAGS="${flags[*]}" cargo build --locked --release --target "$triple" \
   $(printf -- '--bin %s ' "${targets[@]}")
 
-bin_dir=target/$triple/release
+# CARGO_TARGET_DIR (say, a cache that outlives a CI checkout) is honoured.
+bin_dir=${CARGO_TARGET_DIR:-target}/$triple/release
 failed=()
 summary=()
 for t in "${targets[@]}"; do
