@@ -360,6 +360,39 @@ fn unknown_server_name_is_refused_without_a_default_site() {
         .ok();
 }
 
+/// A trailing dot in the SNI (RFC 6066 forbids it, some clients send it, and
+/// rustls drops it) selects the site of the name without it, end to end: the
+/// ClientHello parser drops one dot (as rustls does) and site selection trims
+/// dots too, so this also passes with either one alone. curl strips the dot
+/// itself, so openssl s_client sends it.
+#[test]
+fn a_trailing_dot_in_the_server_name_selects_the_same_site() {
+    let ex = Example::start("sites", |t, _| {
+        t.replace("default = true", "default = false")
+    });
+    let file = |f: &str| ex.certs.join(f).display().to_string();
+    let (ca, cert, key) = (file("a/ca.pem"), file("a/client.pem"), file("a/client.key"));
+    let out = s_client(
+        ex.port,
+        &[
+            "-servername",
+            "a.example.",
+            "-CAfile",
+            &ca,
+            "-cert",
+            &cert,
+            "-key",
+            &key,
+        ],
+        b"GET /hello HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        out.stdout_str().contains("HTTP/1.1 200"),
+        "{}",
+        out.describe()
+    );
+}
+
 #[test]
 fn pkcs12_password_problems_are_named_at_start() {
     let (td, _certs, _ports, config) = Example::prepare("sites", |t, _| t);

@@ -4,6 +4,8 @@
 # the kernel-TLS suite inside QEMU VMs (Debian 6.1 and 6.12 kernels).
 # PORTCULLIS_TEST_DRIVERS="epoll" limits the drivers (e.g. a host without io_uring).
 # PORTCULLIS_SKIP_VM=1 skips the VM suite (it needs qemu and ~2 min of builds).
+# The fuzz targets (fuzz/run.sh) run after the unit tests, PORTCULLIS_FUZZ_SECONDS
+# (default 5) each; PORTCULLIS_SKIP_FUZZ=1 skips them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +18,14 @@ cargo build --workspace --all-targets --locked
 echo "== unit tests"
 cargo test --locked --lib --bins
 cargo test --locked -p portcullis-bench
+if [ "${PORTCULLIS_SKIP_FUZZ:-0}" = 1 ]; then
+  echo "== fuzz targets skipped (PORTCULLIS_SKIP_FUZZ=1)"
+else
+  # Every fuzz target for a few seconds: its committed corpus (seeds and every
+  # input that ever crashed it) is replayed first, so this is also the
+  # regression run. A longer run: fuzz/run.sh 300.
+  fuzz/run.sh "${PORTCULLIS_FUZZ_SECONDS:-5}"
+fi
 for driver in $drivers; do
   echo "== integration tests, driver=$driver"
   PORTCULLIS_DRIVER=$driver cargo test --locked --test '*' -- --test-threads=4

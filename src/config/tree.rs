@@ -58,16 +58,42 @@ pub(super) struct SyntaxError {
 /// Parses `text` into a tree. The root table is on line 1.
 pub(super) fn parse(text: &str) -> Result<Node, SyntaxError> {
     let raw: RawNode = toml::from_str(text).map_err(|e| {
-        let line = e.span().map_or(1, |span| line_of(text, span.start));
+        let start = e.span().map(|span| span.start);
+        let line = start.map_or(1, |at| line_of(text, at));
+        // toml splits one problem over several lines ("invalid table
+        // header\nduplicate key ..."): keep it on one line for logs.
+        let mut problem = e.message().trim().replace('\n', "; ");
+        if problem.is_empty() {
+            // toml gives no words for some lexical errors (a control
+            // character in a comment): say what and where ourselves.
+            problem = unexpected_character(text, start);
+        }
         SyntaxError {
             line,
             field: field_on_line(text, line),
-            // toml splits one problem over several lines ("invalid table
-            // header\nduplicate key ..."): keep it on one line for logs.
-            problem: e.message().trim().replace('\n', "; "),
+            problem,
         }
     })?;
     Ok(raw.into_node(text, 1))
+}
+
+/// "unexpected character U+0000 at column 9", for a syntax error toml did not describe.
+fn unexpected_character(text: &str, offset: Option<usize>) -> String {
+    let Some(at) = offset.filter(|&at| text.is_char_boundary(at)) else {
+        return "invalid TOML syntax".to_string();
+    };
+    let line_start = text[..at].rfind('\n').map_or(0, |nl| nl + 1);
+    let column = 1 + text[line_start..at].chars().count();
+    match text[at..].chars().next() {
+        Some(c) if c.is_control() => {
+            format!(
+                "unexpected character U+{:04X} at column {column}",
+                u32::from(c)
+            )
+        }
+        Some(c) => format!("unexpected character {c:?} at column {column}"),
+        None => "unexpected end of file".to_string(),
+    }
 }
 
 /// 1-based line of byte `offset` in `text`.
@@ -389,5 +415,18 @@ mod tests {
 
         let top = parse("x = \"unterminated\n").unwrap_err();
         assert_eq!((top.line, top.field.as_str()), (1, "x"));
+    }
+
+    /// Found by fuzz/src/bin/config.rs (fuzz/corpus/config/crash-nul-in-comment):
+    /// toml has no message for a control character in a comment, which left
+    /// `portcullis.toml:2: (top level): ` with nothing after it.
+    #[test]
+    fn a_syntax_error_toml_does_not_describe_is_still_named() {
+        let e = parse("# fine\n# a NUL \0 in a comment\n[server]\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert_eq!(e.problem, "unexpected character U+0000 at column 9");
+        let e = parse("[server]\nworkers = 1\n# bell \x07\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert_eq!(e.problem, "unexpected character U+0007 at column 8");
     }
 }

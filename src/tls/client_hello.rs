@@ -33,7 +33,8 @@ const NAME_TYPE_HOST: u8 = 0;
 pub enum Hello {
     /// The records so far hold only part of the hello: read another record.
     Incomplete,
-    /// The whole hello is in; the name the client asked for, lowercased, if any.
+    /// The whole hello is in; the name the client asked for, lowercased and
+    /// without a trailing dot, if any.
     Complete { server_name: Option<String> },
 }
 
@@ -202,7 +203,11 @@ fn parse_server_name_list(data: &[u8]) -> Result<String, HelloError> {
                 && name
                     .iter()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
-            if !valid {
+            // RFC 6066 forbids a trailing dot, clients send one anyway, and
+            // rustls drops it: this parser must report the name rustls sees,
+            // so drop it here too (one, as rustls does).
+            let name = name.strip_suffix(b".").unwrap_or(name);
+            if !valid || name.is_empty() {
                 return Err(HelloError::BadServerName);
             }
             // ASCII checked above, so this cannot fail; map anyway rather than unwrap.
@@ -366,6 +371,22 @@ mod tests {
             assert_eq!(a.push_record(p), Ok(Hello::Incomplete));
         }
         assert_eq!(a.push_record(last), complete("a.example"));
+    }
+
+    /// Found by fuzz/src/bin/client_hello.rs (fuzz/corpus/client_hello/crash-sni-trailing-dot):
+    /// rustls reads `b.example.` as `b.example`, but this parser reported
+    /// `b.example.` (site selection trims dots itself, so only the name kept
+    /// for logs and the connection's identity differed from rustls's).
+    #[test]
+    fn one_trailing_dot_is_dropped_as_rustls_does() {
+        assert_eq!(
+            name_of(&hello(Some(sni_ext(b"B.Example.")))),
+            complete("b.example")
+        );
+        assert_eq!(
+            name_of(&hello(Some(sni_ext(b".")))),
+            Err(HelloError::BadServerName)
+        );
     }
 
     #[test]
