@@ -82,28 +82,41 @@ fn stack(name: &str) -> Stack {
     })
 }
 
-/// Runs tests/tlsconf/NAME.py against the stack with TLS `tls`; its JSON line.
+/// Runs tests/tlsconf/NAME.py against the stack with TLS `tls` and the
+/// stack's client certificate; its JSON line.
 fn run(st: &Stack, name: &str, tls: &str) -> Value {
+    let cert = st.certs.client_cert();
+    let key = st.certs.client_key();
+    let args = [
+        "--cert".as_ref(),
+        cert.as_os_str(),
+        "--key".as_ref(),
+        key.as_os_str(),
+        "--tls".as_ref(),
+        tls.as_ref(),
+    ];
+    run_script(st, name, &args)
+}
+
+/// Runs tests/tlsconf/NAME.py against the stack with `args`; its JSON line.
+fn run_script(st: &Stack, name: &str, args: &[&std::ffi::OsStr]) -> Value {
     let mut cmd = Command::new(python());
+    // No __pycache__ left in the source tree.
+    cmd.env("PYTHONDONTWRITEBYTECODE", "1");
     cmd.arg(script(name))
         .arg("--port")
         .arg(st.gw.port().to_string())
-        .arg("--cert")
-        .arg(st.certs.client_cert())
-        .arg("--key")
-        .arg(st.certs.client_key())
-        .arg("--tls")
-        .arg(tls);
+        .args(args);
     let out = run_cmd(&mut cmd, None, Duration::from_secs(60));
     if !out.status.success() {
         st.gw
-            .fail(&format!("{name}.py --tls {tls} failed: {}", out.describe()));
+            .fail(&format!("{name}.py {args:?} failed: {}", out.describe()));
     }
     let stdout = out.stdout_str();
     let line = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(line).unwrap_or_else(|e| {
         st.gw.fail(&format!(
-            "{name}.py --tls {tls} printed no JSON line ({e}): {}",
+            "{name}.py {args:?} printed no JSON line ({e}): {}",
             out.describe()
         ))
     })
@@ -353,4 +366,49 @@ fn corrupted_record_after_the_handshake_tls12() {
 #[test]
 fn corrupted_record_after_the_handshake_tls13() {
     corrupted_record("1.3");
+}
+
+/// A ClientHello record longer than 2^14 bytes: record_overflow (RFC 8446
+/// 5.1), from our own ClientHello reader (rustls does not check plaintext
+/// records; before, a 16,385-byte one was accepted and one over 18,432
+/// bytes closed the connection without an alert). Exactly 2^14 is fine.
+#[test]
+fn client_hello_record_longer_than_a_plaintext_record_may_be() {
+    let st = stack("tlsconf_oversized_hello");
+    let outcome = run_script(
+        &st,
+        "oversized_hello_record",
+        &["--bodies".as_ref(), "16384,16385,20000".as_ref()],
+    );
+    let answers = &outcome["answers"];
+    let fits = answers["16384"].as_str().unwrap_or_default();
+    if !fits.starts_with("record type 22") {
+        st.gw.fail(&format!(
+            "a 2^14-byte hello record must be answered with the ServerHello: {outcome}"
+        ));
+    }
+    for over in ["16385", "20000"] {
+        if answers[over] != "alert fatal record_overflow" {
+            st.gw.fail(&format!(
+                "a {over}-byte hello record: want record_overflow, the client saw {outcome}"
+            ));
+        }
+        let port = outcome["client_ports"][over].as_u64().unwrap_or(0);
+        let peer = format!("peer=127.0.0.1:{port} ");
+        let needles = [
+            peer.as_str(),
+            "TLS handshake refused",
+            "reason=a ClientHello record is longer than 2^14 bytes",
+        ];
+        if st
+            .gw
+            .proc
+            .wait_log_line(&needles, Duration::from_secs(5))
+            .is_none()
+        {
+            st.gw.fail(&format!("no log line with {needles:?}"));
+        }
+        let lines = st.gw.proc.log_lines(&[peer.as_str()]);
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+    }
 }

@@ -136,10 +136,20 @@ impl TlsStream {
         let mut assembler = HelloAssembler::new();
         let sni = loop {
             let start = incoming.len();
-            if let Err(e) = read_one_record(&mut tcp, &mut incoming).await {
-                return Err((HandshakeFailure::Io(e), None));
-            }
-            match assembler.push_record(&incoming[start..]) {
+            let read = read_one_record(&mut tcp, &mut incoming).await;
+            let pushed = match read {
+                Ok(()) => assembler.push_record(&incoming[start..]),
+                // Longer than any record may be: record_overflow, if it was
+                // a handshake record (a client speaking TLS); else not TLS.
+                Err(e)
+                    if e.kind() == io::ErrorKind::InvalidData
+                        && incoming.get(start) == Some(&client_hello::CONTENT_HANDSHAKE) =>
+                {
+                    Err(HelloError::RecordOverflow)
+                }
+                Err(e) => return Err((HandshakeFailure::Io(e), None)),
+            };
+            match pushed {
                 Ok(Hello::Complete { server_name }) => break server_name,
                 Ok(Hello::Incomplete) => {}
                 Err(HelloError::NotHandshake) => {
