@@ -681,6 +681,8 @@ fn handshake_reason(failure: &HandshakeFailure) -> usize {
         HandshakeFailure::UnknownServerName => 4,
         HandshakeFailure::Tls(Error::InvalidCertificate(_)) => 5,
         HandshakeFailure::ResumedCertificateExpired(_) => 2,
+        // The certificate is fine; the client could not sign with its key.
+        HandshakeFailure::CertificateVerify(_) => 6,
         HandshakeFailure::Tls(_) | HandshakeFailure::NotTls => 6,
         HandshakeFailure::Io(_) => 8,
         HandshakeFailure::BadClientHello(_) => 9,
@@ -714,6 +716,9 @@ fn log_handshake_failure(
         HandshakeFailure::ResumedCertificateExpired(e) => {
             let reason = reason::describe(&rustls::Error::InvalidCertificate(e.clone()));
             warn!(peer = %peer, sni, site, reason = %format!("{reason} (a resumed session; the certificate was valid when it began)"), "client certificate refused")
+        }
+        HandshakeFailure::CertificateVerify(_) => {
+            warn!(peer = %peer, sni, site, reason = %reason::CERTIFICATE_VERIFY_FAILED, "client certificate refused")
         }
         HandshakeFailure::Io(e) => debug!(peer = %peer, sni, error = %e, "TLS handshake aborted"),
     }

@@ -9,9 +9,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for tool in curl openssl; do
+for tool in curl openssl python3; do
   command -v "$tool" >/dev/null || { echo "tests/run.sh: $tool is required (apt-get install $tool)" >&2; exit 2; }
 done
+# tests/tls_conformance.rs drives tlslite-ng clients (.ci/run installs them).
+python3 -c 'import tlslite, ecdsa' 2>/dev/null ||
+  { echo "tests/run.sh: python3 needs tlslite-ng and ecdsa: python3 -m pip install tlslite-ng==0.8.2 ecdsa==0.19.2" >&2; exit 2; }
 
 drivers=${PORTCULLIS_TEST_DRIVERS:-"io_uring epoll"}
 cargo build --workspace --all-targets --locked

@@ -15,6 +15,9 @@
 pub const RECORD_HEADER_LEN: usize = 5;
 /// Largest record body a peer may send (2^14 plaintext plus expansion allowance).
 pub const MAX_RECORD_BODY: usize = 16384 + 2048;
+/// Largest plaintext record body (RFC 8446 5.1, RFC 5246 6.2.1): the
+/// records of a ClientHello are plaintext, so none may be longer.
+pub const MAX_PLAINTEXT_BODY: usize = 16384;
 /// Largest ClientHello message we assemble. Real ones are a few KiB even with
 /// post-quantum key shares; rustls itself gives up at 64 KiB.
 pub const MAX_HELLO_LEN: usize = 32 * 1024;
@@ -22,7 +25,7 @@ pub const MAX_HELLO_LEN: usize = 32 * 1024;
 /// tlsfuzzer sends one-byte fragments), but each record costs two reads.
 pub const MAX_HELLO_RECORDS: usize = 4096;
 
-const CONTENT_HANDSHAKE: u8 = 22;
+pub const CONTENT_HANDSHAKE: u8 = 22;
 const HANDSHAKE_CLIENT_HELLO: u8 = 1;
 const HANDSHAKE_HEADER_LEN: usize = 4;
 const EXT_SERVER_NAME: u16 = 0;
@@ -55,6 +58,8 @@ pub enum HelloError {
     TooManyRecords,
     /// A length inside the hello runs past its end.
     Truncated,
+    /// A record of the hello is longer than a plaintext record may be (2^14).
+    RecordOverflow,
     BadServerName,
 }
 
@@ -64,6 +69,7 @@ impl HelloError {
         const UNEXPECTED_MESSAGE: u8 = 10;
         const ILLEGAL_PARAMETER: u8 = 47;
         const DECODE_ERROR: u8 = 50;
+        const RECORD_OVERFLOW: u8 = 22;
         match self {
             HelloError::NotHandshake
             | HelloError::UnexpectedRecord
@@ -72,6 +78,7 @@ impl HelloError {
                 ILLEGAL_PARAMETER
             }
             HelloError::EmptyRecord | HelloError::Truncated => DECODE_ERROR,
+            HelloError::RecordOverflow => RECORD_OVERFLOW,
         }
     }
 }
@@ -86,6 +93,7 @@ impl std::fmt::Display for HelloError {
             HelloError::TooLarge => "the ClientHello is larger than 32 KiB",
             HelloError::TooManyRecords => "the ClientHello is split over more than 4096 records",
             HelloError::Truncated => "a length inside the ClientHello runs past its end",
+            HelloError::RecordOverflow => "a ClientHello record is longer than 2^14 bytes",
             HelloError::BadServerName => "the server_name extension is malformed",
         })
     }
@@ -129,6 +137,11 @@ impl HelloAssembler {
         }
         if body.is_empty() {
             return Err(HelloError::EmptyRecord);
+        }
+        if body.len() > MAX_PLAINTEXT_BODY {
+            // rustls does not check this for plaintext records; the RFC
+            // says record_overflow (tlsfuzzer's record-layer-fragmentation).
+            return Err(HelloError::RecordOverflow);
         }
         if self.records > MAX_HELLO_RECORDS {
             return Err(HelloError::TooManyRecords);
@@ -465,6 +478,26 @@ mod tests {
             assert_eq!(a.push_record(&byte), Ok(Hello::Incomplete));
         }
         assert_eq!(a.push_record(&byte), Err(HelloError::TooManyRecords));
+    }
+
+    #[test]
+    fn a_hello_record_longer_than_plaintext_may_be_is_refused() {
+        // A hello padded (in an unknown extension) so that its one record
+        // holds exactly `body` bytes.
+        let padded = |body: usize| {
+            let bare = hello(Some(vec![0xff, 0x01, 0, 0])).len() - RECORD_HEADER_LEN;
+            let pad = body - bare;
+            let mut ext = vec![0xff, 0x01];
+            ext.extend((pad as u16).to_be_bytes());
+            ext.extend(vec![0u8; pad]);
+            hello(Some(ext))
+        };
+        let fits = padded(MAX_PLAINTEXT_BODY);
+        assert_eq!(fits.len(), RECORD_HEADER_LEN + MAX_PLAINTEXT_BODY);
+        assert_eq!(name_of(&fits), Ok(Hello::Complete { server_name: None }));
+        let over = padded(MAX_PLAINTEXT_BODY + 1);
+        assert_eq!(name_of(&over), Err(HelloError::RecordOverflow));
+        assert_eq!(HelloError::RecordOverflow.alert(), 22);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod material;
 pub mod reason;
 pub mod resumption;
 pub mod server_config;
+pub mod signature_failure;
 pub mod stream;
 
 pub use stream::{HandshakeFailure, PeerIdentity, TlsStream};

@@ -13,6 +13,16 @@ pub fn is_client_certificate_error(e: &Error) -> bool {
     )
 }
 
+/// Why a client whose certificate verified but whose CertificateVerify
+/// signature did not was refused.
+pub const CERTIFICATE_VERIFY_FAILED: &str = "CertificateVerify signature does not verify with the client certificate's key (the client does not hold that key, or signed something else)";
+
+/// The rustls error inside an I/O error from a TLS stream, if that is what
+/// it carries (as opposed to the socket failing).
+pub fn tls_error(e: &std::io::Error) -> Option<&Error> {
+    e.get_ref().and_then(|inner| inner.downcast_ref::<Error>())
+}
+
 /// "client sent no certificate", "certificate not signed by a trusted CA",
 /// "certificate expired at 2026-01-01T00:00:00Z", ...
 pub fn describe(e: &Error) -> String {

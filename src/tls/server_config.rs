@@ -9,6 +9,7 @@ use rustls::server::{ProducesTickets, WebPkiClientVerifier};
 use rustls::ServerConfig;
 
 use super::client_verifier;
+use super::signature_failure::NoteSignatureFailures;
 use crate::config::{MtlsMode, TlsVersions};
 
 /// ALPN: HTTP/1.1 only until the HTTP/2 codec exists; a client that offers only
@@ -77,7 +78,7 @@ pub fn build(
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
         .map_err(|e| fail("TLS versions", &e))?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::new(NoteSignatureFailures(verifier)))
         .with_single_cert(site.chain.clone(), site.key.clone_key())
         .map_err(|e| {
             fail(

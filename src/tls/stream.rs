@@ -18,11 +18,12 @@ use rustls::unbuffered::{
     ConnectionState, EncodeError, EncodeTlsData, EncryptError, UnbufferedStatus,
 };
 use rustls::{HandshakeKind, ProtocolVersion, ServerConfig, SupportedCipherSuite};
+use tracing::info;
 
 use super::client_hello::{
     self, Hello, HelloAssembler, HelloError, MAX_RECORD_BODY, RECORD_HEADER_LEN,
 };
-use super::resumption;
+use super::{reason, resumption, signature_failure};
 use crate::io::{linger_close, Transport};
 
 /// What the handshake established about the client, captured before rustls
@@ -55,6 +56,10 @@ pub enum HandshakeFailure {
     /// A resumed session restored a client certificate that has expired (or
     /// is not yet valid) since the session was established.
     ResumedCertificateExpired(rustls::CertificateError),
+    /// The client's certificate verified, but its CertificateVerify
+    /// signature did not (rustls reports this with the same error as a
+    /// chain signature that does not verify; see `signature_failure`).
+    CertificateVerify(rustls::Error),
 }
 
 pub struct TlsStream {
@@ -69,6 +74,9 @@ pub struct TlsStream {
     pending_plain: Vec<u8>,
     sni: Option<String>,
     peer_closed: bool,
+    /// rustls returned an error (and sent its alert, if it had one): the
+    /// connection is over and rustls must not be asked anything again.
+    failed: bool,
 }
 
 impl TlsStream {
@@ -105,6 +113,7 @@ impl TlsStream {
             pending_plain: Vec::new(),
             sni: None,
             peer_closed: false,
+            failed: false,
         }
     }
 
@@ -127,10 +136,20 @@ impl TlsStream {
         let mut assembler = HelloAssembler::new();
         let sni = loop {
             let start = incoming.len();
-            if let Err(e) = read_one_record(&mut tcp, &mut incoming).await {
-                return Err((HandshakeFailure::Io(e), None));
-            }
-            match assembler.push_record(&incoming[start..]) {
+            let read = read_one_record(&mut tcp, &mut incoming).await;
+            let pushed = match read {
+                Ok(()) => assembler.push_record(&incoming[start..]),
+                // Longer than any record may be: record_overflow, if it was
+                // a handshake record (a client speaking TLS); else not TLS.
+                Err(e)
+                    if e.kind() == io::ErrorKind::InvalidData
+                        && incoming.get(start) == Some(&client_hello::CONTENT_HANDSHAKE) =>
+                {
+                    Err(HelloError::RecordOverflow)
+                }
+                Err(e) => return Err((HandshakeFailure::Io(e), None)),
+            };
+            match pushed {
                 Ok(Hello::Complete { server_name }) => break server_name,
                 Ok(Hello::Incomplete) => {}
                 Err(HelloError::NotHandshake) => {
@@ -163,6 +182,7 @@ impl TlsStream {
             pending_plain: Vec::new(),
             sni,
             peer_closed: false,
+            failed: false,
         };
         match stream.handshake().await {
             Ok(()) => {
@@ -197,6 +217,7 @@ impl TlsStream {
 
     async fn handshake(&mut self) -> Result<(), HandshakeFailure> {
         loop {
+            signature_failure::clear();
             let status = self.conn.process_tls_records(&mut self.incoming);
             let (discard, step) = step_of(status, &mut self.outgoing);
             self.incoming.drain(..discard);
@@ -221,10 +242,16 @@ impl TlsStream {
                     )))
                 }
                 Step::Fail(e) => {
-                    // Now, before any await: see tls::client_verifier::refusal.
+                    // Now, before any await: see tls::client_verifier::refusal
+                    // and tls::signature_failure.
                     let e = super::client_verifier::with_reason(e);
+                    let failure = if signature_failure::is_certificate_verify_failure(&e) {
+                        HandshakeFailure::CertificateVerify(e)
+                    } else {
+                        HandshakeFailure::Tls(e)
+                    };
                     self.send_pending_alert().await;
-                    return Err(HandshakeFailure::Tls(e));
+                    return Err(failure);
                 }
             }
         }
@@ -234,32 +261,47 @@ impl TlsStream {
         crate::io::drain_to(&mut self.tcp, &mut self.outgoing).await
     }
 
-    /// After rustls returned an error it has queued a fatal alert: encode and send it.
-    ///
-    /// rustls must always be given the real unprocessed input: its deframer
-    /// may still point into it (the rest of a record whose first message
-    /// failed), and an empty slice there makes it panic.
+    /// After rustls returned an error it may have queued a fatal alert: send
+    /// it, and mark the connection failed.
     async fn send_pending_alert(&mut self) {
-        for _ in 0..4 {
-            let status = self.conn.process_tls_records(&mut self.incoming);
-            let discard = status.discard;
-            let more = match status.state {
-                Ok(ConnectionState::EncodeTlsData(mut e)) => {
-                    encode_into(&mut self.outgoing, &mut e);
-                    true
-                }
-                Ok(ConnectionState::TransmitTlsData(t)) => {
-                    t.done();
-                    true
-                }
-                _ => false,
-            };
-            self.incoming.drain(..discard);
-            if !more {
-                break;
-            }
-        }
+        self.take_pending_alert();
         let _ = self.flush().await;
+    }
+
+    /// Moves the fatal alert rustls queued with its error (if any) onto
+    /// `outgoing`, and marks the connection failed so that nothing asks
+    /// rustls anything again.
+    ///
+    /// Exactly one more call: rustls hands out queued records before it
+    /// reads input, so that call yields the alert if there is one. Any later
+    /// call goes back to the input, and after an error found while reading
+    /// records (one that does not decrypt, a malformed handshake fragment)
+    /// the bad record is still there: rustls fails on it again and queues a
+    /// second fatal alert (in debug builds its assertion against that
+    /// panics and takes the worker thread down; found by tlsfuzzer's
+    /// KeyUpdate script). rustls must still be given the real unprocessed
+    /// input: its deframer may point into it, and an empty slice there makes
+    /// it panic.
+    fn take_pending_alert(&mut self) {
+        if self.failed {
+            return;
+        }
+        self.failed = true;
+        let status = self.conn.process_tls_records(&mut self.incoming);
+        let discard = status.discard;
+        if let Ok(ConnectionState::EncodeTlsData(mut e)) = status.state {
+            encode_into(&mut self.outgoing, &mut e);
+        }
+        self.incoming.drain(..discard);
+    }
+
+    /// The one log line for a connection whose TLS failed after the
+    /// handshake (the handshake's own failures are logged by the gateway).
+    fn log_failure(&self, e: &rustls::Error) {
+        let peer = self.tcp.peer_addr().ok();
+        let peer = peer.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        let sni = self.sni.as_deref().unwrap_or("-");
+        info!(peer = %peer, sni, reason = %reason::describe(e), "TLS connection failed after the handshake; closed");
     }
 
     /// Reads more ciphertext after the handshake: as much as the socket has.
@@ -281,6 +323,9 @@ impl TlsStream {
     /// given, so buffered input is processed here too: any plaintext it
     /// yields is kept for the next read, never dropped.
     fn encrypt_into_outgoing(&mut self, data: Option<&[u8]>) -> io::Result<()> {
+        if self.failed {
+            return Err(failed_connection());
+        }
         loop {
             let status = self.conn.process_tls_records(&mut self.incoming);
             let discard = status.discard;
@@ -330,6 +375,14 @@ impl TlsStream {
                 Err(e) => result = Some(Err(io::Error::new(io::ErrorKind::InvalidData, e))),
             }
             self.incoming.drain(..discard);
+            if let Some(Err(e)) = &result {
+                if let Some(tls) = reason::tls_error(e) {
+                    // rustls failed on input that arrived while we were
+                    // writing: its alert goes out with the next flush.
+                    self.log_failure(tls);
+                    self.take_pending_alert();
+                }
+            }
             if let Some(r) = result {
                 return r;
             }
@@ -365,6 +418,9 @@ fn encrypt_all(
 
 impl Transport for TlsStream {
     async fn read_append(&mut self, mut dst: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        if self.failed {
+            return (Err(failed_connection()), dst);
+        }
         if !self.pending_plain.is_empty() {
             let n = self.pending_plain.len();
             dst.extend_from_slice(&self.pending_plain);
@@ -428,6 +484,7 @@ impl Transport for TlsStream {
                     return (Ok(0), dst);
                 }
                 Step::Fail(e) => {
+                    self.log_failure(&e);
                     self.send_pending_alert().await;
                     return (Err(io::Error::new(io::ErrorKind::InvalidData, e)), dst);
                 }
@@ -454,7 +511,11 @@ impl Transport for TlsStream {
     }
 
     async fn wait_readable(&mut self) -> io::Result<()> {
-        if !self.incoming.is_empty() || !self.pending_plain.is_empty() || self.peer_closed {
+        if !self.incoming.is_empty()
+            || !self.pending_plain.is_empty()
+            || self.peer_closed
+            || self.failed
+        {
             return Ok(());
         }
         // Nothing buffered: hand the buffers back while the client is idle.
@@ -464,7 +525,11 @@ impl Transport for TlsStream {
     }
 
     async fn close(&mut self) {
-        let _ = self.encrypt_into_outgoing(None);
+        // After a failure there is no orderly close to announce: the fatal
+        // alert (if rustls had one) is the last record we send.
+        if !self.failed {
+            let _ = self.encrypt_into_outgoing(None);
+        }
         // A client that stopped reading does not get to hold the close open.
         let _ = monoio::time::timeout(crate::io::CLOSE_FLUSH_TIME, self.flush()).await;
         linger_close(&mut self.tcp).await;
@@ -473,6 +538,13 @@ impl Transport for TlsStream {
     fn abort(&mut self) {
         crate::sock::set_abortive_close(&self.tcp);
     }
+}
+
+fn failed_connection() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "the TLS connection already failed",
+    )
 }
 
 /// What the I/O shell must do next, decided from a rustls state without I/O.
