@@ -5,6 +5,7 @@
 //!
 //! Steering headers: `x-echo-status: N`, `x-echo-bytes: N` (N bytes, byte i =
 //! i % 251, instead of JSON), `x-echo-chunked: 1`, `x-echo-delay-ms: N`.
+//! A HEAD gets the head a GET would get and no body (RFC 9110 section 9.3.2).
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
@@ -127,6 +128,9 @@ struct Steering {
     bytes: Option<u64>,
     chunked: bool,
     delay_ms: u64,
+    /// A HEAD request: the response is the head alone. A body after it would
+    /// be read as the start of the next response on this connection.
+    head: bool,
 }
 
 /// `tls`: None for plain HTTP; Some(client certificate subject) over TLS.
@@ -293,6 +297,9 @@ async fn write_response<S: Transport>(
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    if steer.head {
+        return flush(tcp, out).await;
+    }
     match steer.bytes {
         None => {
             if steer.chunked {
@@ -378,7 +385,10 @@ fn describe(req: &crate::http::request::Request<'_, '_>, json: &mut String) -> S
     json.push_str(",\"host\":");
     push_json_opt(json, req.host);
     json.push_str(",\"headers\":{");
-    let mut steer = Steering::default();
+    let mut steer = Steering {
+        head: req.method == "HEAD",
+        ..Steering::default()
+    };
     let mut first = true;
     for (i, h) in req.headers.iter().enumerate() {
         let name = h.name;

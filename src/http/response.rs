@@ -10,7 +10,7 @@ use super::{BodyFraming, HttpError, Limits, Parsed};
 
 // The gateway's own error responses live in their own file; the API is here.
 mod error_page;
-pub use error_page::{reason_phrase, write_error_response};
+pub use error_page::{reason_phrase, write_error_response, write_error_response_head};
 
 /// A parsed response head; everything borrows from the caller's buffer.
 pub struct Response<'h, 'b> {

@@ -21,7 +21,7 @@ use crate::generation::{GatewaySettings, WorkerGeneration};
 use crate::http::host::{normalize_authority, normalize_host};
 use crate::http::path::{normalize_path, strip_params};
 use crate::http::request::{parse_request, write_backend_request_head, ForwardContext, Request};
-use crate::http::response::write_error_response;
+use crate::http::response::{write_error_response, write_error_response_head};
 use crate::http::{BodyFraming, HttpError, Parsed};
 use crate::identity::ClientCert;
 use crate::io::{give_buffer, take_buffer, write_all, Transport};
@@ -128,6 +128,10 @@ pub(crate) struct ClientConn<S> {
     /// The current request's normalised path, then the target sent to the
     /// backend when no rewrite applies (reused per request).
     target: String,
+    /// The request being answered is a HEAD: the gateway's own error
+    /// responses to it carry no body either (one would be read as the next
+    /// response on a kept-alive connection).
+    head_request: bool,
 }
 
 /// A request that is ready to forward; everything borrowed from the head has
@@ -190,6 +194,7 @@ pub async fn serve<S: Transport>(
         cert: OnceCell::new(),
         host: String::new(),
         target: String::new(),
+        head_request: false,
     };
     let mut first = true;
     loop {
@@ -334,11 +339,13 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
         max_headers: settings.limits.max_headers.min(MAX_HEADERS_CAP),
     };
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
+    c.head_request = false;
     let req = match parse_request(&c.rbuf, &mut headers, &limits) {
         Ok(Parsed::Complete(req)) => req,
         Ok(Parsed::Partial) => return Ok(None),
         Err(e) => return Err(ProxyError::BadRequest(e)),
     };
+    c.head_request = req.method == "HEAD";
     let head_len = req.head_len;
     let has_body = !matches!(
         req.framing,
@@ -549,7 +556,12 @@ async fn respond_error_with<S: Transport>(
         Some(line) => std::slice::from_ref(line),
         None => &[],
     };
-    write_error_response(
+    let write = if c.head_request {
+        write_error_response_head
+    } else {
+        write_error_response
+    };
+    write(
         e.status(),
         e.code(),
         e.message(),

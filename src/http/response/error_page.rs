@@ -18,6 +18,32 @@ pub fn write_error_response(
     extra_headers: &[&str],
     out: &mut Vec<u8>,
 ) {
+    write_error(status, code, message, close, extra_headers, true, out);
+}
+
+/// The same response to a HEAD request: the head, with the Content-Length a
+/// GET would get (RFC 9110 section 9.3.2), and no body. A body after the head
+/// of a HEAD response would be read as the next response on the connection.
+pub fn write_error_response_head(
+    status: u16,
+    code: &str,
+    message: &str,
+    close: bool,
+    extra_headers: &[&str],
+    out: &mut Vec<u8>,
+) {
+    write_error(status, code, message, close, extra_headers, false, out);
+}
+
+fn write_error(
+    status: u16,
+    code: &str,
+    message: &str,
+    close: bool,
+    extra_headers: &[&str],
+    with_body: bool,
+    out: &mut Vec<u8>,
+) {
     // The body is {OPEN}status{CODE}code{MESSAGE}message{CLOSE}.
     const OPEN: &str = "{\"error\":{\"status\":";
     const CODE: &str = ",\"code\":\"";
@@ -48,6 +74,9 @@ pub fn write_error_response(
         }
     }
     out.extend_from_slice(b"\r\n");
+    if !with_body {
+        return;
+    }
 
     out.extend_from_slice(OPEN.as_bytes());
     head::put_decimal(out, u64::from(status));
@@ -172,5 +201,17 @@ mod tests {
         assert!(text.contains(&format!("Content-Length: {}\r\n", body.len())));
         assert_eq!(reason_phrase(431), "Request Header Fields Too Large");
         assert_eq!(reason_phrase(999), "Unknown");
+    }
+
+    #[test]
+    fn error_response_to_head_is_the_same_head_without_the_body() {
+        let (mut full, mut head) = (Vec::new(), Vec::new());
+        let args = (404, "PCS.4040", "no route", false, &["Allow: GET"][..]);
+        write_error_response(args.0, args.1, args.2, args.3, args.4, &mut full);
+        write_error_response_head(args.0, args.1, args.2, args.3, args.4, &mut head);
+        let text = String::from_utf8(full).unwrap();
+        let (full_head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(!body.is_empty());
+        assert_eq!(String::from_utf8(head).unwrap(), format!("{full_head}\r\n\r\n"));
     }
 }
