@@ -446,7 +446,11 @@ async fn relay_response<S: Transport>(
     let client_keep = plan.keep_alive
         && client_framing(framing, plan.client_http10) != BodyFraming::UntilClose
         && !ctx.drain.is_draining();
-    access_log(c, ctx, plan, status, "-");
+    // A chunked body's head leaves with its first decoded chunks, so it is
+    // logged there (below): a first read that is already broken is still a 502.
+    if framing != BodyFraming::Chunked {
+        access_log(c, ctx, plan, status, "-");
+    }
     let after = |e| Attempt::Failed(Failure::AfterResponse(e));
 
     match framing {
@@ -516,17 +520,24 @@ async fn relay_response<S: Transport>(
         }
         BodyFraming::Chunked => {
             let mut decoder = ChunkedDecoder::new();
-            let mut head_pending = true;
+            // `c.out` holds the client's head until the first write.
+            let mut head_sent = false;
             loop {
-                if !head_pending {
+                if head_sent {
                     c.out.clear();
                 }
-                head_pending = false;
                 let mut pos = 0;
                 while pos < b.buf.len() && !decoder.is_done() {
-                    let d = decoder
-                        .decode(&b.buf[pos..])
-                        .map_err(|e| after(ProxyError::BackendInvalidResponse(e)))?;
+                    let d = decoder.decode(&b.buf[pos..]).map_err(|e| {
+                        let e = ProxyError::BackendInvalidResponse(e);
+                        if head_sent {
+                            after(e)
+                        } else {
+                            // Nothing has reached the client: it can still
+                            // get a 502 instead of a bare reset.
+                            Attempt::Failed(Failure::BeforeResponse(e))
+                        }
+                    })?;
                     let data = &b.buf[pos..][d.data.clone()];
                     if !data.is_empty() {
                         // An HTTP/1.0 client cannot read chunked: it gets the
@@ -549,7 +560,11 @@ async fn relay_response<S: Transport>(
                     c.out.extend_from_slice(LAST_CHUNK);
                 }
                 if !c.out.is_empty() {
+                    if !head_sent {
+                        access_log(c, ctx, plan, status, "-");
+                    }
                     client_write_out(c).await?;
+                    head_sent = true;
                 }
                 if decoder.is_done() {
                     return Ok((client_keep, backend_keep && b.buf.is_empty()));
