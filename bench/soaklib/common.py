@@ -113,7 +113,9 @@ def read_jsonl(path):
 
 def die_with_parent():
     """preexec_fn for children: SIGKILL when the orchestrator dies, however
-    it dies, so no soak process outlives its run."""
+    it dies, so no soak process outlives its run. The kernel ties this to
+    the *thread* that started the child: start children from threads that
+    live as long as the children should."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

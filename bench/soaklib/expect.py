@@ -71,8 +71,14 @@ def _answered_ok(rec):
     return rec.get("phase") == "done" and rec.get("status") == 200 and rec.get("body_ok") is True
 
 
-def _coded(rec):
-    return (rec.get("status"), rec.get("code")) if rec.get("phase") == "done" else None
+def _coded(rec, allowed=()):
+    """(status, code) of a complete error answer. A response to HEAD has no
+    body to carry the code: its status alone is matched against `allowed`."""
+    if rec.get("phase") != "done":
+        return None
+    if rec.get("method") == "HEAD" and rec.get("code") is None:
+        return next((a for a in allowed if a[0] == rec.get("status")), (rec.get("status"), None))
+    return rec.get("status"), rec.get("code")
 
 
 def _aborted(rec):
@@ -107,6 +113,8 @@ def classify(rec, events, timeouts):
     `events`: injected faults, each {"kind", "target", "t0", "t1"}; cap
     floods have kind "cap_flood" and target "*"."""
     kind = rec.get("kind", "")
+    if rec.get("head_extra"):
+        return "fail", f"{rec['head_extra']} bytes after the head of a HEAD response"
     exp = FAULT_PATHS.get(kind)
     if exp is None and _answered_ok(rec):
         return "ok", ""
@@ -130,7 +138,7 @@ def classify(rec, events, timeouts):
         effect = FAULT_EFFECTS.get(ev["kind"])
         if effect is None:
             continue
-        if _coded(rec) in effect["codes"]:
+        if _coded(rec, effect["codes"]) in effect["codes"]:
             return "fault", f"{rec['status']} {rec['code']} during {ev['kind']}"
         if effect["abort"] and _aborted(rec):
             return "fault", f"aborted ({rec.get('end')} in {rec.get('phase')}) during {ev['kind']}"

@@ -137,6 +137,10 @@ class Injector(threading.Thread):
                 if self.stop_event.wait(max(0.0, self.t_start + at - time.monotonic())):
                     return
                 self.inject(kind, dur)
+            # Stay until the run ends: an echo backend restarted from this
+            # thread gets SIGKILL when the thread exits (PR_SET_PDEATHSIG
+            # follows the parent thread, not the process).
+            self.stop_event.wait()
         except Exception as e:  # reported as a soak failure, never swallowed
             self.error = f"{type(e).__name__}: {e}"
             self.log(f"fault injector failed: {self.error}")

@@ -44,6 +44,14 @@ class WellBehaved(unittest.TestCase):
         self.assertEqual(expect.classify(dict(r, end="eof_clean"), [KILL], T)[0], "fail")
         self.assertEqual(expect.classify(r, [], T)[0], "fail")
 
+    def test_head_errors_match_on_status_and_stray_bytes_fail(self):
+        r = rec(method="HEAD", kind="head_bytes", status=502, code=None, body_ok=False, head_extra=0)
+        self.assertEqual(expect.classify(r, [KILL], T)[0], "fault")
+        self.assertEqual(expect.classify(dict(r, status=504), [KILL], T)[0], "fail")
+        self.assertEqual(expect.classify(dict(r, head_extra=90), [KILL], T)[0], "fail")
+        ok = rec(method="HEAD", kind="head_bytes", head_extra=0)
+        self.assertEqual(expect.classify(ok, [], T)[0], "ok")
+
     def test_a_stall_allows_nothing_but_delay(self):
         stall = {"kind": "stall", "target": "e", "t0": 100.0, "t1": 101.0}
         self.assertEqual(expect.classify(rec(status=504, code="PCS.5040"), [stall], T)[0], "fail")
