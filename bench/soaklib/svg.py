@@ -29,7 +29,7 @@ def _fmt(v):
     return f"{v:.0f}" if abs(v - round(v)) < 1e-9 else f"{v:.1f}"
 
 
-def _panel(out, y0, title, series, t_max, lines, warmup, events, y_label):
+def _panel(out, y0, title, series, t_max, lines, warmup, events, y_label, load_end=None):
     """series: [(label, colour, [(t, v)])]; lines: [(y value, colour, label)]."""
     vals = [v for _, _, pts in series for _, v in pts] + [y for y, _, _ in lines]
     lo, hi = (min(vals), max(vals)) if vals else (0, 1)
@@ -53,6 +53,10 @@ def _panel(out, y0, title, series, t_max, lines, warmup, events, y_label):
         c = FAULT_COLOURS.get(ev["kind"], "#999")
         xa, xb = X(ev["t0"]), max(X(ev["t1"]), X(ev["t0"]) + 1.5)
         out.append(f'<rect x="{xa:.1f}" y="{y1}" width="{xb - xa:.1f}" height="{PANEL_H}" fill="{c}" opacity="0.25"/>')
+    if load_end is not None and load_end < t_max:
+        xe = X(load_end)
+        out.append(f'<line x1="{xe:.1f}" x2="{xe:.1f}" y1="{y1}" y2="{y2}" stroke="#444" stroke-dasharray="2,3"/>')
+        out.append(f'<text x="{xe - 4:.1f}" y="{y1 + 14}" font-size="11" fill="#444" text-anchor="end">load ends</text>')
     for v in _ticks(lo, hi):
         out.append(f'<line x1="{x1 - 4}" x2="{x1}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#888"/>')
         out.append(f'<text x="{x1 - 6}" y="{Y(v) + 4:.1f}" font-size="11" text-anchor="end">{_fmt(v)}</text>')
@@ -68,7 +72,8 @@ def _panel(out, y0, title, series, t_max, lines, warmup, events, y_label):
                    f'stroke="{colour}" stroke-dasharray="5,4"/>')
         out.append(f'<text x="{x2 - 4}" y="{Y(y) - 4:.1f}" font-size="10" text-anchor="end" fill="{colour}">'
                    f'{escape(label)}</text>')
-    lx = x1 + 90
+    # The legend follows the panel's title (about 8.5 px a character at 14 px bold).
+    lx = x1 + 8.5 * len(title) + 24
     for label, colour, pts in series:
         if pts:
             d = " ".join(f"{X(t):.1f},{Y(v):.1f}" for t, v in pts)
@@ -78,9 +83,10 @@ def _panel(out, y0, title, series, t_max, lines, warmup, events, y_label):
         lx += 30 + 7 * len(label)
 
 
-def plot(samples, t0, events, warmup_s, flat, title):
+def plot(samples, t0, events, warmup_s, flat, title, load_s=None):
     """samples: dicts with t (monotonic), fds, rss_kib and optionally
-    portcullis_open_connections; t0: the run's start; events: faults."""
+    portcullis_open_connections; t0: the run's start; events: faults;
+    load_s: when the load stopped (the samples after it show the gateway settling)."""
     t_max = max((s["t"] - t0 for s in samples), default=1.0) or 1.0
     rel = [dict(s, t=s["t"] - t0) for s in samples]
     evs = [dict(e, t0=e["t0"] - t0, t1=e["t1"] - t0) for e in events]
@@ -101,10 +107,10 @@ def plot(samples, t0, events, warmup_s, flat, title):
         ("fds", "#1f77b4", [(s["t"], s["fds"]) for s in rel]),
         ("open client connections (gauge)", "#7f7f7f",
          [(s["t"], s["portcullis_open_connections"]) for s in rel if "portcullis_open_connections" in s]),
-    ], t_max, fd_lines, warmup_s, evs, "count")
+    ], t_max, fd_lines, warmup_s, evs, "count", load_s)
     _panel(out, TOP + 20 + PANEL_H + GAP, "Resident memory (VmRSS)", [
         ("RSS MiB", "#1f77b4", [(s["t"], s["rss_kib"] / 1024) for s in rel]),
-    ], t_max, rss_lines, warmup_s, evs, "MiB")
+    ], t_max, rss_lines, warmup_s, evs, "MiB", load_s)
     lx, ly = LEFT, H - 10
     out.append(f'<text x="{lx}" y="{ly}" font-size="11">faults:</text>')
     lx += 48

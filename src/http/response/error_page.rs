@@ -212,6 +212,9 @@ mod tests {
         let text = String::from_utf8(full).unwrap();
         let (full_head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(!body.is_empty());
-        assert_eq!(String::from_utf8(head).unwrap(), format!("{full_head}\r\n\r\n"));
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            format!("{full_head}\r\n\r\n")
+        );
     }
 }
