@@ -56,7 +56,8 @@ def _panel(out, y0, title, series, t_max, lines, warmup, events, y_label, load_e
     if load_end is not None and load_end < t_max:
         xe = X(load_end)
         out.append(f'<line x1="{xe:.1f}" x2="{xe:.1f}" y1="{y1}" y2="{y2}" stroke="#444" stroke-dasharray="2,3"/>')
-        out.append(f'<text x="{xe - 4:.1f}" y="{y1 + 14}" font-size="11" fill="#444" text-anchor="end">load ends</text>')
+        # At the bottom: the allowance labels sit at the top right.
+        out.append(f'<text x="{xe - 4:.1f}" y="{y2 - 6}" font-size="11" fill="#444" text-anchor="end">load ends</text>')
     for v in _ticks(lo, hi):
         out.append(f'<line x1="{x1 - 4}" x2="{x1}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="#888"/>')
         out.append(f'<text x="{x1 - 6}" y="{Y(v) + 4:.1f}" font-size="11" text-anchor="end">{_fmt(v)}</text>')
