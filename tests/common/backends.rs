@@ -105,6 +105,8 @@ fn set_linger_zero(s: &TcpStream) {
         l_onoff: 1,
         l_linger: 0,
     };
+    // SAFETY: the pointer and length describe `l`, a `linger` alive for the
+    // whole call, and the descriptor belongs to `s`, open while we hold it.
     unsafe {
         libc::setsockopt(
             s.as_raw_fd(),

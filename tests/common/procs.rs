@@ -182,6 +182,8 @@ impl ChildGuard {
     pub fn signal(&self, sig: i32) {
         let pid = self.pid();
         assert!(pid > 0, "{}: no child to signal", self.name);
+        // SAFETY: kill(2) takes two integers and touches none of our memory;
+        // a pid or signal it rejects is an error return, asserted below.
         let r = unsafe { libc::kill(pid, sig) };
         assert_eq!(
             r,
