@@ -138,35 +138,88 @@ pub async fn drain_to(tcp: &mut TcpStream, pending: &mut Vec<u8>) -> io::Result<
     res.map(|_| ())
 }
 
-/// Idle buffers kept per core (beyond this they are freed).
-const MAX_POOLED_BUFFERS: usize = 4096;
+/// The spare buffers one core keeps, in bytes (beyond this they are freed).
+/// A bound in bytes, not in buffers, so a burst of connections does not
+/// leave its peak memory behind in the pool.
+const MAX_POOLED_BYTES: usize = 4 * 1024 * 1024;
+/// A buffer that grew past this (a large chunk, a big head) is freed rather
+/// than kept: the pool should hold the common size, not the largest seen.
+const MAX_POOLED_CAPACITY: usize = 64 * 1024;
+
+/// This core's spare buffers and their total capacity.
+#[derive(Default)]
+struct BufferPool {
+    buffers: Vec<Vec<u8>>,
+    bytes: usize,
+}
 
 thread_local! {
     /// This core's spare buffers: connections return theirs while idle and take
     /// one back when bytes arrive, so the steady state allocates nothing and
     /// idle connections hold no buffer memory.
-    static BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+    static BUFFERS: std::cell::RefCell<BufferPool> = std::cell::RefCell::new(BufferPool::default());
 }
 
 /// An empty buffer with at least `capacity` bytes of room, from this core's pool.
 pub fn take_buffer(capacity: usize) -> Vec<u8> {
-    let mut buf = BUFFERS.with(|b| b.borrow_mut().pop()).unwrap_or_default();
+    let mut buf = BUFFERS
+        .with(|b| {
+            let mut pool = b.borrow_mut();
+            let buf = pool.buffers.pop();
+            if let Some(buf) = &buf {
+                pool.bytes -= buf.capacity();
+            }
+            buf
+        })
+        .unwrap_or_default();
     if buf.capacity() < capacity {
         buf.reserve(capacity);
     }
     buf
 }
 
-/// Gives a buffer back to this core's pool (contents are discarded).
+/// Gives a buffer back to this core's pool (contents are discarded), or
+/// frees it when it is oversized or the pool holds its fill.
 pub fn give_buffer(mut buf: Vec<u8>) {
-    if buf.capacity() == 0 {
+    let capacity = buf.capacity();
+    if capacity == 0 || capacity > MAX_POOLED_CAPACITY {
         return;
     }
     buf.clear();
     BUFFERS.with(|b| {
         let mut pool = b.borrow_mut();
-        if pool.len() < MAX_POOLED_BUFFERS {
-            pool.push(buf);
+        if pool.bytes + capacity <= MAX_POOLED_BYTES {
+            pool.bytes += capacity;
+            pool.buffers.push(buf);
         }
     });
+}
+
+/// Bytes held by this core's spare buffers now.
+pub fn pooled_buffer_bytes() -> usize {
+    BUFFERS.with(|b| b.borrow().bytes)
+}
+
+#[cfg(test)]
+mod buffer_pool_tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_is_bounded_in_bytes_and_frees_oversized_buffers() {
+        // Each test runs on its own thread: a fresh pool.
+        assert_eq!(pooled_buffer_bytes(), 0);
+        give_buffer(Vec::with_capacity(MAX_POOLED_CAPACITY + 1));
+        assert_eq!(pooled_buffer_bytes(), 0, "oversized: freed");
+        for _ in 0..1000 {
+            give_buffer(Vec::with_capacity(16 * 1024));
+        }
+        assert!(pooled_buffer_bytes() <= MAX_POOLED_BYTES);
+        assert!(pooled_buffer_bytes() > MAX_POOLED_BYTES - 32 * 1024);
+        let before = pooled_buffer_bytes();
+        let b = take_buffer(1024);
+        assert!(b.capacity() >= 16 * 1024);
+        assert_eq!(pooled_buffer_bytes(), before - b.capacity());
+        give_buffer(b);
+        assert_eq!(pooled_buffer_bytes(), before);
+    }
 }
