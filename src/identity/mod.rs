@@ -141,10 +141,14 @@ pub fn rfc9440_client_cert_chain(intermediates: &[CertificateDer<'_>]) -> Option
 /// `DNS=` per SAN dNSName.
 ///
 /// Quoting follows Envoy's documented rules: a value containing ',', ';',
-/// '=' or '"' is double-quoted with '"' written as `\"`; Subject is always
-/// quoted. (Envoy itself writes URI and DNS values unquoted whatever they
-/// hold, and emits an empty `URI=` when there is none; we quote where the
-/// documentation says to, and leave out keys with no value.)
+/// '=' or '"' is double-quoted; Subject is always quoted. Inside quotes '"'
+/// and '\' are written as `\"` and `\\` (RFC 9110 quoted-pair): the subject
+/// is RFC 4514 text, full of backslashes, and an unescaped `\` before an
+/// escaped quote would end the string early and let a certificate's subject
+/// write its own `;URI=` or `,Hash=` after it. A value holding a backslash
+/// is quoted for the same reason. (Envoy itself writes URI and DNS values
+/// unquoted whatever they hold, and emits an empty `URI=` when there is none;
+/// we quote where the documentation says to, and leave out keys with no value.)
 pub fn xfcc(cert: &ClientCert) -> String {
     let mut out = String::with_capacity(128);
     out.push_str("Hash=");
@@ -276,7 +280,7 @@ fn is_printable_token(s: &str) -> bool {
 }
 
 fn push_xfcc_value(out: &mut String, value: &str) {
-    if value.contains([',', ';', '=', '"']) {
+    if value.contains([',', ';', '=', '"', '\\']) {
         push_quoted(out, value);
     } else {
         out.push_str(value);
@@ -286,7 +290,7 @@ fn push_xfcc_value(out: &mut String, value: &str) {
 fn push_quoted(out: &mut String, value: &str) {
     out.push('"');
     for c in value.chars() {
-        if c == '"' {
+        if c == '"' || c == '\\' {
             out.push('\\');
         }
         out.push(c);

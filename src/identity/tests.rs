@@ -1,4 +1,8 @@
 use super::*;
+
+// XFCC quoting against certificates built to break out of it.
+mod xfcc_quoting;
+
 use rcgen::{
     BasicConstraints, BmpString, Certificate, CertificateParams, DistinguishedName, DnType,
     DnValue, Ia5String, IsCa, KeyPair, SanType, TeletexString, UniversalString,
@@ -319,7 +323,7 @@ fn xfcc_element() {
     assert_eq!(
         xfcc(&cert),
         format!(
-            "Hash={};Subject=\"CN=alice,O=Example\\, Inc.\";\
+            "Hash={};Subject=\"CN=alice,O=Example\\\\, Inc.\";\
              URI=spiffe://example.org/ns/prod/sa/api;DNS=client.example.com",
             cert.fingerprint_hex()
         )
@@ -345,7 +349,7 @@ fn xfcc_quotes_values_with_separators() {
     assert_eq!(
         xfcc(&cert),
         format!(
-            r#"Hash={};Subject="CN=say \\"hi\\"";URI="https://example.org/a?b=c;d";URI="spiffe://example.org/\"q\"";URI={};DNS=a.example.com;DNS=b.example.com"#,
+            r#"Hash={};Subject="CN=say \\\"hi\\\"";URI="https://example.org/a?b=c;d";URI="spiffe://example.org/\"q\"";URI={};DNS=a.example.com;DNS=b.example.com"#,
             cert.fingerprint_hex(),
             SPIFFE
         )
