@@ -29,6 +29,10 @@ pub enum ProxyError {
     NoRoute,
     /// A route matches the path but not the method.
     MethodNotAllowed,
+    /// TRACE or TRACK on a route that does not list it, or CONNECT: refused
+    /// by the gateway itself (a backend that honours TRACE echoes the
+    /// identity headers and any secret a route sets).
+    MethodRefused,
     /// The body is larger than the route allows.
     BodyTooLarge,
     /// The request head did not arrive within the request-head timeout.
@@ -62,7 +66,7 @@ impl ProxyError {
         match self {
             Self::BadRequest(e) => e.status(),
             Self::NoRoute => 404,
-            Self::MethodNotAllowed => 405,
+            Self::MethodNotAllowed | Self::MethodRefused => 405,
             Self::BodyTooLarge => 413,
             Self::HeadTimeout | Self::BodyTimeout => 408,
             Self::BackendConnect(_) | Self::BackendReset(_) | Self::BackendInvalidResponse(_) => {
@@ -83,6 +87,7 @@ impl ProxyError {
             Self::BadRequest(e) => e.code(),
             Self::NoRoute => "PCS.4040",
             Self::MethodNotAllowed => "PCS.4050",
+            Self::MethodRefused => "PCS.4051",
             Self::BodyTooLarge => "PCS.4130",
             Self::HeadTimeout => "PCS.4080",
             Self::BodyTimeout => "PCS.4081",
@@ -105,6 +110,9 @@ impl ProxyError {
             Self::BadRequest(e) => e.message(),
             Self::NoRoute => "no route matches this host and path",
             Self::MethodNotAllowed => "the route does not allow this method",
+            Self::MethodRefused => {
+                "refused by the gateway: TRACE and TRACK need a route that lists them, CONNECT is never forwarded"
+            }
             Self::BodyTooLarge => "request body is larger than this route allows",
             Self::HeadTimeout => "request head not received in time",
             Self::BodyTimeout => "request body not received in time",
@@ -128,6 +136,7 @@ impl ProxyError {
             Self::BadRequest(_)
             | Self::NoRoute
             | Self::MethodNotAllowed
+            | Self::MethodRefused
             | Self::BodyTooLarge
             | Self::HeadTimeout
             | Self::BodyTimeout
@@ -157,6 +166,7 @@ impl ProxyError {
             self,
             Self::NoRoute
                 | Self::MethodNotAllowed
+                | Self::MethodRefused
                 | Self::MisdirectedRequest
                 | Self::ClientCertRequired
                 | Self::ClientCertNotAllowed

@@ -15,6 +15,7 @@ use crate::drain::Drain;
 use crate::generation::{Current, Generation, WorkerGeneration};
 use crate::metrics::{self, Published, Snapshot};
 use crate::proxy::{self, Session, WorkerContext};
+use crate::proxy_protocol;
 use crate::runtime::{self, Driver};
 use crate::tls::ktls::{self, Handover, KtlsSupport};
 use crate::tls::{client_verifier, reason, HandshakeFailure, TlsStream};
@@ -554,7 +555,7 @@ impl Drop for Counted {
 }
 
 async fn handle_connection(
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     peer: SocketAddr,
     generation: Rc<WorkerGeneration>,
     accepting: Accepting,
@@ -562,7 +563,23 @@ async fn handle_connection(
 ) {
     let ctx = open.ctx.clone();
     let handshaking = Counted::enter(ctx.clone(), |c| &c.conns.handshaking);
+    // One deadline for everything before the first request: the PROXY
+    // header (if the listener wants one) and the TLS handshake.
     let timeout = generation.shared.settings.timeouts.handshake;
+    let deadline = Instant::now() + timeout;
+    let peer = match generation.shared.listeners.get(accepting.listener) {
+        Some(l) if l.proxy_protocol => {
+            match proxy_protocol::read_header(&mut tcp, peer, &l.trusted_proxies, timeout).await {
+                Ok((source, header)) => {
+                    debug!(peer = %peer, client = %source, version = header.version, "PROXY header read");
+                    source
+                }
+                Err(why) => return refuse_before_tls(&ctx, peer, &why),
+            }
+        }
+        _ => peer,
+    };
+    let timeout = deadline.saturating_duration_since(Instant::now());
     let site = Cell::new(None);
     let select = |sni: Option<&str>| {
         // The same normal form the Host header and `server_names` are in; a
@@ -627,6 +644,24 @@ async fn handle_connection(
             warn!(peer = %peer, error = %e, "kernel TLS handover failed after the point of no return; closing the connection");
         }
     }
+}
+
+/// A connection on a `proxy_protocol` listener closed before TLS: one log
+/// line (the TCP peer and why) and one count. Dropping the socket closes it.
+fn refuse_before_tls(ctx: &WorkerContext, peer: SocketAddr, why: &proxy_protocol::Refused) {
+    ctx.modes
+        .handshake_failed
+        .set(ctx.modes.handshake_failed.get() + 1);
+    let label = match why {
+        proxy_protocol::Refused::UntrustedPeer => "proxy_untrusted",
+        _ => "proxy_header",
+    };
+    // Looked up by name (off the request path), so a label added before
+    // these cannot shift what they count.
+    if let Some(reason) = metrics::HANDSHAKE_REASONS.iter().position(|r| *r == label) {
+        ctx.metrics.record_handshake_failure(reason);
+    }
+    info!(peer = %peer, reason = %why, "connection refused before TLS (proxy_protocol listener)");
 }
 
 fn log_ktls_support_once(support: &KtlsSupport) {

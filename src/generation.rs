@@ -15,7 +15,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::ProducesTickets;
 use rustls::{ClientConfig, ServerConfig};
 
-use crate::config::{Config, EscapedSlashes, HostMatch, Limits, MtlsMode, PathOptions, Timeouts};
+use crate::config::{
+    Config, EscapedSlashes, HostMatch, Limits, MtlsMode, PathOptions, Timeouts, TrustedProxies,
+};
 use crate::metrics::Published;
 use crate::router::RouteTable;
 use crate::tls::material;
@@ -59,6 +61,11 @@ pub struct Site {
 pub struct ListenerSites {
     pub sites: Vec<usize>,
     pub default_site: Option<usize>,
+    /// Whose X-Forwarded-For (and PROXY header) is believed. Part of the
+    /// generation, so a reload can change it for new connections.
+    pub trusted_proxies: TrustedProxies,
+    /// A PROXY header is required before TLS.
+    pub proxy_protocol: bool,
 }
 
 pub struct Upstream {
@@ -167,9 +174,14 @@ impl Generation {
         let listeners = config
             .listeners
             .iter()
-            .map(|l| ListenerSites {
-                sites: l.sites.clone(),
-                default_site: l.default_site,
+            .map(|l| {
+                log_trust(l);
+                ListenerSites {
+                    sites: l.sites.clone(),
+                    default_site: l.default_site,
+                    trusted_proxies: l.trusted_proxies.clone(),
+                    proxy_protocol: l.proxy_protocol,
+                }
             })
             .collect();
         warn_unsafe_paths(&config.paths);
@@ -270,6 +282,34 @@ fn warn_unsafe_paths(paths: &PathOptions) {
     if !paths.merge_slashes {
         tracing::warn!(
             "[paths] merge_slashes = false: \"//admin\" does not match a route for \"/admin\"; a backend that merges slashes serves it as \"/admin\""
+        );
+    }
+}
+
+/// Trusting another host about who the client is was chosen explicitly: say
+/// so at start (and at each reload), louder when it trusts everyone.
+fn log_trust(l: &crate::config::ListenerConfig) {
+    let networks = l.trusted_proxies.networks();
+    if networks.is_empty() {
+        return;
+    }
+    let list: Vec<String> = networks.iter().map(ToString::to_string).collect();
+    tracing::info!(
+        listener = %l.address,
+        trusted_proxies = %list.join(","),
+        proxy_protocol = l.proxy_protocol,
+        "trusted_proxies set: from these peers X-Forwarded-For is kept and the client is its right-most untrusted address{}",
+        if l.proxy_protocol {
+            "; every connection must start with a PROXY header from one of them"
+        } else {
+            ""
+        }
+    );
+    if networks.iter().any(|n| n.is_everything()) {
+        tracing::warn!(
+            listener = %l.address,
+            "trusted_proxies contains a /0: any client can name its own address in X-Forwarded-For{}",
+            if l.proxy_protocol { " or a PROXY header" } else { "" }
         );
     }
 }

@@ -17,8 +17,10 @@ use hdrhistogram::Histogram;
 use tracing::info;
 
 /// Why handshakes failed, as metric labels. New labels go at the end: the
-/// gateway counts by index.
-pub const HANDSHAKE_REASONS: [&str; 11] = [
+/// gateway counts by index. `proxy_untrusted` and `proxy_header` are
+/// connections closed before TLS on a `proxy_protocol` listener: a peer
+/// outside `trusted_proxies`, and a missing, malformed or late PROXY header.
+pub const HANDSHAKE_REASONS: [&str; 13] = [
     "no_certificate",
     "unknown_ca",
     "expired",
@@ -32,6 +34,8 @@ pub const HANDSHAKE_REASONS: [&str; 11] = [
     // A client certificate (or an intermediate CA) whose keyUsage forbids
     // what it was used for; see tls::client_verifier.
     "key_usage",
+    "proxy_untrusted",
+    "proxy_header",
 ];
 
 /// Status codes are counted in this many slots per route: the common ones

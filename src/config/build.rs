@@ -4,9 +4,9 @@
 use super::field::{Field, Problem};
 use super::tree::{Node, Value};
 use super::{
-    addr, route, sites, Config, DriverChoice, EscapedSlashes, KtlsMode, Limits, ListenerConfig,
-    LogFormat, MtlsMode, PathOptions, PoolSettings, ServerSettings, SiteConfig, Timeouts,
-    TlsVersions, Workers,
+    addr, route, sites, Cidr, Config, DriverChoice, EscapedSlashes, KtlsMode, Limits,
+    ListenerConfig, LogFormat, MtlsMode, PathOptions, PoolSettings, ServerSettings, SiteConfig,
+    Timeouts, TlsVersions, TrustedProxies, Workers,
 };
 use std::path::Path;
 
@@ -203,7 +203,14 @@ fn listener(
     (named_sites, default_named): (usize, Option<usize>),
 ) -> Result<ListenerConfig, Problem> {
     let known = [
-        &["address", "client_ca", "tls_versions", "ktls"][..],
+        &[
+            "address",
+            "client_ca",
+            "tls_versions",
+            "ktls",
+            "trusted_proxies",
+            "proxy_protocol",
+        ][..],
         &sites::IDENTITY_FIELDS,
     ]
     .concat();
@@ -222,6 +229,23 @@ fn listener(
             "off" => KtlsMode::Off,
             _ => KtlsMode::Auto,
         },
+    };
+    let trusted_proxies = match t.take("trusted_proxies") {
+        None => TrustedProxies::default(),
+        Some(f) => parse_trusted_proxies(f)?,
+    };
+    let proxy_protocol = match t.take("proxy_protocol") {
+        None => false,
+        Some(f) => {
+            let on = f.boolean()?;
+            if on && trusted_proxies.is_empty() {
+                return Err(f.problem(
+                    "needs trusted_proxies: the addresses of the balancers allowed to send a PROXY header (any other peer is refused)"
+                        .to_string(),
+                ));
+            }
+            on
+        }
     };
     let has_own_identity = t.has("certificate") || t.has("pkcs12");
     if !has_own_identity {
@@ -245,6 +269,8 @@ fn listener(
             sites: (0..named_sites).collect(),
             default_site: default_named,
             ktls,
+            trusted_proxies,
+            proxy_protocol,
         });
     }
     let identity = sites::identity_source(&mut t, base_dir)?;
@@ -270,7 +296,22 @@ fn listener(
         sites: vec![own],
         default_site: Some(own),
         ktls,
+        trusted_proxies,
+        proxy_protocol,
     })
+}
+
+/// `trusted_proxies = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]`.
+fn parse_trusted_proxies(field: Field) -> Result<TrustedProxies, Problem> {
+    let mut networks = Vec::new();
+    for item in field.non_empty_array("a list of networks such as \"10.0.0.0/8\"")? {
+        let cidr = Cidr::parse(item.string()?).map_err(|why| item.problem(why))?;
+        if networks.contains(&cidr) {
+            return Err(item.problem(format!("{cidr} is listed twice")));
+        }
+        networks.push(cidr);
+    }
+    Ok(TrustedProxies::new(networks))
 }
 
 fn limits(field: Field) -> Result<Limits, Problem> {

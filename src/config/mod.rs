@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crate::http::path::{EscapedSlashes, PathOptions};
+pub use crate::trusted_proxies::{Cidr, TrustedProxies};
 pub use units::{parse_duration, parse_size};
 
 /// A validated configuration.
@@ -108,6 +109,12 @@ pub struct ListenerConfig {
     pub default_site: Option<usize>,
     /// Hand the symmetric crypto to the kernel after the handshake.
     pub ktls: KtlsMode,
+    /// Peers whose X-Forwarded-For (and PROXY header) is believed; empty =
+    /// nobody, the gateway is the edge.
+    pub trusted_proxies: TrustedProxies,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) from
+    /// one of `trusted_proxies` (non-empty when this is true).
+    pub proxy_protocol: bool,
 }
 
 /// One TLS identity with its own client-certificate policy: a `[[site]]`

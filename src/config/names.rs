@@ -28,6 +28,11 @@ pub(super) fn methods(field: Field) -> Result<Option<Vec<String>>, Problem> {
         if methods.contains(&method) {
             return Err(item.problem(format!("\"{method}\" is listed twice")));
         }
+        if method == "CONNECT" {
+            return Err(item.problem(
+                "CONNECT cannot be routed: the gateway does not open tunnels".to_string(),
+            ));
+        }
         methods.push(method);
     }
     Ok(Some(methods))

@@ -8,6 +8,7 @@ use super::{
     RouteConfig, SiteConfig, Timeouts, UpstreamConfig,
 };
 use crate::http::path::route_path_problem;
+use crate::http::request::same_field_name;
 use crate::identity::{parse_fingerprint, Allowlist};
 
 /// Default names of the identity headers; incoming copies are always stripped.
@@ -18,9 +19,11 @@ pub const DEFAULT_XFCC: &str = "X-Forwarded-Client-Cert";
 pub const DEFAULT_SUBJECT: &str = "X-SSL-Client-Subject";
 pub const DEFAULT_FINGERPRINT: &str = "X-SSL-Client-Fingerprint";
 
-/// Headers a rule may not touch: framing and hop-by-hop ones are the proxy's
-/// to decide, X-Forwarded-* are re-emitted by it.
-const RESERVED: [&str; 11] = [
+/// Headers no rule may set, add or remove: framing and hop-by-hop ones are
+/// the proxy's to decide, and it writes X-Forwarded-For/-Proto/-Host and
+/// X-Real-IP itself. Compared as a CGI backend compares names, so
+/// `X_Real_IP` is refused too.
+const RESERVED: [&str; 13] = [
     "content-length",
     "transfer-encoding",
     "connection",
@@ -32,6 +35,19 @@ const RESERVED: [&str; 11] = [
     "expect",
     "x-forwarded-for",
     "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+];
+
+/// ... and for set/add/remove rules, the default identity header names too:
+/// a constant must not pass for a verified certificate.
+const IDENTITY_DEFAULTS: [&str; 6] = [
+    DEFAULT_ESCAPED_PEM,
+    DEFAULT_CLIENT_CERT,
+    DEFAULT_CLIENT_CERT_CHAIN,
+    DEFAULT_XFCC,
+    DEFAULT_SUBJECT,
+    DEFAULT_FINGERPRINT,
 ];
 
 pub(super) fn route(
@@ -352,7 +368,7 @@ fn identity_forwarding(
     for key in KEYS {
         let Some(f) = t.take(key) else { continue };
         let name = f.string()?.to_string();
-        let lower = header_name(&f, &name)?;
+        let lower = identity_header_name(&f, &name)?;
         if lower == "host" {
             return Err(f.problem("not Host".into()));
         }
@@ -380,11 +396,22 @@ fn identity_forwarding(
 
 /// A header name as a rule may use it; returns it lowercased.
 fn header_name(f: &Field, name: &str) -> Result<String, Problem> {
+    let lower = identity_header_name(f, name)?;
+    if IDENTITY_DEFAULTS.iter().any(|r| same_field_name(&lower, r)) {
+        return Err(f.problem(format!(
+            "\"{name}\" is an identity header: only forward_client_cert writes it (from the verified certificate)"
+        )));
+    }
+    Ok(lower)
+}
+
+/// A header name an identity header may be renamed to; returns it lowercased.
+fn identity_header_name(f: &Field, name: &str) -> Result<String, Problem> {
     if name.is_empty() || !name.bytes().all(is_token_byte) {
         return Err(f.problem(format!("\"{name}\" is not a header name")));
     }
     let lower = name.to_ascii_lowercase();
-    if RESERVED.contains(&lower.as_str()) {
+    if RESERVED.iter().any(|r| same_field_name(&lower, r)) {
         return Err(f.problem(format!(
             "\"{name}\" is managed by the gateway itself and cannot be changed by a rule"
         )));

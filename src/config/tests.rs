@@ -4,6 +4,9 @@
 use super::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+// Listener trust (trusted_proxies, proxy_protocol) and header-rule spellings.
+mod trust;
+
 /// A fresh directory holding placeholder PEM files (their contents are not
 /// parsed by this module), removed on drop.
 struct Fixture {
@@ -150,12 +153,16 @@ backends = ["localhost:9002"]
                 sites: vec![0],
                 default_site: Some(0),
                 ktls: KtlsMode::Auto,
+                trusted_proxies: TrustedProxies::default(),
+                proxy_protocol: false,
             },
             ListenerConfig {
                 address: "127.0.0.1:9443".parse().unwrap(),
                 sites: vec![1],
                 default_site: Some(1),
                 ktls: KtlsMode::Auto,
+                trusted_proxies: TrustedProxies::default(),
+                proxy_protocol: false,
             },
         ]
     );

@@ -163,17 +163,26 @@ pub(crate) fn declared_framing(
 }
 
 fn is_framing_lookalike(name: &str) -> bool {
-    name.contains('_')
-        && ["content-length", "transfer-encoding"].iter().any(|real| {
-            real.len() == name.len()
-                && real.bytes().zip(name.bytes()).all(|(r, n)| {
-                    r == if n == b'_' {
-                        b'-'
-                    } else {
-                        n.to_ascii_lowercase()
-                    }
-                })
-        })
+    ["content-length", "transfer-encoding"]
+        .iter()
+        .any(|real| same_field_name(name, real) && !name.eq_ignore_ascii_case(real))
+}
+
+/// Whether two field names are the same to a backend that maps header names
+/// onto variables: CGI, WSGI and Rack turn `-` into `_` (so `X_Forwarded_For`
+/// and `X-Forwarded-For` both become `HTTP_X_FORWARDED_FOR`), and some
+/// servers (lighttpd's FastCGI, say) turn every character that is not a
+/// letter or digit into `_`. So: case ignored, and every non-alphanumeric
+/// byte counts as the same byte.
+pub fn same_field_name(a: &str, b: &str) -> bool {
+    fn fold(c: u8) -> u8 {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_lowercase()
+        } else {
+            b'-'
+        }
+    }
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
 /// 1..=19 ASCII digits (19 always fits in u64): no sign, no hex, no inner space.
@@ -354,6 +363,34 @@ mod tests {
             );
         }
         assert_eq!(f(&[h("X_Content_Length", b"5")]), Ok(BodyFraming::None));
+        // Every punctuation spelling folds the same way for lighttpd-style servers.
+        for name in ["Content.Length", "transfer~encoding", "Transfer_encoding"] {
+            assert!(
+                matches!(f(&[h(name, b"5")]), Err(HttpError::Malformed(_))),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn field_names_fold_like_cgi() {
+        for (a, b) in [
+            ("X_Forwarded_For", "x-forwarded-for"),
+            ("x.forwarded.for", "X-Forwarded-For"),
+            ("X-SSL-CLIENT-SUBJECT", "x_ssl_client_subject"),
+            ("a~b", "A-B"),
+            ("", ""),
+        ] {
+            assert!(same_field_name(a, b), "{a} vs {b}");
+        }
+        for (a, b) in [
+            ("X-Forwarded-For", "X-Forwarded-Fo"),
+            ("XForwardedFor", "X-Forwarded-For"),
+            ("X-Forwarded-For2", "X-Forwarded-For-"),
+            ("X-Forwarded-F0r", "X-Forwarded-For"),
+        ] {
+            assert!(!same_field_name(a, b), "{a} vs {b}");
+        }
     }
 
     #[test]

@@ -10,7 +10,8 @@ use super::{BodyFraming, HttpError, Limits, Parsed};
 
 // Head rewriting for the backend hop lives in its own file; the API is here.
 mod forward;
-pub use forward::{write_backend_request_head, ForwardContext};
+pub use super::head::same_field_name;
+pub use forward::{forwarded_for, is_gateway_owned, write_backend_request_head, ForwardContext};
 
 /// A parsed request head; everything borrows from the caller's buffer.
 pub struct Request<'h, 'b> {

@@ -8,7 +8,7 @@ mod identity_headers;
 mod splice;
 
 use std::cell::{Cell, OnceCell, RefCell};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,9 @@ use crate::error::{Fault, ProxyError};
 use crate::generation::{GatewaySettings, WorkerGeneration};
 use crate::http::host::{normalize_authority, normalize_host};
 use crate::http::path::{normalize_path, strip_params};
-use crate::http::request::{parse_request, write_backend_request_head, ForwardContext, Request};
+use crate::http::request::{
+    forwarded_for, parse_request, write_backend_request_head, ForwardContext, Request,
+};
 use crate::http::response::{write_error_response, write_error_response_head};
 use crate::http::{BodyFraming, HttpError, Parsed};
 use crate::identity::ClientCert;
@@ -154,6 +156,8 @@ pub(crate) struct RequestPlan {
     pub expect_continue: bool,
     pub is_head: bool,
     pub backend_head_len: usize,
+    /// The client address as `trusted_proxies` decided it (for the access log).
+    pub client: IpAddr,
     pub started: Instant,
     pub log: Option<AccessLine>,
 }
@@ -389,6 +393,10 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
         {
             break 'plan reject(ProxyError::MisdirectedRequest);
         }
+        if req.method.eq_ignore_ascii_case("CONNECT") {
+            // Never a tunnel, whatever the route (the config cannot list it).
+            break 'plan reject(ProxyError::MethodRefused);
+        }
         let asterisk = req.target == "*";
         let found = route_request(settings, c.session.site, host, &req, &mut c.target)?;
         let route = match found {
@@ -406,6 +414,9 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
             }
             RouteMatch::NotFound => break 'plan reject(ProxyError::NoRoute),
         };
+        if refused_unless_listed(req.method) && !route_lists(&route.methods, req.method) {
+            break 'plan reject(ProxyError::MethodRefused);
+        }
         if route.client_policy.needs_certificate() || !route.forward_identity.is_empty() {
             let chain = &c.identity.chain;
             c.cert.get_or_init(|| ClientCert::from_chain(chain));
@@ -460,8 +471,20 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
         for (name, value) in route.headers.set.iter().chain(&route.headers.add) {
             crate::http::head::put_header(&mut extra, name.as_bytes(), value.as_bytes());
         }
+        // Who the client is: the peer, unless the peer is a trusted proxy,
+        // whose X-Forwarded-For then names it (right-most untrusted entry).
+        let peer_ip = c.peer.ip().to_canonical();
+        let trusted = &generation.shared.listeners[c.session.listener].trusted_proxies;
+        let keep_forwarded_for = trusted.contains(peer_ip);
+        let client_ip = if keep_forwarded_for {
+            trusted.client_address(peer_ip, forwarded_for(&req))
+        } else {
+            peer_ip
+        };
         let fwd = ForwardContext {
-            client_ip: c.peer.ip(),
+            peer_ip,
+            client_ip,
+            keep_forwarded_for,
             proto: "https",
             set_host: route.set_host.as_deref(),
             framing: req.framing,
@@ -491,6 +514,7 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
             expect_continue: req.expect_continue,
             is_head: req.method == "HEAD",
             backend_head_len: c.out.len(),
+            client: client_ip,
             started: Instant::now(),
             log: settings.access_log.then(|| AccessLine {
                 method: req.method.to_owned(),
@@ -501,6 +525,23 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
     };
     c.rbuf.drain(..head_len);
     Ok(Some(next))
+}
+
+/// Methods the gateway refuses unless a route lists them by name: TRACE
+/// (and IIS's TRACK) make a backend echo the request, identity headers and
+/// route secrets included. (CONNECT is refused before routing.) Compared
+/// ignoring case: methods are case-sensitive, but some backends upper-case
+/// them.
+fn refused_unless_listed(method: &str) -> bool {
+    ["TRACE", "TRACK"]
+        .iter()
+        .any(|m| method.eq_ignore_ascii_case(m))
+}
+
+fn route_lists(methods: &Option<Vec<String>>, method: &str) -> bool {
+    methods
+        .as_ref()
+        .is_some_and(|list| list.iter().any(|m| m == method))
 }
 
 /// Puts the normal form of the request's path into `path` and finds its
@@ -607,7 +648,9 @@ pub(crate) fn access_log<S>(
     if let Some(line) = &plan.log {
         let micros = plan.started.elapsed().as_micros();
         let raw_target = line.raw_target.as_deref().unwrap_or("-");
-        info!(target: "portcullis::access", client = %c.peer.ip(), method = %line.method, target = %line.target, raw_target = %raw_target, route = plan.route_id, backend = %plan.backend, status, code, micros = micros as u64, "access");
+        // `client` is who trusted_proxies says sent it; `peer` the hop it came
+        // from (the same unless a trusted proxy forwarded it).
+        info!(target: "portcullis::access", client = %plan.client, peer = %c.peer.ip(), method = %line.method, target = %line.target, raw_target = %raw_target, route = plan.route_id, backend = %plan.backend, status, code, micros = micros as u64, "access");
     }
 }
 

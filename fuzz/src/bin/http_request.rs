@@ -14,7 +14,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use portcullis::http::request::{
-    parse_request, write_backend_request_head, ForwardContext, Request,
+    is_gateway_owned, parse_request, write_backend_request_head, ForwardContext, Request,
 };
 use portcullis::http::{BodyFraming, Limits};
 use portcullis_fuzz::{header_list, prefixes, HeadSummary, Verdict};
@@ -111,8 +111,12 @@ fn check_request(req: &Request<'_, '_>) {
 /// The head sent to the backend says what the gateway understood.
 fn check_forwarded(req: &Request<'_, '_>) {
     let ctx = ForwardContext {
-        // Only printed into X-Forwarded-For; nothing is sent anywhere.
-        client_ip: std::net::Ipv4Addr::new(192, 0, 2, 1).into(),
+        // Only printed into X-Forwarded-For / X-Real-IP; nothing is sent
+        // anywhere. A trusted peer, so the client's X-Forwarded-For values
+        // are carried into ours (the path with client bytes in it).
+        peer_ip: std::net::Ipv4Addr::new(192, 0, 2, 1).into(),
+        client_ip: std::net::Ipv4Addr::new(198, 51, 100, 7).into(),
+        keep_forwarded_for: true,
         proto: "https",
         set_host: None,
         framing: req.framing,
@@ -155,4 +159,21 @@ fn check_forwarded(req: &Request<'_, '_>) {
         "Host changed"
     );
     assert!(again.keep_alive && !again.expect_continue);
+    // What the backend trusts is the gateway's alone: every gateway-owned
+    // name (in any spelling a CGI backend folds together) appears only as
+    // the one line the gateway wrote.
+    let ours = ["Host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Real-IP"];
+    let optional = ["X-Forwarded-Host", "Content-Length", "Transfer-Encoding"];
+    for (name, _) in &again.headers {
+        if is_gateway_owned(name) {
+            assert!(
+                ours.contains(&name.as_str()) || optional.contains(&name.as_str()),
+                "client header {name:?} forwarded"
+            );
+        }
+    }
+    for name in ours {
+        let n = again.headers.iter().filter(|(h, _)| h == name).count();
+        assert_eq!(n, 1, "{name} written {n} times");
+    }
 }
