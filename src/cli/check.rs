@@ -40,6 +40,23 @@ fn explain(cfg: &Config) {
             l.address,
             sites.join(", ")
         );
+        if !l.trusted_proxies.is_empty() {
+            let nets: Vec<String> = l
+                .trusted_proxies
+                .networks()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            println!(
+                "    trusted proxies {}: their X-Forwarded-For is kept{}",
+                nets.join(" "),
+                if l.proxy_protocol {
+                    "; a PROXY header (v1 or v2) from one of them is required"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     for s in &cfg.sites {
         let versions = match (s.tls_versions.tls12, s.tls_versions.tls13) {
