@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for tool in curl openssl python3; do
+for tool in curl openssl python3 haproxy; do
   command -v "$tool" >/dev/null || { echo "tests/run.sh: $tool is required (apt-get install $tool)" >&2; exit 2; }
 done
 # tests/tls_conformance.rs drives tlslite-ng clients (.ci/run installs them).
