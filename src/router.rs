@@ -134,6 +134,23 @@ impl RouteTable {
     }
 }
 
+impl Route {
+    /// Whether the gateway refuses `method` on this route although the route
+    /// matched it: TRACE (and IIS's TRACK) make a backend echo the request,
+    /// identity headers and route secrets included, so they pass only where
+    /// the route lists them by name. Compared ignoring case: methods are
+    /// case-sensitive, but some backends upper-case them.
+    pub fn refuses_echo_method(&self, method: &str) -> bool {
+        let echo = ["TRACE", "TRACK"]
+            .iter()
+            .any(|m| method.eq_ignore_ascii_case(m));
+        echo && !self
+            .methods
+            .as_ref()
+            .is_some_and(|list| list.iter().any(|m| m == method))
+    }
+}
+
 /// The part of a route path that must match: without its trailing slash,
 /// so the root route is "" and matches every path.
 fn match_prefix(route_path: &str) -> &str {
@@ -202,6 +219,22 @@ mod tests {
             RouteMatch::Found(r) => u16::try_from(r.upstream).ok(),
             RouteMatch::MethodNotAllowed(_) => Some(405),
             RouteMatch::NotFound => None,
+        }
+    }
+
+    #[test]
+    fn echo_methods_need_the_route_to_list_them() {
+        let any = route(0, None, "/", None, 1);
+        let listed = route(1, None, "/t", Some(&["GET", "TRACE"]), 1);
+        for m in ["TRACE", "trace", "TRACK", "Track"] {
+            assert!(any.refuses_echo_method(m), "{m}");
+        }
+        assert!(!listed.refuses_echo_method("TRACE"));
+        // Listed by its exact token only (the router matches it exactly too).
+        assert!(listed.refuses_echo_method("trace"));
+        assert!(listed.refuses_echo_method("TRACK"));
+        for m in ["GET", "POST", "TRACES", "OPTIONS"] {
+            assert!(!any.refuses_echo_method(m), "{m}");
         }
     }
 

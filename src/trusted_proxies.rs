@@ -100,6 +100,17 @@ fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
     }
 }
 
+/// Who a request came from, as far as the gateway can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hop {
+    /// The address of this hop: the TCP peer, or a trusted PROXY header's source.
+    pub peer: IpAddr,
+    /// `peer` is in `trusted_proxies`: its X-Forwarded-For is kept.
+    pub peer_trusted: bool,
+    /// The client: `peer`, or the right-most untrusted X-Forwarded-For entry.
+    pub client: IpAddr,
+}
+
 /// The networks a listener trusts to tell it who the client is. Empty (the
 /// default) trusts nobody: X-Forwarded-For is always replaced.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -123,6 +134,20 @@ impl TrustedProxies {
     /// IPv4-mapped IPv6 peers (a dual-stack socket) count as their IPv4 address.
     pub fn contains(&self, ip: IpAddr) -> bool {
         self.networks.iter().any(|n| n.contains(ip))
+    }
+
+    /// The hop a request came over (addresses canonical: an IPv4-mapped
+    /// IPv6 peer is its IPv4 address). See `client_address`.
+    pub fn hop<'a, I>(&self, peer: IpAddr, forwarded_for: I) -> Hop
+    where
+        I: DoubleEndedIterator<Item = &'a [u8]>,
+    {
+        let peer = peer.to_canonical();
+        Hop {
+            peer,
+            peer_trusted: self.contains(peer),
+            client: self.client_address(peer, forwarded_for),
+        }
     }
 
     /// The client behind `peer`. `forwarded_for` yields the peer's
@@ -286,6 +311,28 @@ mod tests {
         assert_eq!(
             none.client_address(ip("10.0.0.2"), xff.into_iter()),
             ip("10.0.0.2")
+        );
+    }
+
+    #[test]
+    fn hops() {
+        let t = trusted(&["10.0.0.0/8"]);
+        let xff: [&[u8]; 1] = [b"203.0.113.5"];
+        assert_eq!(
+            t.hop(ip("::ffff:10.0.0.1"), xff.into_iter()),
+            Hop {
+                peer: ip("10.0.0.1"),
+                peer_trusted: true,
+                client: ip("203.0.113.5")
+            }
+        );
+        assert_eq!(
+            t.hop(ip("192.0.2.1"), xff.into_iter()),
+            Hop {
+                peer: ip("192.0.2.1"),
+                peer_trusted: false,
+                client: ip("192.0.2.1")
+            }
         );
     }
 

@@ -414,7 +414,7 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
             }
             RouteMatch::NotFound => break 'plan reject(ProxyError::NoRoute),
         };
-        if refused_unless_listed(req.method) && !route_lists(&route.methods, req.method) {
+        if route.refuses_echo_method(req.method) {
             break 'plan reject(ProxyError::MethodRefused);
         }
         if route.client_policy.needs_certificate() || !route.forward_identity.is_empty() {
@@ -471,20 +471,12 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
         for (name, value) in route.headers.set.iter().chain(&route.headers.add) {
             crate::http::head::put_header(&mut extra, name.as_bytes(), value.as_bytes());
         }
-        // Who the client is: the peer, unless the peer is a trusted proxy,
-        // whose X-Forwarded-For then names it (right-most untrusted entry).
-        let peer_ip = c.peer.ip().to_canonical();
         let trusted = &generation.shared.listeners[c.session.listener].trusted_proxies;
-        let keep_forwarded_for = trusted.contains(peer_ip);
-        let client_ip = if keep_forwarded_for {
-            trusted.client_address(peer_ip, forwarded_for(&req))
-        } else {
-            peer_ip
-        };
+        let hop = trusted.hop(c.peer.ip(), forwarded_for(&req));
         let fwd = ForwardContext {
-            peer_ip,
-            client_ip,
-            keep_forwarded_for,
+            peer_ip: hop.peer,
+            client_ip: hop.client,
+            keep_forwarded_for: hop.peer_trusted,
             proto: "https",
             set_host: route.set_host.as_deref(),
             framing: req.framing,
@@ -514,7 +506,7 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
             expect_continue: req.expect_continue,
             is_head: req.method == "HEAD",
             backend_head_len: c.out.len(),
-            client: client_ip,
+            client: hop.client,
             started: Instant::now(),
             log: settings.access_log.then(|| AccessLine {
                 method: req.method.to_owned(),
@@ -525,23 +517,6 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
     };
     c.rbuf.drain(..head_len);
     Ok(Some(next))
-}
-
-/// Methods the gateway refuses unless a route lists them by name: TRACE
-/// (and IIS's TRACK) make a backend echo the request, identity headers and
-/// route secrets included. (CONNECT is refused before routing.) Compared
-/// ignoring case: methods are case-sensitive, but some backends upper-case
-/// them.
-fn refused_unless_listed(method: &str) -> bool {
-    ["TRACE", "TRACK"]
-        .iter()
-        .any(|m| method.eq_ignore_ascii_case(m))
-}
-
-fn route_lists(methods: &Option<Vec<String>>, method: &str) -> bool {
-    methods
-        .as_ref()
-        .is_some_and(|list| list.iter().any(|m| m == method))
 }
 
 /// Puts the normal form of the request's path into `path` and finds its
