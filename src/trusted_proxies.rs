@@ -111,6 +111,18 @@ pub struct Hop {
     pub client: IpAddr,
 }
 
+impl Hop {
+    /// What is known before a request names anyone: the peer is the client.
+    pub fn direct(peer: IpAddr) -> Hop {
+        let peer = peer.to_canonical();
+        Hop {
+            peer,
+            peer_trusted: false,
+            client: peer,
+        }
+    }
+}
+
 /// The networks a listener trusts to tell it who the client is. Empty (the
 /// default) trusts nobody: X-Forwarded-For is always replaced.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -8,7 +8,7 @@ mod identity_headers;
 mod splice;
 
 use std::cell::{Cell, OnceCell, RefCell};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,7 @@ use crate::identity::ClientCert;
 use crate::io::{give_buffer, take_buffer, write_all, Transport};
 use crate::router::{rewrite_prefix, RouteMatch};
 use crate::tls::PeerIdentity;
+use crate::trusted_proxies::Hop;
 use crate::upstream::Pool;
 
 /// Per-connection buffer sizes (taken from the core's pool when bytes arrive).
@@ -125,6 +126,9 @@ pub(crate) struct ClientConn<S> {
     pub session: Session,
     /// The client certificate, parsed on first need (policy or identity headers).
     cert: OnceCell<Option<ClientCert>>,
+    /// Who the current request came from (`trusted_proxies`): for the
+    /// forwarding headers and every log line about the request.
+    hop: Hop,
     /// The current request's host in normal form (reused per request).
     host: String,
     /// The current request's normalised path, then the target sent to the
@@ -156,8 +160,6 @@ pub(crate) struct RequestPlan {
     pub expect_continue: bool,
     pub is_head: bool,
     pub backend_head_len: usize,
-    /// The client address as `trusted_proxies` decided it (for the access log).
-    pub client: IpAddr,
     pub started: Instant,
     pub log: Option<AccessLine>,
 }
@@ -196,6 +198,7 @@ pub async fn serve<S: Transport>(
         identity,
         session,
         cert: OnceCell::new(),
+        hop: Hop::direct(peer.ip()),
         host: String::new(),
         target: String::new(),
         head_request: false,
@@ -344,12 +347,17 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
     };
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_CAP];
     c.head_request = false;
+    c.hop = Hop::direct(c.peer.ip());
     let req = match parse_request(&c.rbuf, &mut headers, &limits) {
         Ok(Parsed::Complete(req)) => req,
         Ok(Parsed::Partial) => return Ok(None),
         Err(e) => return Err(ProxyError::BadRequest(e)),
     };
     c.head_request = req.method == "HEAD";
+    // Who the client is: the peer, unless the peer is a trusted proxy, whose
+    // X-Forwarded-For then names it (its right-most untrusted entry).
+    let trusted = &generation.shared.listeners[c.session.listener].trusted_proxies;
+    c.hop = trusted.hop(c.peer.ip(), forwarded_for(&req));
     let head_len = req.head_len;
     let has_body = !matches!(
         req.framing,
@@ -471,12 +479,10 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
         for (name, value) in route.headers.set.iter().chain(&route.headers.add) {
             crate::http::head::put_header(&mut extra, name.as_bytes(), value.as_bytes());
         }
-        let trusted = &generation.shared.listeners[c.session.listener].trusted_proxies;
-        let hop = trusted.hop(c.peer.ip(), forwarded_for(&req));
         let fwd = ForwardContext {
-            peer_ip: hop.peer,
-            client_ip: hop.client,
-            keep_forwarded_for: hop.peer_trusted,
+            peer_ip: c.hop.peer,
+            client_ip: c.hop.client,
+            keep_forwarded_for: c.hop.peer_trusted,
             proto: "https",
             set_host: route.set_host.as_deref(),
             framing: req.framing,
@@ -506,7 +512,6 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
             expect_continue: req.expect_continue,
             is_head: req.method == "HEAD",
             backend_head_len: c.out.len(),
-            client: hop.client,
             started: Instant::now(),
             log: settings.access_log.then(|| AccessLine {
                 method: req.method.to_owned(),
@@ -603,11 +608,13 @@ async fn respond_error_with<S: Transport>(
 pub(crate) fn log_error<S>(c: &ClientConn<S>, e: &ProxyError, backend: Option<SocketAddr>) {
     match e.fault() {
         Fault::Backend => match backend {
-            Some(b) => warn!(peer = %c.peer, backend = %b, code = %e.code(), "{e}"),
-            None => warn!(peer = %c.peer, code = %e.code(), "{e}"),
+            Some(b) => {
+                warn!(peer = %c.peer, client = %c.hop.client, backend = %b, code = %e.code(), "{e}")
+            }
+            None => warn!(peer = %c.peer, client = %c.hop.client, code = %e.code(), "{e}"),
         },
-        Fault::Client => debug!(peer = %c.peer, code = %e.code(), "{e}"),
-        Fault::Gateway => info!(peer = %c.peer, code = %e.code(), "{e}"),
+        Fault::Client => debug!(peer = %c.peer, client = %c.hop.client, code = %e.code(), "{e}"),
+        Fault::Gateway => info!(peer = %c.peer, client = %c.hop.client, code = %e.code(), "{e}"),
     }
 }
 
@@ -625,7 +632,7 @@ pub(crate) fn access_log<S>(
         let raw_target = line.raw_target.as_deref().unwrap_or("-");
         // `client` is who trusted_proxies says sent it; `peer` the hop it came
         // from (the same unless a trusted proxy forwarded it).
-        info!(target: "portcullis::access", client = %plan.client, peer = %c.peer.ip(), method = %line.method, target = %line.target, raw_target = %raw_target, route = plan.route_id, backend = %plan.backend, status, code, micros = micros as u64, "access");
+        info!(target: "portcullis::access", client = %c.hop.client, peer = %c.peer.ip(), method = %line.method, target = %line.target, raw_target = %raw_target, route = plan.route_id, backend = %plan.backend, status, code, micros = micros as u64, "access");
     }
 }
 
