@@ -20,9 +20,9 @@ use crate::config::{
 };
 use crate::metrics::Published;
 use crate::router::RouteTable;
+use crate::tls::client::{self as upstream_tls, UpstreamTlsSettings};
 use crate::tls::material;
 use crate::tls::server_config::{self, SiteTls};
-use crate::upstream_tls::{self, UpstreamTlsSettings};
 
 /// Read-only settings every core proxies with.
 pub struct GatewaySettings {
@@ -82,6 +82,39 @@ pub struct UpstreamTlsMaterial {
 }
 
 impl UpstreamTlsMaterial {
+    /// A digest of everything a connection made with this material was
+    /// authenticated with: the pool key's TLS half. Equal content gives an
+    /// equal digest across reloads, so unchanged backends keep their pools.
+    pub fn identity_digest(&self) -> [u8; 32] {
+        let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut field = |bytes: &[u8]| {
+            h.update(&(bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        };
+        field(self.server_name.to_str().as_bytes());
+        field(&[u8::from(self.verify_hostname)]);
+        for ca in &self.roots {
+            field(ca.as_ref());
+        }
+        field(b"--client--");
+        if let Some((chain, _)) = &self.identity {
+            for cert in chain {
+                field(cert.as_ref());
+            }
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(h.finish().as_ref());
+        out
+    }
+
+    fn client(&self) -> Result<UpstreamClient, String> {
+        Ok(UpstreamClient {
+            config: self.client_config()?,
+            server_name: self.server_name.clone(),
+            identity: self.identity_digest(),
+        })
+    }
+
     fn client_config(&self) -> Result<Arc<ClientConfig>, String> {
         upstream_tls::client_config(UpstreamTlsSettings {
             roots: self.roots.clone(),
@@ -253,12 +286,7 @@ impl Generation {
         let upstream_configs = self
             .upstreams
             .iter()
-            .map(|u| {
-                u.tls
-                    .as_ref()
-                    .map(UpstreamTlsMaterial::client_config)
-                    .transpose()
-            })
+            .map(|u| u.tls.as_ref().map(UpstreamTlsMaterial::client).transpose())
             .collect::<Result<Vec<_>, _>>()?;
         Ok(WorkerGeneration {
             shared: self.clone(),
@@ -327,13 +355,22 @@ fn route_label(config: &Config, r: &crate::config::RouteConfig) -> String {
     label
 }
 
+/// How this core connects to a TLS upstream.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    pub config: Arc<ClientConfig>,
+    pub server_name: ServerName<'static>,
+    /// [`UpstreamTlsMaterial::identity_digest`]: the pool key's TLS half.
+    pub identity: [u8; 32],
+}
+
 /// One core's view of a generation. Connections hold it (`Rc`) for their life.
 pub struct WorkerGeneration {
     pub shared: Arc<Generation>,
     /// Per site, built on this core.
     pub server_configs: Vec<Arc<ServerConfig>>,
     /// Per upstream; None for plain HTTP.
-    pub upstream_configs: Vec<Option<Arc<ClientConfig>>>,
+    pub upstream_configs: Vec<Option<UpstreamClient>>,
     /// Round-robin position per route.
     pub round_robin: Vec<Cell<usize>>,
 }

@@ -16,18 +16,19 @@ use monoio::net::TcpStream;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 
-use crate::error::ProxyError;
+use crate::error::{Cause, Error, Kind};
 use crate::io::Transport;
-use crate::upstream_tls::{TlsClientStream, UpstreamTlsError};
+use crate::tls::client::{TlsClientStream, UpstreamTlsError};
 
-/// Everything that makes a backend connection reusable for a request: the
-/// address, and for TLS the (generation, upstream) pair that fixes the CA,
-/// server name and client certificate, so differently-authenticated
-/// connections are never mixed.
+/// Everything that makes a backend connection reusable for a request, by
+/// content: the address, and for TLS a digest of everything the connection
+/// was authenticated with (server name, whether it was verified, the CA set,
+/// the client certificate). Differently-authenticated connections are never
+/// mixed, and a reload that changes nothing about a backend keeps its pool.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub struct PoolKey {
     pub addr: SocketAddr,
-    pub tls: Option<(u64, usize)>,
+    pub tls: Option<[u8; 32]>,
 }
 
 /// A backend connection: plain TCP (which body splicing can use) or TLS.
@@ -55,6 +56,14 @@ impl BackendStream {
         match self {
             BackendStream::Plain(tcp) => crate::sock::peek_idle(tcp) == crate::sock::Idle::Quiet,
             BackendStream::Tls(s) => s.is_idle_clean(),
+        }
+    }
+
+    /// Why TLS with the backend failed, after a read failed for that reason.
+    pub fn tls_failure(&self) -> Option<&str> {
+        match self {
+            BackendStream::Plain(_) => None,
+            BackendStream::Tls(s) => s.tls_failure(),
         }
     }
 
@@ -190,9 +199,108 @@ impl Pool {
         }
     }
 
+    /// The pool's events so far, for the worker's metrics snapshot.
+    pub fn counts(&self) -> crate::metrics::PoolCounts {
+        crate::metrics::PoolCounts {
+            hits: self.stats.hits.get(),
+            misses: self.stats.misses.get(),
+            connects: self.stats.connects.get(),
+            discarded_dirty: self.stats.discarded_dirty.get(),
+        }
+    }
+
     pub fn idle_count(&self) -> usize {
         self.idle.values().map(Vec::len).sum()
     }
+}
+
+/// Why a read or write on a backend connection did not complete.
+#[derive(Debug)]
+pub enum BackendIo {
+    Failed(io::Error),
+    TimedOut,
+}
+
+impl BackendIo {
+    /// As an error: a timeout is the backend's slowness (504); a failure gets
+    /// its kind (TLS or reset) here and its retry verdict from `broke` (the
+    /// exchange's `backend_broke`, which knows how far the request got).
+    pub fn into_error(
+        self,
+        tls_failure: Option<&str>,
+        broke: impl FnOnce(Kind, Cause) -> Error,
+    ) -> Error {
+        match self {
+            BackendIo::TimedOut => Error::new(Kind::BackendTimeout),
+            // e.g. a TLS 1.3 backend refusing our certificate after the handshake.
+            BackendIo::Failed(_) if tls_failure.is_some() => broke(
+                Kind::BackendTls,
+                Cause::BackendTls(tls_failure.unwrap_or_default().to_string()),
+            ),
+            BackendIo::Failed(e) => broke(Kind::BackendReset, Cause::Io(e)),
+        }
+    }
+}
+
+impl BackendConn {
+    /// Reads more from the backend into `buf` within `wait`: Ok(false) at EOF.
+    /// (On a timeout the read's buffer is lost with the cancelled read; the
+    /// connection is never used again then.)
+    pub async fn read_more(&mut self, wait: Duration) -> Result<bool, BackendIo> {
+        let buf = std::mem::take(&mut self.buf);
+        match monoio::time::timeout(wait, self.stream.read_append(buf)).await {
+            Ok((res, buf)) => {
+                self.buf = buf;
+                match res {
+                    Ok(0) => Ok(false),
+                    Ok(_) => Ok(true),
+                    Err(e) => Err(BackendIo::Failed(e)),
+                }
+            }
+            Err(_) => Err(BackendIo::TimedOut),
+        }
+    }
+
+    /// Writes `buf[range]` within `timeout` (a backend that stops reading our
+    /// request is as stuck as one that never answers); the buffer comes back.
+    pub async fn write_within(
+        &mut self,
+        buf: Vec<u8>,
+        range: std::ops::Range<usize>,
+        timeout: Duration,
+    ) -> (Result<(), BackendIo>, Vec<u8>) {
+        match monoio::time::timeout(timeout, self.stream.write_range(buf, range)).await {
+            Ok((Ok(()), buf)) => (Ok(()), buf),
+            Ok((Err(e), buf)) => (Err(BackendIo::Failed(e)), buf),
+            Err(_) => (Err(BackendIo::TimedOut), Vec::new()),
+        }
+    }
+}
+
+/// A backend connection for `addr`: a clean pooled one, or a new one.
+pub async fn checkout_or_connect(
+    pool: &std::cell::RefCell<Pool>,
+    addr: SocketAddr,
+    tls: Option<&crate::generation::UpstreamClient>,
+    connect_timeout: Duration,
+) -> Result<BackendConn, Error> {
+    let key = PoolKey {
+        addr,
+        tls: tls.map(|t| t.identity),
+    };
+    if let Some(b) = pool.borrow_mut().checkout(&key) {
+        return Ok(b);
+    }
+    {
+        let pool = pool.borrow();
+        pool.stats.connects.set(pool.stats.connects.get() + 1);
+    }
+    connect(
+        addr,
+        tls.map(|t| (t.config.clone(), t.server_name.clone())),
+        connect_timeout,
+    )
+    .await
 }
 
 /// Opens a fresh connection to a backend, TLS handshake included, within `timeout`.
@@ -200,12 +308,12 @@ pub async fn connect(
     addr: SocketAddr,
     tls: Option<(Arc<ClientConfig>, ServerName<'static>)>,
     timeout: Duration,
-) -> Result<BackendConn, ProxyError> {
+) -> Result<BackendConn, Error> {
     let deadline = Instant::now() + timeout;
     let tcp = match monoio::time::timeout(timeout, TcpStream::connect_addr(addr)).await {
         Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => return Err(ProxyError::BackendConnect(e)),
-        Err(_) => return Err(ProxyError::BackendConnectTimeout),
+        Ok(Err(e)) => return Err(Error::with_cause(Kind::BackendConnect, Cause::Io(e))),
+        Err(_) => return Err(Error::new(Kind::BackendConnectTimeout)),
     };
     let _ = tcp.set_nodelay(true);
     let stream = match tls {
@@ -214,11 +322,13 @@ pub async fn connect(
             let left = deadline.saturating_duration_since(Instant::now());
             match monoio::time::timeout(left, TlsClientStream::connect(tcp, config, name)).await {
                 Ok(Ok(s)) => BackendStream::Tls(Box::new(s)),
-                Ok(Err(UpstreamTlsError::Tls(why))) => return Err(ProxyError::BackendTls(why)),
-                Ok(Err(e)) => {
-                    return Err(ProxyError::BackendConnect(io::Error::other(e.to_string())))
+                Ok(Err(UpstreamTlsError::Tls(why))) => {
+                    return Err(Error::with_cause(Kind::BackendTls, Cause::BackendTls(why)))
                 }
-                Err(_) => return Err(ProxyError::BackendConnectTimeout),
+                Ok(Err(UpstreamTlsError::Io(e))) => {
+                    return Err(Error::with_cause(Kind::BackendConnect, Cause::Io(e)))
+                }
+                Err(_) => return Err(Error::new(Kind::BackendConnectTimeout)),
             }
         }
     };

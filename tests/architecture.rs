@@ -1,4 +1,5 @@
-//! The shape of the source tree, checked: no import circle between files.
+//! The shape of the source tree, checked: no import circle between files,
+//! and no source file past the size that asks for a split along a seam.
 //!
 //! Modules import downwards: `http` and the TLS state machines know nothing
 //! of the proxy or the runtime, so they can be tested byte by byte. A circle
@@ -26,6 +27,27 @@ fn no_import_circle_between_source_files() {
         }
         panic!("{msg}");
     }
+}
+
+/// Lines past which a file under src/ must be split along a seam.
+const MAX_LINES: usize = 650;
+
+#[test]
+fn no_source_file_is_past_the_split_size() {
+    let mut too_long = Vec::new();
+    for (module, path) in source_files() {
+        let lines = fs::read_to_string(&path)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if lines > MAX_LINES {
+            too_long.push(format!("{} ({module}): {lines} lines", path.display()));
+        }
+    }
+    assert!(
+        too_long.is_empty(),
+        "split these along a seam (at most {MAX_LINES} lines):\n  {}",
+        too_long.join("\n  ")
+    );
 }
 
 #[test]
@@ -303,12 +325,8 @@ fn strip_comments_and_strings(text: &str) -> String {
                         .count()
                         == hashes
                 {
-                    out.push(b' ');
-                    i += 1;
-                    for _ in 0..hashes {
-                        out.push(b' ');
-                        i += 1;
-                    }
+                    out.resize(out.len() + 1 + hashes, b' ');
+                    i += 1 + hashes;
                     break;
                 }
                 out.push(if b[i] == b'\n' { b'\n' } else { b' ' });

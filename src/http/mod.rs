@@ -11,6 +11,7 @@
 pub mod chunked;
 pub mod host;
 pub mod path;
+pub mod reframe;
 pub mod request;
 pub mod response;
 

@@ -1,6 +1,12 @@
-//! TLS: server configs, the client-certificate verifier, the record-exact
-//! handshake, userspace TLS streams, and plain-words handshake failure reasons.
+//! TLS on both sides of the gateway. The server side (clients connecting to
+//! us) is the files at this level: server configs per site, the ClientHello
+//! reader, the client-certificate verifier, the record-exact handshake and
+//! the userspace stream, resumption checks, the kernel-TLS handover (`ktls`)
+//! and handshake failure reasons. The client side (us connecting to TLS
+//! backends) is `client`. `material` (PEM, PKCS#12, CA bundles, CRLs) serves
+//! both.
 
+pub mod client;
 pub mod client_hello;
 pub mod client_verifier;
 pub mod key_usage;
@@ -10,6 +16,7 @@ pub mod reason;
 pub mod resumption;
 pub mod server_config;
 pub mod signature_failure;
+mod steps;
 pub mod stream;
 
 pub use stream::{HandshakeFailure, PeerIdentity, TlsStream};

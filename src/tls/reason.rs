@@ -2,6 +2,8 @@
 
 use rustls::{CertificateError, Error};
 
+use crate::metrics::HandshakeReason;
+
 use super::client_verifier::Refusal;
 
 /// Whether a handshake failed because of the client's certificate (as
@@ -80,6 +82,32 @@ fn rfc3339(unix_secs: u64) -> String {
                 .ok()
         });
     formatted.unwrap_or_else(|| format!("unix time {unix_secs}"))
+}
+
+/// The `portcullis_handshake_failures_total` reason a failed handshake counts under.
+pub fn metric_reason(failure: &super::HandshakeFailure) -> HandshakeReason {
+    use super::HandshakeFailure as F;
+    use rustls::{CertificateError as C, Error as E};
+    if let F::Tls(e) = failure {
+        if let Some(refusal) = super::client_verifier::refusal(e) {
+            return refusal.metric_reason();
+        }
+    }
+    match failure {
+        F::Tls(E::NoCertificatesPresented) => HandshakeReason::NoCertificate,
+        F::Tls(E::InvalidCertificate(C::UnknownIssuer | C::BadSignature)) => {
+            HandshakeReason::UnknownCa
+        }
+        F::Tls(E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }))
+        | F::ResumedCertificateExpired(_) => HandshakeReason::Expired,
+        F::Tls(E::InvalidCertificate(C::Revoked)) => HandshakeReason::Revoked,
+        F::UnknownServerName => HandshakeReason::UnknownSite,
+        F::Tls(E::InvalidCertificate(_)) => HandshakeReason::BadCertificate,
+        // The certificate is fine; the client could not sign with its key.
+        F::CertificateVerify(_) | F::Tls(_) | F::NotTls => HandshakeReason::Protocol,
+        F::Io(_) => HandshakeReason::Io,
+        F::BadClientHello(_) => HandshakeReason::BadClientHello,
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! (`trusted_proxies`, `proxy_protocol`) and for header rules that would
 //! touch what the gateway writes, in any spelling a backend folds together.
 
-use super::{Fixture, MINIMAL, SITES};
+use super::sites::SITES;
+use super::{Fixture, MINIMAL};
 
 #[test]
 fn trusted_proxies_and_proxy_protocol() {

@@ -21,6 +21,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use rustls::pki_types::alg_id;
+
+use crate::metrics::HandshakeReason;
 use rustls::{CertificateError, Error, OtherError, SignatureScheme};
 
 /// A client refused by one of the rules rustls's own verifier does not apply.
@@ -46,12 +48,14 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The `portcullis_handshake_failures_total` label it counts under.
-    pub fn metric_label(&self) -> &'static str {
+    /// The `portcullis_handshake_failures_total` reason it counts under.
+    pub fn metric_reason(&self) -> HandshakeReason {
         match self {
-            Refusal::LeafKeyUsage | Refusal::IntermediateKeyUsage { .. } => "key_usage",
+            Refusal::LeafKeyUsage | Refusal::IntermediateKeyUsage { .. } => {
+                HandshakeReason::KeyUsage
+            }
             // The certificate is fine; the client's TLS stack signed wrongly.
-            Refusal::SchemeKeyMismatch { .. } => "protocol",
+            Refusal::SchemeKeyMismatch { .. } => HandshakeReason::Protocol,
         }
     }
 }
@@ -247,13 +251,15 @@ mod tests {
     }
 
     #[test]
-    fn metric_labels() {
-        assert_eq!(Refusal::LeafKeyUsage.metric_label(), "key_usage");
-        assert!(crate::metrics::HANDSHAKE_REASONS.contains(&"key_usage"));
+    fn metric_reasons() {
+        assert_eq!(
+            Refusal::LeafKeyUsage.metric_reason(),
+            HandshakeReason::KeyUsage
+        );
         let m = Refusal::SchemeKeyMismatch {
             scheme: SignatureScheme::ED25519,
             key: "RSA",
         };
-        assert!(crate::metrics::HANDSHAKE_REASONS.contains(&m.metric_label()));
+        assert_eq!(m.metric_reason(), HandshakeReason::Protocol);
     }
 }

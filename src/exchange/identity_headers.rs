@@ -9,7 +9,7 @@ use crate::http::head::put_header;
 use crate::identity::{self, ClientCert};
 
 /// Appends one `Name: value\r\n` line per enabled header to `out`.
-pub(super) fn write(fwd: &IdentityForwarding, cert: &ClientCert, out: &mut Vec<u8>) {
+pub(crate) fn write(fwd: &IdentityForwarding, cert: &ClientCert, out: &mut Vec<u8>) {
     if let Some(name) = &fwd.escaped_pem {
         put_header(
             out,

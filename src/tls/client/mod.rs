@@ -192,6 +192,8 @@ pub struct TlsClientStream {
     close_notify: bool,
     /// The socket reached EOF.
     tcp_eof: bool,
+    /// The TLS-level reason a read failed, in plain words.
+    failure: Option<String>,
 }
 
 impl TlsClientStream {
@@ -219,6 +221,7 @@ impl TlsClientStream {
             presents_certificate,
             close_notify: false,
             tcp_eof: false,
+            failure: None,
         };
         match stream.handshake(&name).await {
             Ok(()) => Ok(stream),
@@ -352,29 +355,27 @@ impl TlsClientStream {
         total
     }
 
-    fn read_error(&self, e: Fed) -> io::Error {
+    /// A failed feed as an `io::Error` for the `Transport` read; a TLS-level
+    /// reason is also kept on the stream ([`TlsClientStream::tls_failure`]),
+    /// so the proxy can answer "TLS with the backend failed" rather than
+    /// "reset" without digging it back out of the `io::Error`.
+    fn read_error(&mut self, e: Fed) -> io::Error {
         match e {
             Fed::Io(e) => e,
-            Fed::Tls(e) => io::Error::new(
-                io::ErrorKind::InvalidData,
-                TlsFailure(describe(&e, None, self.presents_certificate)),
-            ),
+            Fed::Tls(e) => {
+                let why = describe(&e, None, self.presents_certificate);
+                let err = io::Error::new(io::ErrorKind::InvalidData, why.clone());
+                self.failure = Some(why);
+                err
+            }
         }
     }
-}
 
-/// A TLS-level failure surfaced through a read (an `io::Error` carries it),
-/// so the proxy can answer "TLS with the backend failed" rather than "reset".
-#[derive(Debug)]
-pub struct TlsFailure(pub String);
-
-impl std::fmt::Display for TlsFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+    /// Why TLS with the backend failed, after a read failed for that reason.
+    pub fn tls_failure(&self) -> Option<&str> {
+        self.failure.as_deref()
     }
 }
-
-impl std::error::Error for TlsFailure {}
 
 /// Why feeding ciphertext to rustls failed.
 enum Fed {

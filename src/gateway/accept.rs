@@ -1,0 +1,276 @@
+//! From accept to the request loop: the per-worker caps, an optional PROXY
+//! header, the TLS handshake (and its one log line when it fails), the
+//! kernel-TLS handover, then `proxy::serve`.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use crate::config::KtlsMode;
+use crate::generation::WorkerGeneration;
+use crate::metrics::{Cap, HandshakeReason, TlsMode, WorkerMetrics};
+use crate::proxy::{self, Session, WorkerContext};
+use crate::proxy_protocol;
+use crate::tls::ktls::{self, Handover, KtlsSupport};
+use crate::tls::{reason, HandshakeFailure, TlsStream};
+
+use super::generations::WorkerGenerations;
+use super::ConnectionCaps;
+
+/// What an accept loop hands each connection it accepts.
+#[derive(Clone)]
+pub(super) struct Accepting {
+    /// Index of the `[[listener]]`: which sites it serves.
+    pub(super) listener: usize,
+    pub(super) caps: ConnectionCaps,
+    pub(super) mode: KtlsMode,
+    pub(super) support: Rc<KtlsSupport>,
+    pub(super) generations: Rc<WorkerGenerations>,
+}
+
+pub(super) async fn accept_loop(
+    listener: monoio::net::TcpListener,
+    accepting: Accepting,
+    ctx: Rc<WorkerContext>,
+    accepted: Rc<Cell<u64>>,
+) {
+    let mut stop = std::pin::pin!(ctx.drain.started());
+    let mut refusals = RefusalLog::default();
+    loop {
+        monoio::select! {
+            _ = &mut stop => break,
+            res = listener.accept() => match res {
+                Ok((tcp, peer)) => {
+                    accepted.set(accepted.get() + 1);
+                    if let Some(cap) = over_cap(&ctx.metrics, accepting.caps) {
+                        // Closed at once (a reset: nothing of it is kept);
+                        // connections already served go on undisturbed.
+                        crate::sock::set_abortive_close(&tcp);
+                        drop(tcp);
+                        refusals.note(&ctx, cap);
+                        continue;
+                    }
+                    let _ = tcp.set_nodelay(true);
+                    // The generation is fixed here, at accept: a reload later
+                    // does not change what this connection was promised.
+                    let generation = accepting.generations.get();
+                    // The kernel gives up on a peer that stops acknowledging
+                    // (a zero window included) after the send timeout.
+                    let _ = crate::sock::set_user_timeout(&tcp, generation.shared.settings.timeouts.send);
+                    let open = Counted::enter(ctx.clone(), |c| c.metrics.open_connections());
+                    monoio::spawn(handle_connection(tcp, peer, generation, accepting.clone(), open));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(worker = ctx.index, error = %e, "accept failed");
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+}
+
+/// Which cap a new connection would exceed, if any.
+fn over_cap(m: &WorkerMetrics, caps: ConnectionCaps) -> Option<Cap> {
+    if m.open_connections().get() >= caps.max_connections {
+        Some(Cap::Connections)
+    } else if m.handshakes_in_progress().get() >= caps.max_handshakes {
+        Some(Cap::Handshakes)
+    } else {
+        None
+    }
+}
+
+/// Counts refusals and says so in the log at most every ten seconds (a flood
+/// must not turn into a flood of log lines).
+#[derive(Default)]
+pub(super) struct RefusalLog {
+    last: Option<Instant>,
+    since_last: u64,
+}
+
+impl RefusalLog {
+    fn note(&mut self, ctx: &WorkerContext, cap: Cap) {
+        ctx.metrics.connection_refused(cap);
+        self.since_last += 1;
+        let now = Instant::now();
+        if self
+            .last
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+        {
+            warn!(
+                worker = ctx.index,
+                cap = ?cap,
+                open = ctx.metrics.open_connections().get(),
+                handshaking = ctx.metrics.handshakes_in_progress().get(),
+                refused = self.since_last,
+                "connection cap reached: new connections are closed at accept"
+            );
+            self.last = Some(now);
+            self.since_last = 0;
+        }
+    }
+}
+
+/// One unit of a per-worker gauge (open connections, handshakes in
+/// progress), given back when dropped whatever way the task ends.
+pub(super) struct Counted {
+    ctx: Rc<WorkerContext>,
+    gauge: fn(&WorkerContext) -> &Cell<usize>,
+}
+
+impl Counted {
+    fn enter(ctx: Rc<WorkerContext>, gauge: fn(&WorkerContext) -> &Cell<usize>) -> Counted {
+        let g = gauge(&ctx);
+        g.set(g.get() + 1);
+        Counted { ctx, gauge }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let g = (self.gauge)(&self.ctx);
+        g.set(g.get().saturating_sub(1));
+    }
+}
+
+pub(super) async fn handle_connection(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    generation: Rc<WorkerGeneration>,
+    accepting: Accepting,
+    open: Counted,
+) {
+    let ctx = open.ctx.clone();
+    let handshaking = Counted::enter(ctx.clone(), |c| c.metrics.handshakes_in_progress());
+    // One deadline for everything before the first request: the PROXY
+    // header (if the listener wants one) and the TLS handshake.
+    let timeout = generation.shared.settings.timeouts.handshake;
+    let deadline = Instant::now() + timeout;
+    let peer = match generation.shared.listeners.get(accepting.listener) {
+        Some(l) if l.proxy_protocol => {
+            match proxy_protocol::read_header(&mut tcp, peer, &l.trusted_proxies, timeout).await {
+                Ok((source, header)) => {
+                    debug!(peer = %peer, client = %source, version = header.version, "PROXY header read");
+                    source
+                }
+                Err(why) => return refuse_before_tls(&ctx, peer, &why),
+            }
+        }
+        _ => peer,
+    };
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let site = Cell::new(None);
+    let select = |sni: Option<&str>| {
+        // The same normal form the Host header and `server_names` are in; a
+        // name that has none selects what an unknown name would.
+        let mut name = String::new();
+        let sni = sni.filter(|s| crate::http::host::normalize_host(s, &mut name).is_ok());
+        let name = sni.map(|_| name.as_str());
+        let chosen = generation.shared.site_for_name(accepting.listener, name)?;
+        site.set(Some(chosen));
+        generation.server_configs.get(chosen).cloned()
+    };
+    let (stream, identity) =
+        match monoio::time::timeout(timeout, TlsStream::accept(tcp, select)).await {
+            Ok(Ok(done)) => done,
+            Ok(Err((failure, sni))) => {
+                ctx.metrics.connection_served(TlsMode::Failed);
+                ctx.metrics
+                    .handshake_failed(reason::metric_reason(&failure));
+                let site_name = site
+                    .get()
+                    .and_then(|i| generation.shared.sites.get(i))
+                    .map(|s| s.name.as_str());
+                log_handshake_failure(peer, sni.as_deref(), site_name, &failure);
+                return;
+            }
+            Err(_) => {
+                ctx.metrics.connection_served(TlsMode::Failed);
+                ctx.metrics.handshake_failed(HandshakeReason::Timeout);
+                info!(peer = %peer, "TLS handshake timed out");
+                return;
+            }
+        };
+    drop(handshaking);
+    debug!(peer = %peer, sni = ?identity.sni, version = ?identity.version, suite = ?identity.suite, resumed = identity.resumed, "TLS handshake complete");
+    let session = Session {
+        generation,
+        listener: accepting.listener,
+        site: site.get(),
+    };
+    if accepting.mode == KtlsMode::Off {
+        ctx.metrics.connection_served(TlsMode::Userspace);
+        return proxy::serve(stream, peer, identity, session, ctx).await;
+    }
+    match ktls::handover(stream, &accepting.support) {
+        Handover::Kernel(kernel) => {
+            ctx.metrics.connection_served(TlsMode::Kernel);
+            proxy::serve(kernel, peer, identity, session, ctx).await;
+        }
+        Handover::Userspace(stream, why) => {
+            debug!(peer = %peer, reason = why, "serving this connection over userspace TLS");
+            ctx.metrics.connection_served(TlsMode::Userspace);
+            proxy::serve(stream, peer, identity, session, ctx).await;
+        }
+        Handover::Failed(e) => {
+            ctx.metrics.connection_served(TlsMode::Failed);
+            warn!(peer = %peer, error = %e, "kernel TLS handover failed after the point of no return; closing the connection");
+        }
+    }
+}
+
+/// A connection on a `proxy_protocol` listener closed before TLS: one log
+/// line (the TCP peer and why) and one count. Dropping the socket closes it.
+pub(super) fn refuse_before_tls(
+    ctx: &WorkerContext,
+    peer: SocketAddr,
+    why: &proxy_protocol::Refused,
+) {
+    ctx.metrics.connection_served(TlsMode::Failed);
+    ctx.metrics.handshake_failed(match why {
+        proxy_protocol::Refused::UntrustedPeer => HandshakeReason::ProxyUntrusted,
+        _ => HandshakeReason::ProxyHeader,
+    });
+    info!(peer = %peer, reason = %why, "connection refused before TLS (proxy_protocol listener)");
+}
+
+pub(super) fn log_handshake_failure(
+    peer: SocketAddr,
+    sni: Option<&str>,
+    site: Option<&str>,
+    failure: &HandshakeFailure,
+) {
+    let sni = sni.unwrap_or("-");
+    let site = site.unwrap_or("-");
+    match failure {
+        HandshakeFailure::Tls(e) if reason::is_client_certificate_error(e) => {
+            warn!(peer = %peer, sni, site, reason = %reason::describe(e), "client certificate refused")
+        }
+        HandshakeFailure::Tls(e) => {
+            info!(peer = %peer, sni, site, reason = %reason::describe(e), "TLS handshake failed")
+        }
+        HandshakeFailure::UnknownServerName => {
+            info!(peer = %peer, sni, "TLS handshake refused: the server name matches no site and the listener has no default site (alert unrecognized_name)")
+        }
+        HandshakeFailure::NotTls => {
+            info!(peer = %peer, "TLS handshake failed: client did not speak TLS (plain HTTP to the TLS port?)")
+        }
+        HandshakeFailure::BadClientHello(e) => {
+            info!(peer = %peer, reason = %e, alert = e.alert(), "TLS handshake refused: the ClientHello could not be read, so no site was chosen")
+        }
+        HandshakeFailure::ResumedCertificateExpired(e) => {
+            let reason = reason::describe(&rustls::Error::InvalidCertificate(e.clone()));
+            warn!(peer = %peer, sni, site, reason = %format!("{reason} (a resumed session; the certificate was valid when it began)"), "client certificate refused")
+        }
+        HandshakeFailure::CertificateVerify(_) => {
+            warn!(peer = %peer, sni, site, reason = %reason::CERTIFICATE_VERIFY_FAILED, "client certificate refused")
+        }
+        HandshakeFailure::Io(e) => debug!(peer = %peer, sni, error = %e, "TLS handshake aborted"),
+    }
+}

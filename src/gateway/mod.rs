@@ -1,0 +1,155 @@
+//! Assembles a running gateway from a validated config: TLS configs per core,
+//! SO_REUSEPORT listeners per core, workers, graceful drain. `reload` swaps
+//! in a new config generation on SIGHUP, `worker` is one core's runtime, and
+//! `accept` takes each connection from the listener to the request loop.
+
+mod accept;
+mod generations;
+mod reload;
+mod worker;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+
+use tracing::info;
+
+use crate::config::{Config, KtlsMode, Workers};
+use crate::generation::{Current, Generation};
+use crate::metrics::{self, Published};
+use crate::runtime::{self, Driver};
+use crate::tls::ktls::{self};
+
+use reload::{PidFile, Reloader};
+use worker::{worker_main, WorkerShared};
+
+/// A gateway whose sockets are bound and whose TLS material has loaded:
+/// everything that can fail on bad input has failed (or not) by now.
+pub struct Prepared {
+    config: Config,
+    driver: Driver,
+    workers: usize,
+    caps: ConnectionCaps,
+    nofile: u64,
+    current: Arc<Current>,
+    published: Arc<Published>,
+    /// listeners[worker] = that worker's socket for each configured listener.
+    listeners: Vec<Vec<TcpListener>>,
+    pub bound: Vec<SocketAddr>,
+}
+
+pub fn prepare(config: Config) -> Result<Prepared, String> {
+    let workers = match config.server.workers {
+        Workers::Auto => runtime::available_cores(),
+        Workers::Count(n) => n,
+    };
+    let nofile = runtime::raise_nofile_limit()
+        .map_err(|e| format!("cannot read the open-file limit: {e}"))?;
+    let caps = ConnectionCaps {
+        max_connections: config
+            .server
+            .max_connections
+            .unwrap_or_else(|| runtime::default_max_connections(nofile, workers)),
+        max_handshakes: config.server.max_handshakes,
+    };
+    let choice = runtime::driver_choice_from_env(config.server.driver)?;
+    let driver = runtime::select_driver(choice)?;
+    let published = Published::new(workers);
+    let first = Generation::load(&config, 1, &published)?;
+    if config.listeners.iter().any(|l| l.ktls == KtlsMode::On) {
+        let support = ktls::probe();
+        if let Err(why) = &support.available {
+            return Err(format!("ktls = \"on\" but kernel TLS unavailable: {why}"));
+        }
+    }
+    let mut listeners: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    for l in &config.listeners {
+        let sockets = runtime::bind_reuseport(l.address, workers)
+            .map_err(|e| format!("cannot listen on {}: {e}", l.address))?;
+        if let Some(first) = sockets.first() {
+            bound.push(first.local_addr().map_err(|e| e.to_string())?);
+        }
+        for (w, s) in sockets.into_iter().enumerate() {
+            listeners[w].push(s);
+        }
+    }
+    Ok(Prepared {
+        config,
+        driver,
+        workers,
+        caps,
+        nofile,
+        current: Current::new(first),
+        published,
+        listeners,
+        bound,
+    })
+}
+
+/// Runs until SIGTERM/SIGINT and the drain that follows. SIGHUP reloads.
+pub fn run(prepared: Prepared) -> Result<(), String> {
+    let Prepared {
+        config,
+        driver,
+        workers,
+        caps,
+        nofile,
+        current,
+        published,
+        listeners,
+        bound,
+    } = prepared;
+    let reloader = Reloader {
+        started_with: config.clone(),
+        current: current.clone(),
+        published: published.clone(),
+        next_id: std::sync::atomic::AtomicU64::new(2),
+    };
+    runtime::install_signal_handlers(move || reloader.reload())
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let pid_file = PidFile::write(config.server.pid_file.as_deref())?;
+    for addr in &bound {
+        info!(address = %addr, workers, driver = %driver.name(), "listening (mTLS, HTTP/1.1)");
+    }
+    info!(
+        max_connections = caps.max_connections,
+        max_handshakes = caps.max_handshakes,
+        open_file_limit = nofile,
+        "per-worker caps: past them new connections are closed at accept"
+    );
+    let admin_published = match config.admin {
+        Some(addr) => {
+            metrics::serve_admin(addr, published.clone())
+                .map_err(|e| format!("cannot start the admin listener on {addr}: {e}"))?;
+            Some(published)
+        }
+        None => None,
+    };
+    let shared = Arc::new(WorkerShared {
+        listeners: Mutex::new(listeners.into_iter().map(Some).collect()),
+        listener_configs: config.listeners.clone(),
+        current,
+        pool: (config.pool.max_idle_per_backend, config.pool.idle_timeout),
+        drain_timeout: config.server.drain_timeout,
+        driver,
+        caps,
+        published: admin_published,
+    });
+    let handles = runtime::spawn_workers("portcullis", driver, workers, move |index| {
+        worker_main(index, shared.clone())
+    })
+    .map_err(|e| format!("cannot start worker threads: {e}"))?;
+    for h in handles {
+        let _ = h.join();
+    }
+    drop(pid_file);
+    info!("stopped");
+    Ok(())
+}
+
+/// Per-worker caps on client connections (see `ServerSettings`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnectionCaps {
+    pub(crate) max_connections: usize,
+    pub(crate) max_handshakes: usize,
+}

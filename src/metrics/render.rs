@@ -1,0 +1,211 @@
+//! The admin endpoint's view: every worker's last snapshot merged and
+//! rendered as Prometheus text.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use hdrhistogram::Histogram;
+
+use super::{unreachable_histogram, HandshakeReason, Snapshot, STATUS_SLOTS};
+
+/// One slot per worker; each written only by its worker, read by the admin thread.
+pub struct Published {
+    slots: Vec<Mutex<Option<Snapshot>>>,
+    /// Route labels by metric slot; slot 0 is "none". Only grows: a route
+    /// kept across a reload keeps its slot and its counts.
+    route_labels: Mutex<Vec<String>>,
+}
+
+impl Published {
+    pub fn new(workers: usize) -> Arc<Self> {
+        Arc::new(Published {
+            slots: (0..workers).map(|_| Mutex::new(None)).collect(),
+            route_labels: Mutex::new(vec!["none".to_string()]),
+        })
+    }
+
+    /// The metric slot of a route label (allocated on first sight, at config load).
+    pub fn route_slot(&self, label: &str) -> usize {
+        let mut labels = match self.route_labels.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(i) = labels.iter().position(|l| l == label) {
+            return i;
+        }
+        labels.push(label.to_string());
+        labels.len() - 1
+    }
+
+    pub fn publish(&self, worker: usize, snap: Snapshot) {
+        if let Some(slot) = self.slots.get(worker) {
+            if let Ok(mut s) = slot.lock() {
+                *s = Some(snap);
+            }
+        }
+    }
+
+    /// Prometheus text exposition of all workers merged.
+    pub fn render(&self) -> String {
+        let snaps: Vec<Snapshot> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.lock().ok().and_then(|g| g.clone()))
+            .collect();
+        let mut out = String::with_capacity(8192);
+        let sum = |f: fn(&Snapshot) -> u64| snaps.iter().map(f).sum::<u64>();
+
+        out.push_str("# HELP portcullis_requests_total Requests answered, by route and status.\n# TYPE portcullis_requests_total counter\n");
+        let labels = match self.route_labels.lock() {
+            Ok(l) => l.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        for (r, label) in labels.iter().enumerate() {
+            for slot in 0..STATUS_SLOTS.len() + 5 {
+                let n: u64 = snaps
+                    .iter()
+                    .filter_map(|s| s.requests.get(r))
+                    .map(|row| row[slot])
+                    .sum();
+                if n == 0 {
+                    continue;
+                }
+                let status = match STATUS_SLOTS.get(slot) {
+                    Some(s) => s.to_string(),
+                    None => format!("{}xx", slot - STATUS_SLOTS.len() + 1),
+                };
+                let _ = writeln!(
+                    out,
+                    "portcullis_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                    escape(label)
+                );
+            }
+        }
+        let failures: Vec<(String, u64)> = HandshakeReason::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, reason)| {
+                let n = snaps.iter().map(|s| s.handshake_failures[i]).sum();
+                (format!("reason=\"{}\"", reason.label()), n)
+            })
+            .collect();
+        counter_family(
+            &mut out,
+            "portcullis_handshake_failures_total",
+            "TLS handshakes that failed, by reason.",
+            &failures,
+        );
+        counter_family(
+            &mut out,
+            "portcullis_connections_total",
+            "Client connections after the handshake, by TLS mode.",
+            &[
+                ("tls_mode=\"ktls\"".into(), sum(|s| s.connections_ktls)),
+                (
+                    "tls_mode=\"userspace\"".into(),
+                    sum(|s| s.connections_userspace),
+                ),
+                (
+                    "tls_mode=\"handshake_failed\"".into(),
+                    sum(|s| s.connections_handshake_failed),
+                ),
+            ],
+        );
+        counter_family(
+            &mut out,
+            "portcullis_backend_pool_total",
+            "Backend connection pool events.",
+            &[
+                ("event=\"hit\"".into(), sum(|s| s.pool.hits)),
+                ("event=\"miss\"".into(), sum(|s| s.pool.misses)),
+                ("event=\"connect\"".into(), sum(|s| s.pool.connects)),
+                (
+                    "event=\"discarded_dirty\"".into(),
+                    sum(|s| s.pool.discarded_dirty),
+                ),
+            ],
+        );
+        counter_family(
+            &mut out,
+            "portcullis_connections_refused_total",
+            "Client connections closed at accept because a per-worker cap was reached.",
+            &[
+                (
+                    "cap=\"max_connections\"".into(),
+                    sum(|s| s.refused_max_connections),
+                ),
+                (
+                    "cap=\"max_handshakes\"".into(),
+                    sum(|s| s.refused_max_handshakes),
+                ),
+            ],
+        );
+        gauge(
+            &mut out,
+            "portcullis_open_connections",
+            "Client connections open now (all workers).",
+            sum(|s| s.open_connections),
+        );
+        gauge(
+            &mut out,
+            "portcullis_handshakes_in_progress",
+            "TLS handshakes in progress now (all workers).",
+            sum(|s| s.handshakes_in_progress),
+        );
+        counter_family(
+            &mut out,
+            "portcullis_body_bytes_total",
+            "Body bytes relayed, by path (splice never enters user memory).",
+            &[
+                ("path=\"splice\"".into(), sum(|s| s.body_bytes_spliced)),
+                ("path=\"copy\"".into(), sum(|s| s.body_bytes_copied)),
+            ],
+        );
+
+        let mut merged = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable_histogram());
+        for s in &snaps {
+            let _ = merged.add(&s.latency_us);
+        }
+        out.push_str("# HELP portcullis_request_duration_seconds Request latency, head received to response relayed (hdrhistogram per core, merged).\n# TYPE portcullis_request_duration_seconds summary\n");
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            let v = merged.value_at_quantile(q) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "portcullis_request_duration_seconds{{quantile=\"{q}\"}} {v}"
+            );
+        }
+        let total: f64 = merged
+            .iter_recorded()
+            .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+            .sum::<f64>()
+            / 1e6;
+        let _ = writeln!(out, "portcullis_request_duration_seconds_sum {total}");
+        let _ = writeln!(
+            out,
+            "portcullis_request_duration_seconds_count {}",
+            merged.len()
+        );
+        out
+    }
+}
+
+/// Writes one counter family: HELP and TYPE lines, then `name{labels} value` per series.
+fn counter_family(out: &mut String, name: &str, help: &str, series: &[(String, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (labels, value) in series {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
