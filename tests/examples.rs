@@ -659,6 +659,73 @@ fn upstream_with_wrong_ca_or_name_gets_502() {
     assert!(ex.log_has(&["PCS.5023", "not valid for other.internal"]));
 }
 
+#[test]
+fn a_reload_that_changes_nothing_about_a_tls_backend_keeps_its_warm_connection() {
+    // The pool key is the backend's address and the content of its TLS
+    // material, not the config generation: after a reload that leaves the
+    // upstream as it was, the next request reuses the pooled connection (no
+    // new TLS handshake to the backend); a reload that changes its CA set
+    // gets a fresh connection.
+    let admin = format!("127.0.0.1:{}", free_port());
+    let with_admin = |t: String| format!("[admin]\naddress = \"{admin}\"\n\n{t}");
+    let ex = Example::start("upstream-mtls", |t, _| with_admin(t));
+    let pool = |event: &str| {
+        let (_, body) = admin_get(&admin, "/metrics");
+        metric(
+            &body,
+            &format!("portcullis_backend_pool_total{{event=\"{event}\"}}"),
+        )
+        .unwrap_or_else(|| panic!("no pool {event} series"))
+    };
+    // Workers publish their counters every few hundred milliseconds.
+    let settles_at = |event: &str, want: f64| {
+        wait_until(Duration::from_secs(5), || pool(event) >= want);
+        pool(event)
+    };
+    let get = |path: &str| {
+        ex.curl("a.example", path, "a/ca.pem", Some("a/client"), &[])
+            .ok();
+    };
+    get("/app/1");
+    assert_eq!(settles_at("connect", 1.0), 1.0);
+    let original = fs::read_to_string(&ex.config).unwrap();
+    ex.gateway.signal(libc::SIGHUP);
+    assert!(ex.log_has(&["config reloaded"]));
+    get("/app/2");
+    assert!(
+        settles_at("hit", 1.0) >= 1.0,
+        "the unchanged backend kept its pool"
+    );
+    assert_eq!(pool("connect"), 1.0);
+    // The same backend, trusted through a bundle with one more CA: another key.
+    let bundle = ex.td.join("two-cas.pem");
+    let two = [
+        fs::read_to_string(ex.certs.join("upstream/ca.pem")).unwrap(),
+        fs::read_to_string(ex.certs.join("b/ca.pem")).unwrap(),
+    ]
+    .concat();
+    fs::write(&bundle, two).unwrap();
+    fs::write(
+        &ex.config,
+        original.replacen(
+            "ca = [\"certs/upstream/ca.pem\"]",
+            &format!("ca = [\"{}\"]", bundle.display()),
+            1,
+        ),
+    )
+    .unwrap();
+    ex.gateway.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(10), || {
+        ex.gateway.stderr().matches("config reloaded").count() >= 2
+    }));
+    get("/app/3");
+    assert_eq!(
+        settles_at("connect", 2.0),
+        2.0,
+        "a changed CA set is another pool"
+    );
+}
+
 // --- reload -------------------------------------------------------------------
 
 fn x_gateway(resp: &Response) -> String {
