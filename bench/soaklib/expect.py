@@ -220,6 +220,12 @@ PCL_REFUSAL_DETAILS = (
     "tls_handshake: connection closed by the server during the handshake",
     "tls_handshake: read:",
     "tls_handshake: write:",
+    # The same reset at accept, seen by connect itself: io_uring completes a
+    # non-blocking connect by retrying it once the socket is ready, and when
+    # the gateway's RST has landed by then the retry reports it
+    # (the 60-minute run of 2026-12-01T1421Z: 6 such, each in a segment
+    # that overlapped a flood and was refused there in the usual way too).
+    "connect: Connection reset by peer",
 )
 
 

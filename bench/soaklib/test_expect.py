@@ -129,6 +129,11 @@ class Pcl(unittest.TestCase):
         self.assertEqual(expect.classify_pcl(s, [])[0], "fail")
         bad = self.seg(error_details={"read: Connection reset by peer": 1})
         self.assertEqual(expect.classify_pcl(bad, [FLOOD])[0], "fail")
+        at_connect = self.seg(error_details={"connect: Connection reset by peer (os error 104)": 1})
+        self.assertEqual(expect.classify_pcl(at_connect, [FLOOD])[0], "refused")
+        self.assertEqual(expect.classify_pcl(at_connect, [])[0], "fail")
+        refused = self.seg(error_details={"connect: Connection refused (os error 111)": 1})
+        self.assertEqual(expect.classify_pcl(refused, [FLOOD])[0], "fail")
 
 
 if __name__ == "__main__":
