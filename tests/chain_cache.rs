@@ -186,11 +186,11 @@ fn a_returning_client_is_a_hit_until_a_reloaded_crl_revokes_it() {
         let alert = expect_tls_alert(sockaddr(&format!("127.0.0.1:{}", s.port)), cfg);
         assert_eq!(alert, "CertificateRevoked", "round {round}");
     }
-    assert!(
-        gw.count_log_lines(&["client certificate refused", "reason=certificate revoked"]) >= 4,
-        "every refusal logs its reason:\n{}",
-        gw.output()
-    );
+    // The client may read the alert before the line is written: wait for it.
+    let logged = wait_until(Duration::from_secs(5), || {
+        gw.count_log_lines(&["client certificate refused", "reason=certificate revoked"]) >= 4
+    });
+    assert!(logged, "every refusal logs its reason:\n{}", gw.output());
     // Four refusals, four misses: none came from the cache, none went into it.
     expect_counts(gw, admin, (4.0, 6.0, 2.0), "after the CRL");
     let body = admin_get(admin, "/metrics").1;
