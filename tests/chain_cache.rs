@@ -238,3 +238,72 @@ fn a_client_revoked_from_the_start_is_refused_every_time() {
     }
     expect_counts(&s.gw, &s.admin, (0.0, 3.0, 0.0), "three refusals");
 }
+
+/// The pcl-load binary built beside the gateway (tests/run.sh builds the workspace).
+fn pcl_load() -> PathBuf {
+    let path = Path::new(bin()).with_file_name("pcl-load");
+    assert!(
+        path.exists(),
+        "{} missing: build the workspace (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn pcl_load_presents_a_new_client_per_handshake_from_a_directory() {
+    // 20 clients in turn against a cache of 4 per worker: every handshake is
+    // a miss (each client returns after 19 others). One client over and over:
+    // hits. A light open-loop rate: this checks the tool, it measures nothing.
+    let s = setup("chain-cache-pcl-load", "verified_chain_cache = 4", false);
+    let clients = s.td.join("clients");
+    let mut cmd = portcullis();
+    cmd.args(["certs", "issue", "--ca-dir"])
+        .arg(&s.certs.dir)
+        .arg("--out")
+        .arg(&clients)
+        .args(["--stem", "load", "--cn", "load", "--count", "20"]);
+    let o = run_cmd(&mut cmd, None, Duration::from_secs(60));
+    assert!(o.status.success(), "certs issue --count: {}", o.describe());
+    assert!(o.stdout_str().contains("wrote 20 certificates"), "{}", o.describe());
+    let run = |name: &str, identity: &[&str]| -> serde_json::Value {
+        let json = s.td.join(&format!("{name}.json"));
+        let mut cmd = std::process::Command::new(pcl_load());
+        cmd.args(["-d", "2s", "-t", "1", "-c", "2", "-R", "40", "--new-conn"])
+            .arg("--cacert")
+            .arg(s.certs.ca())
+            .args(identity)
+            .arg("--sni")
+            .arg("localhost")
+            .arg("--json")
+            .arg(&json)
+            .arg(format!("https://127.0.0.1:{}/", s.port));
+        let o = run_cmd(&mut cmd, None, Duration::from_secs(30));
+        assert!(o.status.success(), "pcl-load {name}: {}", o.describe());
+        serde_json::from_slice(&fs::read(&json).unwrap()).unwrap()
+    };
+    let dir = clients.to_string_lossy().into_owned();
+    let v = run("many", &["--client-certs", &dir]);
+    assert_eq!(v["errors_total"], 0, "{v}");
+    let handshakes = v["requests"].as_u64().unwrap_or(0) as f64;
+    assert!(handshakes >= 40.0, "{v}");
+    let mut seen = (0.0, 0.0, 0.0);
+    let all_missed = wait_until(Duration::from_secs(5), || {
+        seen = cache_counts(&s.admin);
+        seen.1 >= handshakes
+    });
+    assert!(all_missed, "{handshakes} handshakes, cache {seen:?}");
+    assert_eq!(seen.0, 0.0, "no client came back within 4: {seen:?}");
+    assert_eq!(seen.2, 4.0, "the bound: {seen:?}");
+
+    let cert = s.certs.client_cert().to_string_lossy().into_owned();
+    let key = s.certs.client_key().to_string_lossy().into_owned();
+    let v = run("one", &["--cert", &cert, "--key", &key]);
+    assert_eq!(v["errors_total"], 0, "{v}");
+    let again = v["requests"].as_u64().unwrap_or(0) as f64;
+    let hits = wait_until(Duration::from_secs(5), || {
+        seen = cache_counts(&s.admin);
+        seen.0 + 1.0 >= again
+    });
+    assert!(hits, "{again} handshakes by one client, cache {seen:?}");
+}
