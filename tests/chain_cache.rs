@@ -307,3 +307,36 @@ fn pcl_load_presents_a_new_client_per_handshake_from_a_directory() {
     });
     assert!(hits, "{again} handshakes by one client, cache {seen:?}");
 }
+
+#[test]
+fn check_explains_the_cache_and_a_bad_value_names_file_line_and_field() {
+    let td = TempDir::new("chain-cache-check");
+    let certs = certs_init(&td.join("certs"), &[]);
+    let base = Config::new(&certs).route(RouteCfg::new("/", &["127.0.0.1:9"]));
+    let check = |cfg: &Config| {
+        let path = config_file(&td);
+        cfg.write(&path);
+        let mut cmd = portcullis();
+        cmd.arg("check").arg("--config").arg(&path);
+        (run_cmd(&mut cmd, None, Duration::from_secs(30)), path)
+    };
+    let (o, _) = check(&base);
+    assert_eq!(o.code(), Some(0), "{}", o.describe());
+    assert!(
+        o.stdout_str().contains("verified-chain cache 4096 entries per worker"),
+        "{}",
+        o.describe()
+    );
+    let (o, _) = check(&base.clone().table("[tls]\nverified_chain_cache = 0"));
+    assert!(o.stdout_str().contains("verified-chain cache off"), "{}", o.describe());
+
+    let bad = base.clone().table("[tls]\nverified_chain_cache = -5");
+    let line = line_of(&bad.render(), "verified_chain_cache = -5");
+    let (o, path) = check(&bad);
+    assert_eq!(o.code(), Some(2), "{}", o.describe());
+    let want = format!(
+        "{}:{line}: tls.verified_chain_cache: -5: must be between 0 (off) and 1048576 entries per worker",
+        path.display()
+    );
+    assert!(o.stderr.contains(&want), "want {want:?}:\n{}", o.describe());
+}
