@@ -340,3 +340,57 @@ fn check_explains_the_cache_and_a_bad_value_names_file_line_and_field() {
     );
     assert!(o.stderr.contains(&want), "want {want:?}:\n{}", o.describe());
 }
+
+/// A client that presents `chain` and signs with `key`, whoever's it is.
+#[derive(Debug)]
+struct Presents(std::sync::Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for Presents {
+    fn resolve(
+        &self,
+        _: &[&[u8]],
+        _: &[rustls::SignatureScheme],
+    ) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_cached_certificate_without_its_key_is_refused() {
+    // The chain is a hit, but the CertificateVerify is checked every time:
+    // someone who has the certificate (it is not secret) and not its key is
+    // refused with decrypt_error, in TLS 1.3 and 1.2.
+    let s = setup("chain-cache-thief", "", false);
+    assert_eq!(s.rustls_get(), 200);
+    assert_eq!(s.rustls_get(), 200);
+    expect_counts(&s.gw, &s.admin, (1.0, 1.0, 1.0), "owner, twice");
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let thief_key = rcgen::KeyPair::generate().unwrap();
+    let signing = provider
+        .key_provider
+        .load_private_key(rustls::pki_types::PrivatePkcs8KeyDer::from(thief_key.serialize_der()).into())
+        .unwrap();
+    let stolen = std::sync::Arc::new(rustls::sign::CertifiedKey::new(
+        load_certs(&s.certs.client_cert()),
+        signing,
+    ));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(load_certs(&s.certs.ca()).remove(0)).unwrap();
+    for (i, version) in [&rustls::version::TLS13, &rustls::version::TLS12].into_iter().enumerate() {
+        let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_client_cert_resolver(std::sync::Arc::new(Presents(stolen.clone())));
+        let alert = expect_tls_alert(
+            sockaddr(&format!("127.0.0.1:{}", s.port)),
+            std::sync::Arc::new(cfg),
+        );
+        assert_eq!(alert, "DecryptError", "{version:?}");
+        let hits = 2.0 + i as f64;
+        expect_counts(&s.gw, &s.admin, (hits, 1.0, 1.0), "the chain was a hit");
+    }
+}
