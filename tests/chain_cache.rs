@@ -16,9 +16,8 @@ use common::*;
 /// (hits, misses, entries) as `/metrics` reports them.
 fn cache_counts(admin: &str) -> (f64, f64, f64) {
     let body = admin_get(admin, "/metrics").1;
-    let get = |series: &str| {
-        metric(&body, series).unwrap_or_else(|| panic!("no {series} in:\n{body}"))
-    };
+    let get =
+        |series: &str| metric(&body, series).unwrap_or_else(|| panic!("no {series} in:\n{body}"));
     (
         get("portcullis_verified_chain_cache_total{event=\"hit\"}"),
         get("portcullis_verified_chain_cache_total{event=\"miss\"}"),
@@ -159,7 +158,12 @@ fn a_returning_client_is_a_hit_until_a_reloaded_crl_revokes_it() {
 
     let first = s.curl();
     assert_eq!(first.code, 200, "{}", first.describe());
-    expect_counts(gw, admin, (0.0, 1.0, 1.0), "first connection: verified in full");
+    expect_counts(
+        gw,
+        admin,
+        (0.0, 1.0, 1.0),
+        "first connection: verified in full",
+    );
     for i in 1..=3 {
         let again = s.curl();
         assert_eq!(again.code, 200, "{}", again.describe());
@@ -195,7 +199,10 @@ fn a_returning_client_is_a_hit_until_a_reloaded_crl_revokes_it() {
     expect_counts(gw, admin, (4.0, 6.0, 2.0), "after the CRL");
     let body = admin_get(admin, "/metrics").1;
     assert_eq!(
-        metric(&body, "portcullis_handshake_failures_total{reason=\"revoked\"}"),
+        metric(
+            &body,
+            "portcullis_handshake_failures_total{reason=\"revoked\"}"
+        ),
         Some(4.0),
         "{body}"
     );
@@ -219,7 +226,11 @@ fn with_the_cache_off_nothing_is_a_hit() {
     let mut body = String::new();
     let served = wait_until(Duration::from_secs(5), || {
         body = admin_get(&s.admin, "/metrics").1;
-        metric(&body, "portcullis_connections_total{tls_mode=\"userspace\"}").unwrap_or(0.0)
+        metric(
+            &body,
+            "portcullis_connections_total{tls_mode=\"userspace\"}",
+        )
+        .unwrap_or(0.0)
             + metric(&body, "portcullis_connections_total{tls_mode=\"ktls\"}").unwrap_or(0.0)
             >= 4.0
     });
@@ -265,7 +276,11 @@ fn pcl_load_presents_a_new_client_per_handshake_from_a_directory() {
         .args(["--stem", "load", "--cn", "load", "--count", "20"]);
     let o = run_cmd(&mut cmd, None, Duration::from_secs(60));
     assert!(o.status.success(), "certs issue --count: {}", o.describe());
-    assert!(o.stdout_str().contains("wrote 20 certificates"), "{}", o.describe());
+    assert!(
+        o.stdout_str().contains("wrote 20 certificates"),
+        "{}",
+        o.describe()
+    );
     let run = |name: &str, identity: &[&str]| -> serde_json::Value {
         let json = s.td.join(&format!("{name}.json"));
         let mut cmd = std::process::Command::new(pcl_load());
@@ -323,12 +338,17 @@ fn check_explains_the_cache_and_a_bad_value_names_file_line_and_field() {
     let (o, _) = check(&base);
     assert_eq!(o.code(), Some(0), "{}", o.describe());
     assert!(
-        o.stdout_str().contains("verified-chain cache 4096 entries per worker"),
+        o.stdout_str()
+            .contains("verified-chain cache 4096 entries per worker"),
         "{}",
         o.describe()
     );
     let (o, _) = check(&base.clone().table("[tls]\nverified_chain_cache = 0"));
-    assert!(o.stdout_str().contains("verified-chain cache off"), "{}", o.describe());
+    assert!(
+        o.stdout_str().contains("verified-chain cache off"),
+        "{}",
+        o.describe()
+    );
 
     let bad = base.clone().table("[tls]\nverified_chain_cache = -5");
     let line = line_of(&bad.render(), "verified_chain_cache = -5");
@@ -371,7 +391,9 @@ fn a_cached_certificate_without_its_key_is_refused() {
     let thief_key = rcgen::KeyPair::generate().unwrap();
     let signing = provider
         .key_provider
-        .load_private_key(rustls::pki_types::PrivatePkcs8KeyDer::from(thief_key.serialize_der()).into())
+        .load_private_key(
+            rustls::pki_types::PrivatePkcs8KeyDer::from(thief_key.serialize_der()).into(),
+        )
         .unwrap();
     let stolen = std::sync::Arc::new(rustls::sign::CertifiedKey::new(
         load_certs(&s.certs.client_cert()),
@@ -379,7 +401,10 @@ fn a_cached_certificate_without_its_key_is_refused() {
     ));
     let mut roots = rustls::RootCertStore::empty();
     roots.add(load_certs(&s.certs.ca()).remove(0)).unwrap();
-    for (i, version) in [&rustls::version::TLS13, &rustls::version::TLS12].into_iter().enumerate() {
+    for (i, version) in [&rustls::version::TLS13, &rustls::version::TLS12]
+        .into_iter()
+        .enumerate()
+    {
         let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[version])
             .unwrap()

@@ -72,8 +72,14 @@ pub enum DriverChoice {
 #[derive(Clone, Debug)]
 pub enum Identity {
     None,
-    Pem { cert: PathBuf, key: Option<PathBuf> },
-    P12 { file: PathBuf, password: String },
+    Pem {
+        cert: PathBuf,
+        key: Option<PathBuf>,
+    },
+    P12 {
+        file: PathBuf,
+        password: String,
+    },
     /// One identity per NAME.pem + NAME.key in the directory, rotated per handshake.
     Dir(PathBuf),
 }
@@ -285,7 +291,9 @@ pub fn parse(argv: &[String]) -> Result<Parsed, String> {
     let identity = match (cert_type.as_str(), cert) {
         (_, None) if client_certs.is_some() => {
             if key.is_some() {
-                return Err("--key is not used with --client-certs (each NAME.pem has its NAME.key)".into());
+                return Err(
+                    "--key is not used with --client-certs (each NAME.pem has its NAME.key)".into(),
+                );
             }
             Identity::Dir(client_certs.take().unwrap_or_default())
         }

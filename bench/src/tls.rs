@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, Resumption};
-use rustls::sign::CertifiedKey;
 use rustls::crypto::{aws_lc_rs, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::args::{Args, Identity, TlsVersion};
@@ -74,10 +74,7 @@ impl TlsSetup {
                     rotating.identities.len(),
                     dir.display()
                 );
-                (
-                    builder.with_client_cert_resolver(Arc::new(rotating)),
-                    desc,
-                )
+                (builder.with_client_cert_resolver(Arc::new(rotating)), desc)
             }
             _ => match load_identity(&args.identity)? {
                 Some((chain, key, desc)) => (
@@ -181,7 +178,9 @@ impl Rotating {
         let mut pems: Vec<_> = fs::read_dir(dir)
             .map_err(|e| what(&e))?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "pem") && p.with_extension("key").is_file())
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "pem") && p.with_extension("key").is_file()
+            })
             .collect();
         pems.sort();
         if pems.is_empty() {
@@ -198,8 +197,12 @@ impl Rotating {
                 if chain.is_empty() {
                     return Err(file(&"no certificate in it"));
                 }
-                let key = PrivateKeyDer::from_pem_file(pem.with_extension("key")).map_err(|e| file(&e))?;
-                let key = provider.key_provider.load_private_key(key).map_err(|e| file(&e))?;
+                let key = PrivateKeyDer::from_pem_file(pem.with_extension("key"))
+                    .map_err(|e| file(&e))?;
+                let key = provider
+                    .key_provider
+                    .load_private_key(key)
+                    .map_err(|e| file(&e))?;
                 Ok(Arc::new(CertifiedKey::new(chain, key)))
             })
             .collect::<Result<Vec<_>, String>>()?;

@@ -345,7 +345,11 @@ pub fn issue_batch(opts: &LeafOptions, count: usize) -> Result<Vec<String>, Cert
         let dir = &opts.out_dir;
         write_file(&dir.join(format!("{stem}.pem")), pem.as_bytes(), Secret::No)?;
         let key = leaf.key.serialize_pem();
-        write_file(&dir.join(format!("{stem}.key")), key.as_bytes(), Secret::Yes)?;
+        write_file(
+            &dir.join(format!("{stem}.key")),
+            key.as_bytes(),
+            Secret::Yes,
+        )?;
         stems.push(stem);
     }
     Ok(stems)

@@ -417,7 +417,12 @@ mod tests {
             evictions: 3,
             entries: 5,
         };
-        assert_eq!(WorkerMetrics::new().snapshot(PoolCounts::default()).chain_cache, want);
+        assert_eq!(
+            WorkerMetrics::new()
+                .snapshot(PoolCounts::default())
+                .chain_cache,
+            want
+        );
         let other = std::thread::spawn(chain_cache_counts).join().unwrap();
         assert_eq!(other, ChainCacheCounts::default());
     }

@@ -396,7 +396,10 @@ fn issue_batch_makes_distinct_clients_of_the_ca() {
     for stem in &stems {
         let chain = load_chain(&opts.out_dir.join(format!("{stem}.pem")));
         assert_eq!(chain.len(), 1, "a client file holds its leaf only");
-        assert!(seen.insert(chain[0].to_vec()), "{stem} is a new certificate");
+        assert!(
+            seen.insert(chain[0].to_vec()),
+            "{stem} is a new certificate"
+        );
         verifier
             .verify_client_cert(&chain[0], &[], rustls::pki_types::UnixTime::now())
             .unwrap_or_else(|e| panic!("{stem}: {e}"));
@@ -405,7 +408,11 @@ fn issue_batch_makes_distinct_clients_of_the_ca() {
         assert_eq!(mode(&opts.out_dir.join(format!("{stem}.key"))) & 0o077, 0);
         assert!(!opts.out_dir.join(format!("{stem}.p12")).exists());
         let (_, cert) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
-        assert!(cert.subject().to_string().ends_with(&format!("CN={stem}")), "{}", cert.subject());
+        assert!(
+            cert.subject().to_string().ends_with(&format!("CN={stem}")),
+            "{}",
+            cert.subject()
+        );
     }
 }
 

@@ -189,16 +189,22 @@ fn tls_verified_chain_cache() {
             .unwrap();
         assert_eq!(config.tls.verified_chain_cache, n);
     }
-    let (line, field, problem) = fx.error(&format!("{MINIMAL}\n[tls]\nverified_chain_cache = -1\n"));
+    let (line, field, problem) =
+        fx.error(&format!("{MINIMAL}\n[tls]\nverified_chain_cache = -1\n"));
     assert_eq!(
         (line, field.as_str()),
         (MINIMAL.lines().count() + 3, "tls.verified_chain_cache")
     );
     assert!(problem.contains("between 0 (off) and 1048576"), "{problem}");
-    let (_, field, problem) = fx.error(&format!("[tls]\nverified_chain_cache = 2000000\n{MINIMAL}"));
+    let (_, field, problem) =
+        fx.error(&format!("[tls]\nverified_chain_cache = 2000000\n{MINIMAL}"));
     assert_eq!(field, "tls.verified_chain_cache");
-    assert!(problem.contains("-1") || problem.contains("2000000"), "{problem}");
-    let (line, field, problem) = fx.error(&format!("[tls]\nverified_chain_cache = \"big\"\n{MINIMAL}"));
+    assert!(
+        problem.contains("-1") || problem.contains("2000000"),
+        "{problem}"
+    );
+    let (line, field, problem) =
+        fx.error(&format!("[tls]\nverified_chain_cache = \"big\"\n{MINIMAL}"));
     assert_eq!((line, field.as_str()), (2, "tls.verified_chain_cache"));
     assert!(problem.contains("expected an integer"), "{problem}");
     let (line, field, problem) = fx.error(&format!("[tls]\nchain_cache = 1\n{MINIMAL}"));

@@ -166,7 +166,11 @@ impl ChainCache {
         }
         if self.slots.len() == self.slots.capacity() {
             // Grow by doubling, but never past the bound.
-            let more = self.slots.len().max(16).min(self.capacity - self.slots.len());
+            let more = self
+                .slots
+                .len()
+                .max(16)
+                .min(self.capacity - self.slots.len());
             self.slots.reserve_exact(more);
         }
         let Ok(position) = u32::try_from(self.slots.len()) else {
@@ -294,13 +298,20 @@ mod tests {
         let b = CertificateDer::from(vec![3u8]);
         let base = chain_key(1, &[0], &[a.clone(), b.clone()]);
         assert_eq!(base, chain_key(1, &[0], &[a.clone(), b.clone()]));
-        assert_ne!(base, chain_key(2, &[0], &[a.clone(), b.clone()]), "verifier");
+        assert_ne!(
+            base,
+            chain_key(2, &[0], &[a.clone(), b.clone()]),
+            "verifier"
+        );
         // The same bytes cut differently: [0][1,2][3] vs [0,1][2][3] vs [0][1,2,3].
         assert_ne!(
             base,
             chain_key(1, &[0, 1], &[CertificateDer::from(vec![2u8]), b.clone()])
         );
-        assert_ne!(base, chain_key(1, &[0], &[CertificateDer::from(vec![1u8, 2, 3])]));
+        assert_ne!(
+            base,
+            chain_key(1, &[0], &[CertificateDer::from(vec![1u8, 2, 3])])
+        );
         assert_ne!(base, chain_key(1, &[0], &[b, a]), "order");
     }
 

@@ -83,8 +83,15 @@ fn time(reader: &mut Reader<'_>) -> Result<u64, Malformed> {
             let yy = two_digits(value, 0)?;
             (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &value[2..])
         }
-        (GENERALIZED_TIME, 15) => (two_digits(value, 0)? * 100 + two_digits(value, 2)?, &value[4..]),
-        _ => return Err(Malformed("a validity time is not a UTCTime or GeneralizedTime")),
+        (GENERALIZED_TIME, 15) => (
+            two_digits(value, 0)? * 100 + two_digits(value, 2)?,
+            &value[4..],
+        ),
+        _ => {
+            return Err(Malformed(
+                "a validity time is not a UTCTime or GeneralizedTime",
+            ))
+        }
     };
     // rest: MMDDHHMMSSZ
     let month = two_digits(rest, 0)?;
@@ -103,13 +110,16 @@ fn time(reader: &mut Reader<'_>) -> Result<u64, Malformed> {
         return Err(Malformed("a validity time is out of range"));
     }
     // webpki refuses times before the epoch; so does this.
-    let days = days_since_epoch(year, month, day).ok_or(Malformed("a validity time before 1970"))?;
+    let days =
+        days_since_epoch(year, month, day).ok_or(Malformed("a validity time before 1970"))?;
     Ok(days * 86_400 + hour * 3_600 + minute * 60 + second)
 }
 
 fn two_digits(bytes: &[u8], at: usize) -> Result<u64, Malformed> {
     match bytes.get(at..at + 2) {
-        Some([hi @ b'0'..=b'9', lo @ b'0'..=b'9']) => Ok(u64::from(hi - b'0') * 10 + u64::from(lo - b'0')),
+        Some([hi @ b'0'..=b'9', lo @ b'0'..=b'9']) => {
+            Ok(u64::from(hi - b'0') * 10 + u64::from(lo - b'0'))
+        }
         _ => Err(Malformed("a validity time has a non-digit")),
     }
 }
@@ -198,11 +208,11 @@ mod tests {
     fn anything_webpki_would_not_read_is_malformed() {
         let good = (GENERALIZED_TIME, "20300101000000Z");
         for bad in [
-            (UTC_TIME, "7001010000Z"),           // no seconds
-            (UTC_TIME, "700101000000+0100"),     // a zone
+            (UTC_TIME, "7001010000Z"),               // no seconds
+            (UTC_TIME, "700101000000+0100"),         // a zone
             (GENERALIZED_TIME, "20300101000000.5Z"), // a fraction
-            (GENERALIZED_TIME, "20300230000000Z"), // 30 February
-            (GENERALIZED_TIME, "21000229000000Z"), // 2100 is not a leap year
+            (GENERALIZED_TIME, "20300230000000Z"),   // 30 February
+            (GENERALIZED_TIME, "21000229000000Z"),   // 2100 is not a leap year
             (GENERALIZED_TIME, "20301301000000Z"),
             (GENERALIZED_TIME, "20300101240000Z"),
             (GENERALIZED_TIME, "2030010100000AZ"),
@@ -272,7 +282,11 @@ mod tests {
                 parsed.validity().not_before.timestamp(),
                 "{t}"
             );
-            assert_eq!(ours.not_after as i64, parsed.validity().not_after.timestamp(), "{t}");
+            assert_eq!(
+                ours.not_after as i64,
+                parsed.validity().not_after.timestamp(),
+                "{t}"
+            );
             assert_eq!(ours.not_after as i64, t.unix_timestamp(), "{t}");
         }
     }

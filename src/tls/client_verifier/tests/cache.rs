@@ -3,9 +3,7 @@
 //! and misses counted by this thread's metrics (each test runs on its own
 //! thread, so on its own cache), and what must never be served from it.
 
-use rcgen::{
-    CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber,
-};
+use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
 use rustls::client::ResolvesClientCert;
 use rustls::sign::CertifiedKey;
 
@@ -84,7 +82,10 @@ fn a_returning_chain_hits_and_nothing_else_does() {
     let twice = [sub.cert.der().clone(), sub.cert.der().clone()];
     assert_eq!(check(&v, &ee, &twice, now()), Ok(()));
     assert_eq!(delta(start), (1, 3));
-    assert!(check(&v, &ee, &[], now()).is_err(), "no path without the CA");
+    assert!(
+        check(&v, &ee, &[], now()).is_err(),
+        "no path without the CA"
+    );
     assert_eq!(delta(start), (1, 4));
 
     // The same CAs in a new verifier (a reload builds one per site per core):
@@ -127,14 +128,18 @@ fn a_cached_chain_is_refused_once_any_certificate_on_its_path_expires() {
     assert_eq!(delta(start), (2, 1));
     assert!(matches!(
         check(&v, &ee, &chain, at(last + 1)),
-        Err(Error::InvalidCertificate(CertificateError::ExpiredContext { .. }))
+        Err(Error::InvalidCertificate(
+            CertificateError::ExpiredContext { .. }
+        ))
     ));
     assert_eq!(delta(start), (2, 2));
     // ... and before notBefore (a clock stepped back) the same.
     assert_eq!(check(&v, &ee, &chain, at(t0)), Ok(()));
     assert!(matches!(
         check(&v, &ee, &chain, at(t0 - 7200)),
-        Err(Error::InvalidCertificate(CertificateError::NotValidYetContext { .. }))
+        Err(Error::InvalidCertificate(
+            CertificateError::NotValidYetContext { .. }
+        ))
     ));
 
     // An intermediate that expires before its leaf bounds the window.
@@ -153,7 +158,9 @@ fn a_cached_chain_is_refused_once_any_certificate_on_its_path_expires() {
     let before = chain_cache_counts();
     assert!(matches!(
         check(&v, &ee, &chain, at(t0 + 7200)),
-        Err(Error::InvalidCertificate(CertificateError::ExpiredContext { .. }))
+        Err(Error::InvalidCertificate(
+            CertificateError::ExpiredContext { .. }
+        ))
     ));
     assert_eq!(delta(before), (0, 1));
 }
@@ -183,7 +190,11 @@ fn a_trust_anchor_past_its_dates_ends_the_window() {
     for _ in 0..2 {
         assert_eq!(check(&v, &ee, &[], later), Ok(()), "webpki's verdict");
     }
-    assert_eq!(delta(start), (1, 3), "never a hit past the anchor's notAfter");
+    assert_eq!(
+        delta(start),
+        (1, 3),
+        "never a hit past the anchor's notAfter"
+    );
 }
 
 #[test]
@@ -243,7 +254,12 @@ fn refusals_are_never_cached_and_keep_their_reasons() {
     // keyCertSign, not a certificate.
     let stranger = leaf(&root("Stranger"), &[DigitalSignature]);
     let non_repudiation = leaf(&ca, &[ContentCommitment]);
-    let bad_ca = intermediate(&ca, "No CertSign CA", &[CrlSign], KeyPair::generate().unwrap());
+    let bad_ca = intermediate(
+        &ca,
+        "No CertSign CA",
+        &[CrlSign],
+        KeyPair::generate().unwrap(),
+    );
     let bad_ca_leaf = leaf(&bad_ca, &[DigitalSignature]);
     let garbage = CertificateDer::from(vec![0x30, 0x00]);
     for round in 0..3 {
@@ -331,10 +347,7 @@ fn handshake(
         .with_protocol_versions(&[version])
         .unwrap()
         .with_client_cert_verifier(v.clone())
-        .with_single_cert(
-            vec![server_cert.der().clone()],
-            pkcs8(&server_key),
-        )
+        .with_single_cert(vec![server_cert.der().clone()], pkcs8(&server_key))
         .unwrap();
     let mut roots = RootCertStore::empty();
     roots.add(ca.cert.der().clone()).unwrap();
@@ -380,7 +393,10 @@ fn certificate_verify_is_checked_on_every_handshake_even_after_a_hit() {
         .signed_by(&owner_key, &ca.cert, &ca.key)
         .unwrap();
     let signer = |key: &KeyPair| {
-        let signing = provider().key_provider.load_private_key(pkcs8(key)).unwrap();
+        let signing = provider()
+            .key_provider
+            .load_private_key(pkcs8(key))
+            .unwrap();
         CertifiedKey::new(vec![cert.der().clone()], signing)
     };
     let thief_key = KeyPair::generate().unwrap();
@@ -397,6 +413,10 @@ fn certificate_verify_is_checked_on_every_handshake_even_after_a_hit() {
             Err(Error::InvalidCertificate(CertificateError::BadSignature)),
             "{version:?}"
         );
-        assert_eq!(delta(start), (2, 1), "{version:?}: chain from the cache, signature not");
+        assert_eq!(
+            delta(start),
+            (2, 1),
+            "{version:?}: chain from the cache, signature not"
+        );
     }
 }
