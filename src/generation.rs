@@ -150,6 +150,7 @@ impl Generation {
                 crls,
                 mtls: s.mtls,
                 versions: s.tls_versions,
+                verified_chain_cache: config.tls.verified_chain_cache,
             };
             let ticketer = server_config::site_ticketer().map_err(|e| {
                 format!("site \"{}\": cannot create the TLS ticket key: {e}", s.name)

@@ -29,6 +29,11 @@ Options:
       --key FILE          client private key (PEM)
       --cert-type PEM|P12 with P12, --cert FILE:PASSWORD is a PKCS#12 client identity
                           (like curl; write \\: for a colon in FILE)
+      --client-certs DIR  instead of --cert: every NAME.pem in DIR with its NAME.key, a
+                          different one for each handshake (round robin over all
+                          threads): many distinct clients, e.g. from `portcullis certs
+                          issue --count N`. More certificates than the gateway's
+                          verified_chain_cache entries per worker = every handshake new
       --cacert FILE       CA bundle to verify the server (required unless --insecure)
       --insecure          do not verify the server certificate (flagged in the output)
       --tls 1.2|1.3       offer only this TLS version (default: both)
@@ -67,8 +72,16 @@ pub enum DriverChoice {
 #[derive(Clone, Debug)]
 pub enum Identity {
     None,
-    Pem { cert: PathBuf, key: Option<PathBuf> },
-    P12 { file: PathBuf, password: String },
+    Pem {
+        cert: PathBuf,
+        key: Option<PathBuf>,
+    },
+    P12 {
+        file: PathBuf,
+        password: String,
+    },
+    /// One identity per NAME.pem + NAME.key in the directory, rotated per handshake.
+    Dir(PathBuf),
 }
 
 #[derive(Clone, Debug)]
@@ -123,6 +136,7 @@ pub fn parse(argv: &[String]) -> Result<Parsed, String> {
     let mut cert: Option<String> = None;
     let mut key: Option<PathBuf> = None;
     let mut cert_type = String::from("PEM");
+    let mut client_certs: Option<PathBuf> = None;
     let mut cacert = None;
     let mut insecure = false;
     let mut tls = TlsVersion::Both;
@@ -187,6 +201,7 @@ pub fn parse(argv: &[String]) -> Result<Parsed, String> {
             "--resume" => resume = true,
             "--cert" | "-E" => cert = Some(value(&flag)?),
             "--key" => key = Some(PathBuf::from(value(&flag)?)),
+            "--client-certs" => client_certs = Some(PathBuf::from(value(&flag)?)),
             "--cert-type" => cert_type = value(&flag)?.to_ascii_uppercase(),
             "--cacert" => cacert = Some(PathBuf::from(value(&flag)?)),
             "-k" | "--insecure" => insecure = true,
@@ -274,6 +289,17 @@ pub fn parse(argv: &[String]) -> Result<Parsed, String> {
     }
 
     let identity = match (cert_type.as_str(), cert) {
+        (_, None) if client_certs.is_some() => {
+            if key.is_some() {
+                return Err(
+                    "--key is not used with --client-certs (each NAME.pem has its NAME.key)".into(),
+                );
+            }
+            Identity::Dir(client_certs.take().unwrap_or_default())
+        }
+        (_, Some(_)) if client_certs.is_some() => {
+            return Err("--client-certs and --cert: give one".into())
+        }
         (_, None) => {
             if key.is_some() {
                 return Err("--key without --cert".into());
@@ -458,6 +484,7 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn durations() {
@@ -487,6 +514,31 @@ mod tests {
             (t.addr.port(), t.path.as_str(), t.authority.as_str()),
             (443, "/?x", "127.0.0.1")
         );
+    }
+
+    fn argv(rest: &[&str]) -> Vec<String> {
+        std::iter::once("pcl-load")
+            .chain(rest.iter().copied())
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn client_certs_dir_instead_of_one_certificate() {
+        let run = |rest: &[&str]| match parse(&argv(rest)) {
+            Ok(Parsed::Run(a)) => Ok(a.identity),
+            Ok(Parsed::Help) => Err("help".to_string()),
+            Err(e) => Err(e),
+        };
+        let url = "https://127.0.0.1:8443/";
+        assert!(matches!(
+            run(&["--insecure", "--client-certs", "clients", url]),
+            Ok(Identity::Dir(d)) if d == Path::new("clients")
+        ));
+        let both = run(&["--insecure", "--client-certs", "d", "--cert", "c.pem", url]);
+        assert!(both.unwrap_err().contains("give one"));
+        let key = run(&["--insecure", "--client-certs", "d", "--key", "k", url]);
+        assert!(key.unwrap_err().contains("--key is not used"));
     }
 
     #[test]

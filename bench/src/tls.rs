@@ -2,13 +2,16 @@
 //! PKCS#12), versions, resumption.
 
 use std::fs;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::Resumption;
+use rustls::client::{ResolvesClientCert, Resumption};
 use rustls::crypto::{aws_lc_rs, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::args::{Args, Identity, TlsVersion};
@@ -40,7 +43,7 @@ impl TlsSetup {
         let builder = if args.insecure {
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoServerVerification(provider)))
+                .with_custom_certificate_verifier(Arc::new(NoServerVerification(provider.clone())))
         } else {
             let path = args.cacert.as_ref().ok_or("--cacert is required")?;
             let mut roots = RootCertStore::empty();
@@ -63,17 +66,28 @@ impl TlsSetup {
             builder.with_root_certificates(roots)
         };
 
-        let (mut base, identity_desc) = match load_identity(&args.identity)? {
-            Some((chain, key, desc)) => (
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| format!("client certificate: {e}"))?,
-                desc,
-            ),
-            None => (
-                builder.with_no_client_auth(),
-                "no client certificate".into(),
-            ),
+        let (mut base, identity_desc) = match &args.identity {
+            Identity::Dir(dir) => {
+                let rotating = Rotating::load(dir, &provider)?;
+                let desc = format!(
+                    "{} client certificates from {} (PEM), a different one per handshake",
+                    rotating.identities.len(),
+                    dir.display()
+                );
+                (builder.with_client_cert_resolver(Arc::new(rotating)), desc)
+            }
+            _ => match load_identity(&args.identity)? {
+                Some((chain, key, desc)) => (
+                    builder
+                        .with_client_auth_cert(chain, key)
+                        .map_err(|e| format!("client certificate: {e}"))?,
+                    desc,
+                ),
+                None => (
+                    builder.with_no_client_auth(),
+                    "no client certificate".into(),
+                ),
+            },
         };
         base.alpn_protocols = vec![b"http/1.1".to_vec()];
         base.resumption = Resumption::disabled();
@@ -104,7 +118,7 @@ type LoadedIdentity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, Str
 
 fn load_identity(identity: &Identity) -> Result<Option<LoadedIdentity>, String> {
     match identity {
-        Identity::None => Ok(None),
+        Identity::None | Identity::Dir(_) => Ok(None),
         Identity::Pem { cert, key } => {
             let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
                 .map_err(|e| format!("--cert {}: {e}", cert.display()))?
@@ -145,6 +159,68 @@ fn load_identity(identity: &Identity) -> Result<Option<LoadedIdentity>, String> 
             let desc = format!("client certificate {} (PKCS#12, {alias:?})", file.display());
             Ok(Some((certs, key, desc)))
         }
+    }
+}
+
+/// --client-certs DIR: every NAME.pem with a NAME.key beside it, handed out
+/// in turn, one per handshake, across all threads (one relaxed atomic add
+/// per handshake: nothing next to the handshake's own cost). Files are taken
+/// in name order, so two runs present the same sequence.
+#[derive(Debug)]
+struct Rotating {
+    identities: Vec<Arc<CertifiedKey>>,
+    next: AtomicUsize,
+}
+
+impl Rotating {
+    fn load(dir: &Path, provider: &CryptoProvider) -> Result<Rotating, String> {
+        let what = |e: &dyn std::fmt::Display| format!("--client-certs {}: {e}", dir.display());
+        let mut pems: Vec<_> = fs::read_dir(dir)
+            .map_err(|e| what(&e))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "pem") && p.with_extension("key").is_file()
+            })
+            .collect();
+        pems.sort();
+        if pems.is_empty() {
+            return Err(what(&"no NAME.pem with a NAME.key beside it"));
+        }
+        let identities = pems
+            .iter()
+            .map(|pem| {
+                let file = |e: &dyn std::fmt::Display| what(&format!("{}: {e}", pem.display()));
+                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(pem)
+                    .map_err(|e| file(&e))?
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| file(&e))?;
+                if chain.is_empty() {
+                    return Err(file(&"no certificate in it"));
+                }
+                let key = PrivateKeyDer::from_pem_file(pem.with_extension("key"))
+                    .map_err(|e| file(&e))?;
+                let key = provider
+                    .key_provider
+                    .load_private_key(key)
+                    .map_err(|e| file(&e))?;
+                Ok(Arc::new(CertifiedKey::new(chain, key)))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Rotating {
+            identities,
+            next: AtomicUsize::new(0),
+        })
+    }
+}
+
+impl ResolvesClientCert for Rotating {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.identities.len();
+        self.identities.get(i).cloned()
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 

@@ -183,6 +183,7 @@ mod tests {
             &crls,
             true,
             crate::tls::server_config::provider().signature_verification_algorithms,
+            crate::config::TlsSettings::default().verified_chain_cache,
         )
         .unwrap()
     }

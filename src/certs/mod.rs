@@ -303,6 +303,58 @@ pub fn issue(opts: &LeafOptions) -> Result<(), CertError> {
     )
 }
 
+/// Issues `count` leaves like [`issue`] with the CA read once, for load
+/// generation (many distinct clients): out_dir/{stem}-00001.pem and .key up
+/// to `count`, common names {cn}-00001 and on. No `.p12`: its key
+/// derivation would cost more than everything else here. Returns the stems.
+pub fn issue_batch(opts: &LeafOptions, count: usize) -> Result<Vec<String>, CertError> {
+    let ca = LoadedCa::load(&opts.ca_dir)?;
+    let ca_cert = ca.params.self_signed(&ca.key).map_err(generate_error)?;
+    let issuer = Issuer {
+        cert: &ca_cert,
+        key: &ca.key,
+        der: &ca.der,
+        pem: ca.pem,
+    };
+    fs::create_dir_all(&opts.out_dir).map_err(|source| CertError::Io {
+        path: opts.out_dir.clone(),
+        source,
+    })?;
+    let width = count.to_string().len().max(5);
+    let mut stems = Vec::with_capacity(count);
+    for i in 1..=count {
+        let common_name = format!("{}-{i:0width$}", opts.common_name);
+        let spec = LeafSpec {
+            common_name: &common_name,
+            names: &opts.dns_names,
+            uris: &opts.uris,
+            key_type: opts.key_type,
+            validity: if opts.expired {
+                Validity::expired()?
+            } else {
+                Validity::from_now(opts.days)?
+            },
+            kind: opts.kind,
+        };
+        let leaf = spec.sign(&issuer)?;
+        let stem = format!("{}-{i:0width$}", opts.stem);
+        let pem = match leaf.kind {
+            LeafKind::Server => format!("{}{}", leaf.cert.pem(), issuer.pem),
+            LeafKind::Client => leaf.cert.pem(),
+        };
+        let dir = &opts.out_dir;
+        write_file(&dir.join(format!("{stem}.pem")), pem.as_bytes(), Secret::No)?;
+        let key = leaf.key.serialize_pem();
+        write_file(
+            &dir.join(format!("{stem}.key")),
+            key.as_bytes(),
+            Secret::Yes,
+        )?;
+        stems.push(stem);
+    }
+    Ok(stems)
+}
+
 #[non_exhaustive]
 #[derive(Debug)]
 pub enum CertError {

@@ -79,6 +79,7 @@ pub(super) fn cmd_certs(args: &[String]) -> Result<(), Failure> {
                     "--key-type",
                     "--p12-password",
                     "--days",
+                    "--count",
                 ],
             )?;
             let opts = LeafOptions {
@@ -101,6 +102,26 @@ pub(super) fn cmd_certs(args: &[String]) -> Result<(), Failure> {
                     LeafKind::Client
                 },
             };
+            if let Some(count) = flags.one("--count") {
+                // Many distinct clients at once (e.g. for `pcl-load --client-certs`).
+                let count: usize = match count.parse() {
+                    Ok(n) if (1..=1_000_000).contains(&n) => n,
+                    _ => {
+                        return Err(Failure::Usage(format!(
+                            "--count: expected a number from 1 to 1000000, got {count:?}"
+                        )))
+                    }
+                };
+                let stems = crate::certs::issue_batch(&opts, count)
+                    .map_err(|e| Failure::Runtime(e.to_string()))?;
+                println!(
+                    "wrote {count} certificates: {dir}/{first}.pem, .key ... {dir}/{last}.pem, .key",
+                    dir = opts.out_dir.display(),
+                    first = stems.first().map_or("", String::as_str),
+                    last = stems.last().map_or("", String::as_str),
+                );
+                return Ok(());
+            }
             crate::certs::issue(&opts).map_err(|e| Failure::Runtime(e.to_string()))?;
             println!(
                 "wrote {}/{stem}.pem, {stem}.key and {stem}.p12",

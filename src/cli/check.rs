@@ -146,4 +146,10 @@ fn explain(cfg: &Config) {
         "// kept (UNSAFE with backends that merge them)"
     };
     println!("  paths: normalised before routing; {slashes}; {merge}");
+    match cfg.tls.verified_chain_cache {
+        0 => println!("  tls: verified-chain cache off (every client chain built in full)"),
+        n => println!(
+            "  tls: verified-chain cache {n} entries per worker (a returning client's chain is not built again; its CertificateVerify always is checked)"
+        ),
+    }
 }

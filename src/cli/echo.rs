@@ -84,6 +84,7 @@ fn echo_tls(flags: &Flags) -> Result<Option<std::sync::Arc<rustls::ServerConfig>
         crls: Vec::new(),
         mtls,
         versions: config::TlsVersions::default(),
+        verified_chain_cache: config::TlsSettings::default().verified_chain_cache,
     };
     let ticketer =
         crate::tls::server_config::site_ticketer().map_err(|e| Failure::Runtime(e.to_string()))?;

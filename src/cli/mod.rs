@@ -38,9 +38,11 @@ USAGE:
       [--key-type ecdsa-p256|ecdsa-p384|rsa-2048|ed25519] [--p12-password PW] [--days N] [--force]
       A dev CA, a server certificate and a client certificate (PEM, plus a .p12 of each).
   portcullis certs issue --ca-dir DIR --out DIR --stem NAME --cn CN [--server] [--dns NAME]...
-      [--uri URI]... [--expired] [--key-type T] [--p12-password PW] [--days N]
+      [--uri URI]... [--expired] [--key-type T] [--p12-password PW] [--days N] [--count N]
       One more certificate signed by the CA in --ca-dir (client unless --server), as
       NAME.pem, NAME.key and NAME.p12. --uri adds a URI SAN, e.g. a SPIFFE ID.
+      --count N: N certificates at once, NAME-00001.pem/.key ... (CN-00001 ...), no .p12
+      (many distinct clients for a load test: pcl-load --client-certs DIR).
   portcullis certs crl --ca-dir DIR --out FILE [--revoke CERT.pem]... [--days N]
       A PEM CRL signed by the CA in --ca-dir, revoking each --revoke certificate
       (none: an empty CRL). Valid for N days (default 30).

@@ -6,7 +6,7 @@ use super::tree::{Node, Value};
 use super::{
     addr, route, sites, Cidr, Config, DriverChoice, EscapedSlashes, KtlsMode, Limits,
     ListenerConfig, LogFormat, MtlsMode, PathOptions, PoolSettings, ServerSettings, SiteConfig,
-    Timeouts, TlsVersions, TrustedProxies, Workers,
+    Timeouts, TlsSettings, TlsVersions, TrustedProxies, Workers,
 };
 use std::path::Path;
 
@@ -14,7 +14,7 @@ pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config
     let root = Field::root(root);
     let mut top = root.table(&[
         "server", "listener", "site", "limits", "timeouts", "pool", "upstream", "route", "admin",
-        "paths",
+        "paths", "tls",
     ])?;
     let server = match top.take("server") {
         Some(f) => server(f, base_dir)?,
@@ -67,6 +67,10 @@ pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config
         Some(f) => paths(f)?,
         None => PathOptions::default(),
     };
+    let tls = match top.take("tls") {
+        Some(f) => tls(f)?,
+        None => TlsSettings::default(),
+    };
     let mut routes = Vec::new();
     for (i, table) in top.require_tables("route")?.into_iter().enumerate() {
         routes.push(route::route(
@@ -92,6 +96,7 @@ pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config
         routes,
         admin,
         paths,
+        tls,
     })
 }
 
@@ -404,4 +409,23 @@ fn paths(field: Field) -> Result<PathOptions, Problem> {
         p.merge_slashes = f.boolean()?;
     }
     Ok(p)
+}
+
+/// Far past any useful size (about 100 MB of cache per core): catches a stray digit.
+const MAX_CHAIN_CACHE: i64 = 1 << 20;
+
+/// `[tls]`: settings for every site.
+fn tls(field: Field) -> Result<TlsSettings, Problem> {
+    let mut t = field.table(&["verified_chain_cache"])?;
+    let mut s = TlsSettings::default();
+    if let Some(f) = t.take("verified_chain_cache") {
+        let n = f.integer()?;
+        if !(0..=MAX_CHAIN_CACHE).contains(&n) {
+            return Err(f.problem(format!(
+                "{n}: must be between 0 (off) and {MAX_CHAIN_CACHE} entries per worker"
+            )));
+        }
+        s.verified_chain_cache = f.to_usize(n)?;
+    }
+    Ok(s)
 }

@@ -53,6 +53,16 @@ pub struct Config {
     pub admin: Option<std::net::SocketAddr>,
     /// `[paths]`: how request paths are normalised before routing.
     pub paths: PathOptions,
+    /// `[tls]`: process-wide TLS settings (every site).
+    pub tls: TlsSettings,
+}
+
+/// `[tls]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Verified client chains each worker remembers, so a returning client
+    /// skips path building (tls::client_verifier); 0 = off. A reload may change it.
+    pub verified_chain_cache: usize,
 }
 
 /// `[server]`: process-wide settings.
@@ -436,6 +446,15 @@ impl Default for ServerSettings {
             pid_file: None,
             max_connections: None,
             max_handshakes: 512,
+        }
+    }
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            // ~370 KB per worker when full (tls::client_verifier::cache).
+            verified_chain_cache: 4096,
         }
     }
 }

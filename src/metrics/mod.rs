@@ -118,6 +118,65 @@ pub struct PoolCounts {
     pub discarded_dirty: u64,
 }
 
+/// The verified-chain cache's events on one worker (tls::client_verifier).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChainCacheCounts {
+    pub hits: u64,
+    pub misses: u64,
+    /// Entries dropped to keep the bound (not those dropped for a passed window).
+    pub evictions: u64,
+    /// Entries held now.
+    pub entries: u64,
+}
+
+thread_local! {
+    /// Counted per thread rather than in [`WorkerMetrics`]: rustls calls the
+    /// client verifier deep inside the handshake with no handle to the
+    /// worker's metrics, but always on the worker's own thread, which is
+    /// also where [`WorkerMetrics::snapshot`] runs. No lock, no shared line.
+    static CHAIN_CACHE: Cell<ChainCacheCounts> = const {
+        Cell::new(ChainCacheCounts {
+            hits: 0,
+            misses: 0,
+            evictions: 0,
+            entries: 0,
+        })
+    };
+}
+
+fn chain_cache_update(f: impl FnOnce(&mut ChainCacheCounts)) {
+    CHAIN_CACHE.with(|cell| {
+        let mut counts = cell.get();
+        f(&mut counts);
+        cell.set(counts);
+    });
+}
+
+/// A client chain found in this core's verified-chain cache (path building skipped).
+pub fn chain_cache_hit() {
+    chain_cache_update(|c| c.hits = c.hits.wrapping_add(1));
+}
+
+/// A client chain verified in full with the cache on.
+pub fn chain_cache_miss() {
+    chain_cache_update(|c| c.misses = c.misses.wrapping_add(1));
+}
+
+/// Entries evicted to keep this core's cache within its bound.
+pub fn chain_cache_evicted(n: u64) {
+    chain_cache_update(|c| c.evictions = c.evictions.wrapping_add(n));
+}
+
+/// Entries this core's cache holds now.
+pub fn chain_cache_entries(n: usize) {
+    chain_cache_update(|c| c.entries = n as u64);
+}
+
+/// This thread's verified-chain cache counts.
+pub fn chain_cache_counts() -> ChainCacheCounts {
+    CHAIN_CACHE.with(Cell::get)
+}
+
 /// One worker's counters. Only its own thread touches them.
 pub struct WorkerMetrics {
     /// [route metric slot][status slot + 5 class slots]; row 0 is "no route".
@@ -241,6 +300,7 @@ impl WorkerMetrics {
             handshakes_in_progress: self.handshaking.get() as u64,
             refused_max_connections: self.refused[Cap::Connections as usize].get(),
             refused_max_handshakes: self.refused[Cap::Handshakes as usize].get(),
+            chain_cache: chain_cache_counts(),
             latency_us: self.latency.borrow().clone(),
         }
     }
@@ -276,6 +336,8 @@ pub struct Snapshot {
     /// Connections closed at accept because a cap was reached.
     pub refused_max_connections: u64,
     pub refused_max_handshakes: u64,
+    /// This worker's verified-chain cache (read on the worker's thread).
+    pub chain_cache: ChainCacheCounts,
     pub latency_us: Histogram<u64>,
 }
 
@@ -339,5 +401,29 @@ mod tests {
         assert_eq!(s.open_connections, 3);
         assert_eq!(s.pool.hits, 1);
         assert_eq!(s.latency_us.len(), 1);
+        assert_eq!(s.chain_cache, ChainCacheCounts::default());
+    }
+
+    #[test]
+    fn chain_cache_counts_are_this_threads() {
+        chain_cache_hit();
+        chain_cache_miss();
+        chain_cache_miss();
+        chain_cache_evicted(3);
+        chain_cache_entries(5);
+        let want = ChainCacheCounts {
+            hits: 1,
+            misses: 2,
+            evictions: 3,
+            entries: 5,
+        };
+        assert_eq!(
+            WorkerMetrics::new()
+                .snapshot(PoolCounts::default())
+                .chain_cache,
+            want
+        );
+        let other = std::thread::spawn(chain_cache_counts).join().unwrap();
+        assert_eq!(other, ChainCacheCounts::default());
     }
 }

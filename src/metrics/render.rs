@@ -127,6 +127,25 @@ impl Published {
         );
         counter_family(
             &mut out,
+            "portcullis_verified_chain_cache_total",
+            "Client certificate chains looked up in the per-core verified-chain cache (hit: path building skipped; miss: verified in full), and entries evicted to keep its bound.",
+            &[
+                ("event=\"hit\"".into(), sum(|s| s.chain_cache.hits)),
+                ("event=\"miss\"".into(), sum(|s| s.chain_cache.misses)),
+                (
+                    "event=\"eviction\"".into(),
+                    sum(|s| s.chain_cache.evictions),
+                ),
+            ],
+        );
+        gauge(
+            &mut out,
+            "portcullis_verified_chain_cache_entries",
+            "Verified client chains cached now (all workers).",
+            sum(|s| s.chain_cache.entries),
+        );
+        counter_family(
+            &mut out,
             "portcullis_connections_refused_total",
             "Client connections closed at accept because a per-worker cap was reached.",
             &[

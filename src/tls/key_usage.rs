@@ -122,19 +122,21 @@ fn parse_bits(extn_value: &[u8]) -> Result<KeyUsage, Malformed> {
 }
 
 /// A cursor over DER TLVs with single-byte tags (all that X.509 uses here).
-struct Reader<'a>(&'a [u8]);
+/// Also used by `client_verifier::validity`, which walks the same
+/// TBSCertificate for its validity times.
+pub(super) struct Reader<'a>(pub(super) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
-    fn peek_tag(&self) -> Option<u8> {
+    pub(super) fn peek_tag(&self) -> Option<u8> {
         self.0.first().copied()
     }
 
     /// The next TLV's tag and contents.
-    fn next(&mut self) -> Result<(u8, &'a [u8]), Malformed> {
+    pub(super) fn next(&mut self) -> Result<(u8, &'a [u8]), Malformed> {
         let [tag, first_len, rest @ ..] = self.0 else {
             return Err(Malformed("truncated DER header"));
         };
@@ -169,7 +171,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next TLV's contents, which must carry `tag`.
-    fn expect(&mut self, tag: u8, what: &'static str) -> Result<&'a [u8], Malformed> {
+    pub(super) fn expect(&mut self, tag: u8, what: &'static str) -> Result<&'a [u8], Malformed> {
         match self.next()? {
             (t, value) if t == tag => Ok(value),
             _ => Err(Malformed(what)),

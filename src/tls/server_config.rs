@@ -44,6 +44,8 @@ pub struct SiteTls {
     pub crls: Vec<CertificateRevocationListDer<'static>>,
     pub mtls: MtlsMode,
     pub versions: TlsVersions,
+    /// `[tls] verified_chain_cache`: entries per core, 0 = off.
+    pub verified_chain_cache: usize,
 }
 
 /// One config per site per core: the session cache inside it (TLS 1.2
@@ -64,6 +66,7 @@ pub fn build(
             &site.crls,
             mode == MtlsMode::Mandatory,
             provider.signature_verification_algorithms,
+            site.verified_chain_cache,
         )
         .map_err(|e| format!("site \"{}\": {e}", site.name))?,
     };

@@ -24,6 +24,7 @@ fn rustls_handshake(dir: &Path, server_name: &str) -> Result<(), rustls::Error> 
         &[],
         true,
         provider.signature_verification_algorithms,
+        crate::config::TlsSettings::default().verified_chain_cache,
     )
     .unwrap();
     let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())

@@ -375,6 +375,48 @@ fn issue_signs_with_the_ca_on_disk() {
 
 /// The server's .p12 loads as a server identity: key and [leaf, CA].
 #[test]
+fn issue_batch_makes_distinct_clients_of_the_ca() {
+    let tmp = TempDir::new();
+    let ca_dir = tmp.0.join("ca");
+    assert!(init(&InitOptions::new(&ca_dir)).unwrap());
+    let mut opts = LeafOptions::new(&ca_dir, "load", LeafKind::Client);
+    opts.out_dir = tmp.0.join("clients");
+    opts.common_name = "load".into();
+    let stems = issue_batch(&opts, 3).unwrap();
+    assert_eq!(stems, ["load-00001", "load-00002", "load-00003"]);
+    let verifier = crate::tls::client_verifier::build(
+        &load_chain(&ca_dir.join("ca.pem")),
+        &[],
+        true,
+        crate::tls::server_config::provider().signature_verification_algorithms,
+        0,
+    )
+    .unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for stem in &stems {
+        let chain = load_chain(&opts.out_dir.join(format!("{stem}.pem")));
+        assert_eq!(chain.len(), 1, "a client file holds its leaf only");
+        assert!(
+            seen.insert(chain[0].to_vec()),
+            "{stem} is a new certificate"
+        );
+        verifier
+            .verify_client_cert(&chain[0], &[], rustls::pki_types::UnixTime::now())
+            .unwrap_or_else(|e| panic!("{stem}: {e}"));
+        let key = std::fs::read_to_string(opts.out_dir.join(format!("{stem}.key"))).unwrap();
+        assert!(key.contains("PRIVATE KEY"));
+        assert_eq!(mode(&opts.out_dir.join(format!("{stem}.key"))) & 0o077, 0);
+        assert!(!opts.out_dir.join(format!("{stem}.p12")).exists());
+        let (_, cert) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+        assert!(
+            cert.subject().to_string().ends_with(&format!("CN={stem}")),
+            "{}",
+            cert.subject()
+        );
+    }
+}
+
+#[test]
 fn server_leaves_get_a_p12() {
     use crate::tls::material::{load_identity, IdentitySource, PasswordSource};
     let tmp = TempDir::new();

@@ -177,3 +177,37 @@ fn type_and_range_errors() {
         assert!(problem.contains(want_problem), "{prefix}: {problem}");
     }
 }
+
+#[test]
+fn tls_verified_chain_cache() {
+    let fx = Fixture::new();
+    let config = fx.parse(MINIMAL).unwrap();
+    assert_eq!(config.tls.verified_chain_cache, 4096, "default");
+    for n in [0, 1, 100_000] {
+        let config = fx
+            .parse(&format!("[tls]\nverified_chain_cache = {n}\n{MINIMAL}"))
+            .unwrap();
+        assert_eq!(config.tls.verified_chain_cache, n);
+    }
+    let (line, field, problem) =
+        fx.error(&format!("{MINIMAL}\n[tls]\nverified_chain_cache = -1\n"));
+    assert_eq!(
+        (line, field.as_str()),
+        (MINIMAL.lines().count() + 3, "tls.verified_chain_cache")
+    );
+    assert!(problem.contains("between 0 (off) and 1048576"), "{problem}");
+    let (_, field, problem) =
+        fx.error(&format!("[tls]\nverified_chain_cache = 2000000\n{MINIMAL}"));
+    assert_eq!(field, "tls.verified_chain_cache");
+    assert!(
+        problem.contains("-1") || problem.contains("2000000"),
+        "{problem}"
+    );
+    let (line, field, problem) =
+        fx.error(&format!("[tls]\nverified_chain_cache = \"big\"\n{MINIMAL}"));
+    assert_eq!((line, field.as_str()), (2, "tls.verified_chain_cache"));
+    assert!(problem.contains("expected an integer"), "{problem}");
+    let (line, field, problem) = fx.error(&format!("[tls]\nchain_cache = 1\n{MINIMAL}"));
+    assert_eq!((line, field.as_str()), (2, "tls.chain_cache"));
+    assert!(problem.contains("verified_chain_cache"), "{problem}");
+}

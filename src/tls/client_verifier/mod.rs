@@ -25,12 +25,21 @@
 //! candidate path, over certificates webpki has already parsed. Allocation
 //! is what rustls's verifier does (a Vec of CRL references when the site has
 //! CRLs), plus the reason of a refused client.
+//!
+//! A chain this verifier accepted before on this core is found in the
+//! per-core verified-chain cache ([`cache`]; `[tls] verified_chain_cache`
+//! entries, 0 = off) and not built again: one SHA-256 over the chain's bytes
+//! instead of path building and its signature checks. A miss costs that hash
+//! and, after a success, three more DER walks (`validity`) for the window.
 
+mod cache;
 mod refusal;
 #[cfg(test)]
 mod tests;
+mod validity;
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -53,15 +62,32 @@ pub use refusal::{refusal, with_reason, Refusal};
 
 use super::key_usage::key_usage;
 use refusal::{clear, refuse};
+use validity::{validity, Window};
+
+/// Revocation as before this verifier existed: a CRL past its nextUpdate
+/// still counts. The chain cache relies on it: with `Enforce`, a cached
+/// success would also have to end at the earliest nextUpdate of the CRLs
+/// consulted, which `window` does not add. Changing the policy without
+/// that fails to compile.
+const CRL_EXPIRATION: ExpirationPolicy = ExpirationPolicy::Ignore;
+const _: () = assert!(
+    matches!(CRL_EXPIRATION, ExpirationPolicy::Ignore),
+    "the verified-chain cache window must then include the CRLs' nextUpdate"
+);
+
+/// Ids of verifiers, for the chain cache's keys: one per `build`, never reused.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A site's client verifier: `mandatory` refuses clients without a
 /// certificate; otherwise they are let in and a presented certificate must
-/// still verify. `algorithms` are the crypto provider's.
+/// still verify. `algorithms` are the crypto provider's. `chain_cache` is
+/// the bound of this core's verified-chain cache, 0 = off (see [`cache`]).
 pub fn build(
     client_roots: &[CertificateDer<'static>],
     crls: &[CertificateRevocationListDer<'static>],
     mandatory: bool,
     algorithms: WebPkiSupportedAlgorithms,
+    chain_cache: usize,
 ) -> Result<Arc<dyn ClientCertVerifier>, String> {
     let mut store = RootCertStore::empty();
     for ca in client_roots {
@@ -77,24 +103,68 @@ pub fn build(
         .map(|der| webpki::OwnedCertRevocationList::from_der(der.as_ref()).map(Into::into))
         .collect::<Result<Vec<CertRevocationList<'static>>, _>>()
         .map_err(|e| format!("cannot build the client verifier: a CRL does not parse: {e}"))?;
+    // The CAs' own validity, for the cache's window. webpki does not check a
+    // trust anchor's dates, so one that cannot be read only leaves it out.
+    let anchor_windows = client_roots
+        .iter()
+        .filter_map(|ca| {
+            let anchor = webpki::anchor_from_trusted_cert(ca).ok()?;
+            let window = validity(ca.as_ref()).ok()?;
+            Some((
+                anchor.subject.as_ref().to_vec(),
+                anchor.subject_public_key_info.as_ref().to_vec(),
+                window,
+            ))
+        })
+        .collect();
     Ok(Arc::new(ClientVerifier {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         hints: store.subjects(),
         roots: store.roots,
+        anchor_windows,
         crls,
         mandatory,
         algorithms,
+        chain_cache,
     }))
 }
 
 #[derive(Debug)]
 struct ClientVerifier {
+    /// Unique to this verifier (its CAs, CRLs and mode, on one site, one
+    /// core, one config generation): part of every chain-cache key.
+    id: u64,
     roots: Vec<TrustAnchor<'static>>,
+    /// (subject, SPKI, validity) of each client CA whose dates are readable.
+    anchor_windows: Vec<(Vec<u8>, Vec<u8>, Window)>,
     /// The CAs' subjects, sent in CertificateRequest so a client with several
     /// certificates picks one of ours.
     hints: Vec<DistinguishedName>,
     crls: Vec<CertRevocationList<'static>>,
     mandatory: bool,
     algorithms: WebPkiSupportedAlgorithms,
+    /// Entries in this core's verified-chain cache; 0 = off.
+    chain_cache: usize,
+}
+
+impl ClientVerifier {
+    /// When the verified path stays valid: every certificate on it within
+    /// its dates (the anchor's too, when readable). None when a date cannot
+    /// be read (the chain is then not cached), or when `now` is outside
+    /// (only possible through the anchor, whose dates webpki ignores).
+    fn window(&self, end_entity: &[u8], path: &VerifiedPath<'_>, now: UnixTime) -> Option<Window> {
+        let mut window = validity(end_entity).ok()?;
+        for ca in path.intermediate_certificates() {
+            window = window.narrow(validity(ca.der().as_ref()).ok()?);
+        }
+        let anchor = path.anchor();
+        for (subject, spki, anchor_window) in &self.anchor_windows {
+            if subject[..] == *anchor.subject && spki[..] == *anchor.subject_public_key_info {
+                window = window.narrow(*anchor_window);
+            }
+        }
+        window.contains(now).then_some(window)
+    }
 }
 
 impl ClientCertVerifier for ClientVerifier {
@@ -117,6 +187,16 @@ impl ClientCertVerifier for ClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
         clear();
+        let cache_key = if self.chain_cache == 0 {
+            cache::disable();
+            None
+        } else {
+            let key = cache::chain_key(self.id, end_entity.as_ref(), intermediates);
+            if cache::lookup(self.chain_cache, &key, now) {
+                return Ok(ClientCertVerified::assertion());
+            }
+            Some(key)
+        };
         let cert = webpki::EndEntityCert::try_from(end_entity).map_err(webpki_error)?;
 
         // Same revocation policy as before this verifier existed: the
@@ -126,7 +206,7 @@ impl ClientCertVerifier for ClientVerifier {
         let revocation = RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
             b.with_depth(RevocationCheckDepth::EndEntity)
                 .with_status_policy(UnknownStatusPolicy::Allow)
-                .with_expiration_policy(ExpirationPolicy::Ignore)
+                .with_expiration_policy(CRL_EXPIRATION)
                 .build()
         });
 
@@ -162,8 +242,8 @@ impl ClientCertVerifier for ClientVerifier {
             revocation,
             Some(&check_path),
         );
-        match (verified, refused_ca.take()) {
-            (Ok(_), _) => {}
+        let window = match (verified, refused_ca.take()) {
+            (Ok(path), _) => self.window(end_entity.as_ref(), &path, now),
             (Err(webpki::Error::UnknownIssuer), Some(subject)) => {
                 return Err(refuse(
                     CertificateError::UnknownIssuer.into(),
@@ -171,18 +251,25 @@ impl ClientCertVerifier for ClientVerifier {
                 ))
             }
             (Err(e), _) => return Err(webpki_error(e)),
-        }
+        };
 
         // After the chain: an untrusted certificate is reported as untrusted,
         // whatever its keyUsage says.
         match key_usage(end_entity.as_ref()) {
-            Ok(Some(ku)) if !ku.digital_signature() => Err(refuse(
-                CertificateError::InvalidPurpose.into(),
-                Refusal::LeafKeyUsage,
-            )),
-            Ok(_) => Ok(ClientCertVerified::assertion()),
-            Err(_) => Err(CertificateError::BadEncoding.into()),
+            Ok(Some(ku)) if !ku.digital_signature() => {
+                return Err(refuse(
+                    CertificateError::InvalidPurpose.into(),
+                    Refusal::LeafKeyUsage,
+                ))
+            }
+            Ok(_) => {}
+            Err(_) => return Err(CertificateError::BadEncoding.into()),
         }
+        // Every rule passed: only now is the chain remembered.
+        if let (Some(key), Some(window)) = (cache_key, window) {
+            cache::remember(self.chain_cache, key, window);
+        }
+        Ok(ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -191,6 +278,8 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
+        // The CertificateVerify proves the client holds the key now: checked
+        // on every handshake, a cached chain or not.
         clear();
         verify_tls12_signature(message, cert, dss, &self.algorithms)
             .map_err(|e| scheme_refusal(dss.scheme, e))
@@ -202,6 +291,7 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
+        // Every handshake, as in TLS 1.2.
         clear();
         let algorithms = WebPkiSupportedAlgorithms {
             all: self.algorithms.all,

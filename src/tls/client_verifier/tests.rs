@@ -14,6 +14,8 @@ use rustls::server::WebPkiClientVerifier;
 use super::*;
 use crate::tls::server_config::provider;
 
+mod cache;
+
 struct Ca {
     cert: rcgen::Certificate,
     key: KeyPair,
@@ -68,11 +70,21 @@ fn leaf(issuer: &Ca, usages: &[KeyUsagePurpose]) -> CertificateDer<'static> {
 }
 
 fn ours(root: &Ca) -> Arc<dyn ClientCertVerifier> {
+    cached(root, &[], 0)
+}
+
+/// Ours with `crls` and a chain cache of `entries` on this thread.
+fn cached(
+    root: &Ca,
+    crls: &[CertificateRevocationListDer<'static>],
+    entries: usize,
+) -> Arc<dyn ClientCertVerifier> {
     build(
         &[root.cert.der().clone()],
-        &[],
+        crls,
         true,
         provider().signature_verification_algorithms,
+        entries,
     )
     .unwrap()
 }
@@ -274,8 +286,8 @@ fn modes_and_hints() {
     let ca = root("Root");
     let algs = provider().signature_verification_algorithms;
     let roots = [ca.cert.der().clone()];
-    let mandatory = build(&roots, &[], true, algs).unwrap();
-    let optional = build(&roots, &[], false, algs).unwrap();
+    let mandatory = build(&roots, &[], true, algs, 0).unwrap();
+    let optional = build(&roots, &[], false, algs, 0).unwrap();
     assert!(mandatory.offer_client_auth() && mandatory.client_auth_mandatory());
     assert!(optional.offer_client_auth() && !optional.client_auth_mandatory());
     let hints = |v: &Arc<dyn ClientCertVerifier>| -> Vec<Vec<u8>> {
@@ -290,9 +302,9 @@ fn modes_and_hints() {
         mandatory.supported_verify_schemes(),
         theirs(&ca).supported_verify_schemes()
     );
-    assert!(build(&[], &[], true, algs).is_err());
+    assert!(build(&[], &[], true, algs, 0).is_err());
     assert!(
-        build(&[CertificateDer::from(vec![1, 2, 3])], &[], true, algs)
+        build(&[CertificateDer::from(vec![1, 2, 3])], &[], true, algs, 0)
             .unwrap_err()
             .contains("a client CA is not usable")
     );
@@ -300,7 +312,8 @@ fn modes_and_hints() {
         &roots,
         &[CertificateRevocationListDer::from(vec![1, 2])],
         true,
-        algs
+        algs,
+        0
     )
     .unwrap_err()
     .contains("CRL"));
