@@ -36,6 +36,8 @@ pub struct PeerIdentity {
     /// The handshake resumed a session (ticket or session ID) instead of
     /// verifying the client's certificate anew.
     pub resumed: bool,
+    /// ALPN chose HTTP/2 (`h2`): the connection is served by `http2`.
+    pub h2: bool,
 }
 
 #[non_exhaustive]
@@ -99,6 +101,14 @@ impl TlsStream {
         } else {
             Err(self)
         }
+    }
+
+    /// Splits a finished connection for the poll-style stream HTTP/2 needs
+    /// (`tls::poll`): the socket, rustls, the ciphertext not yet processed
+    /// and the plaintext not yet read. Nothing of ours is unwritten: the
+    /// handshake flushed it.
+    pub(crate) fn into_poll_parts(self) -> (TcpStream, UnbufferedServerConnection, Vec<u8>, Vec<u8>) {
+        (self.tcp, self.conn, self.incoming, self.pending_plain)
     }
 
     /// Puts a connection back together when the handover stopped before the
@@ -195,6 +205,7 @@ impl TlsStream {
                     version: stream.conn.protocol_version(),
                     suite: stream.conn.negotiated_cipher_suite(),
                     resumed: stream.conn.handshake_kind() == Some(HandshakeKind::Resumed),
+                    h2: stream.conn.alpn_protocol() == Some(super::server_config::ALPN_H2),
                 };
                 if identity.resumed {
                     let now = rustls::pki_types::UnixTime::now();
