@@ -260,7 +260,14 @@ impl TlsStream {
                     } else {
                         HandshakeFailure::Tls(e)
                     };
-                    self.send_pending_alert().await;
+                    // TLS 1.3 checks ALPN after queuing its ServerHello:
+                    // the alert comes after that record, not first.
+                    let queued = match &failure {
+                        HandshakeFailure::Tls(rustls::Error::NoApplicationProtocol) => 4,
+                        _ => 1,
+                    };
+                    self.take_pending_alert_records(queued);
+                    let _ = self.flush().await;
                     return Err(failure);
                 }
             }
@@ -293,16 +300,33 @@ impl TlsStream {
     /// input: its deframer may point into it, and an empty slice there makes
     /// it panic.
     fn take_pending_alert(&mut self) {
+        self.take_pending_alert_records(1);
+    }
+
+    /// As `take_pending_alert`, for an error rustls found while processing
+    /// a whole message (the message is consumed, so the input holds no bad
+    /// record) after queuing up to `records` records ahead of its alert:
+    /// asks again only while rustls still hands out queued records.
+    fn take_pending_alert_records(&mut self, records: usize) {
         if self.failed {
             return;
         }
         self.failed = true;
-        let status = self.conn.process_tls_records(&mut self.incoming);
-        let discard = status.discard;
-        if let Ok(ConnectionState::EncodeTlsData(mut e)) = status.state {
-            encode_into(&mut self.outgoing, &mut e);
+        for _ in 0..records.max(1) {
+            let status = self.conn.process_tls_records(&mut self.incoming);
+            let discard = status.discard;
+            let more = match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut e)) => {
+                    encode_into(&mut self.outgoing, &mut e);
+                    true
+                }
+                _ => false,
+            };
+            self.incoming.drain(..discard);
+            if !more {
+                break;
+            }
         }
-        self.incoming.drain(..discard);
     }
 
     /// The one log line for a connection whose TLS failed after the
