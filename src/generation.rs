@@ -16,7 +16,8 @@ use rustls::server::ProducesTickets;
 use rustls::{ClientConfig, ServerConfig};
 
 use crate::config::{
-    Config, EscapedSlashes, HostMatch, Http2Settings, Limits, MtlsMode, PathOptions, Timeouts, TrustedProxies,
+    Config, EscapedSlashes, HostMatch, Http2Settings, Limits, MtlsMode, PathOptions, Timeouts,
+    TrustedProxies,
 };
 use crate::metrics::Published;
 use crate::router::RouteTable;

@@ -35,12 +35,14 @@ fn h2client(gw: &Gateway, scenario: &str, args: &[&str]) -> Value {
     assert!(o.status.success(), "h2client {scenario}: {}", o.describe());
     let out = o.stdout_str();
     let last = out.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("h2client {scenario}: {e}: {}", o.describe()))
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("h2client {scenario}: {e}: {}", o.describe()))
 }
 
 /// The gateway's resident memory (kB).
 fn rss_kb(gw: &Gateway) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", gw.proc.pid())).unwrap_or_default();
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", gw.proc.pid())).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -75,8 +77,10 @@ fn stack(name: &str, tweak: impl FnOnce(Config) -> Config) -> Stack {
 /// backend), byte for byte; the access log says protocol="h2".
 #[test]
 fn curl_http2_get_and_bodies_both_ways() {
+    let admin = format!("127.0.0.1:{}", free_port());
     let st = stack("h2_curl", |mut c| {
         c.access_log = true;
+        c.admin = Some(admin.clone());
         c
     });
     let gw = &st.gw;
@@ -85,10 +89,18 @@ fn curl_http2_get_and_bodies_both_ways() {
     assert!(r.headers.starts_with("HTTP/2 200"), "{}", r.describe());
     let v = r.json();
     assert_eq!(v["path"], "/hello", "{v}");
-    assert!(v["host"].as_str().unwrap_or_default().starts_with("localhost:"), "{v}");
+    assert!(
+        v["host"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("localhost:"),
+        "{v}"
+    );
     assert_eq!(v["headers"]["x-forwarded-proto"], "https", "{v}");
 
-    let up: Vec<u8> = (0..1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let up: Vec<u8> = (0..1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let file = st.td.join("up.bin");
     std::fs::write(&file, &up).unwrap();
     let data = format!("@{}", file.display());
@@ -104,14 +116,33 @@ fn curl_http2_get_and_bodies_both_ways() {
     let want: Vec<u8> = (0..1024 * 1024usize).map(|i| (i % 251) as u8).collect();
     for chunked in ["0", "1"] {
         let chunked = format!("x-echo-chunked: {chunked}");
-        let r = gw.curl("/download", &["--http2", "-H", "x-echo-bytes: 1048576", "-H", &chunked]);
+        let r = gw.curl(
+            "/download",
+            &["--http2", "-H", "x-echo-bytes: 1048576", "-H", &chunked],
+        );
         assert_eq!(r.code, 200, "{}", r.describe());
-        assert!(r.body == want, "{chunked}: {} bytes, not the pattern", r.body.len());
+        assert!(
+            r.body == want,
+            "{chunked}: {} bytes, not the pattern",
+            r.body.len()
+        );
     }
-    let line = gw
-        .proc
-        .wait_log_line(&["portcullis::access", "protocol=\"h2\"", "/upload"], Duration::from_secs(5));
+    let line = gw.proc.wait_log_line(
+        &["portcullis::access", "protocol=\"h2\"", "/upload"],
+        Duration::from_secs(5),
+    );
     assert!(line.is_some(), "no h2 access line: {}", gw.proc.stderr());
+    // Counted as HTTP/2 connections (metrics are published once a second).
+    let counted = wait_until(Duration::from_secs(5), || {
+        let (_, text) = admin_get(&admin, "/metrics");
+        metric(
+            &text,
+            "portcullis_http2_connections_total{tls_mode=\"userspace\"}",
+        )
+        .unwrap_or(0.0)
+            >= 5.0
+    });
+    assert!(counted, "{}", admin_get(&admin, "/metrics").1);
 }
 
 /// nghttp (nghttp2's client, with --cert/--key) with 20 concurrent streams
@@ -132,7 +163,11 @@ fn nghttp_many_streams_on_one_connection() {
         Duration::from_secs(30),
     );
     assert!(out.status.success(), "{}", out.describe());
-    let ok = out.stdout_str().lines().filter(|l| l.contains(" 200 ") && l.contains("/many")).count();
+    let ok = out
+        .stdout_str()
+        .lines()
+        .filter(|l| l.contains(" 200 ") && l.contains("/many"))
+        .count();
     assert_eq!(ok, 20, "{}", out.describe());
 }
 
@@ -142,7 +177,18 @@ fn nghttp_many_streams_on_one_connection() {
 fn streams_run_at_once_on_several_backend_connections() {
     let st = stack("h2_parallel", |c| c);
     let started = Instant::now();
-    let v = h2client(&st.gw, "get", &["--n", "8", "--path", "/slow", "--header", "x-echo-delay-ms:1000"]);
+    let v = h2client(
+        &st.gw,
+        "get",
+        &[
+            "--n",
+            "8",
+            "--path",
+            "/slow",
+            "--header",
+            "x-echo-delay-ms:1000",
+        ],
+    );
     let took = started.elapsed();
     let mut backend_conns = std::collections::BTreeSet::new();
     for i in 0..8 {
@@ -150,8 +196,14 @@ fn streams_run_at_once_on_several_backend_connections() {
         assert_eq!(status(&v, sid), Some(200), "stream {sid}: {v}");
         backend_conns.insert(body(&v, sid)["connection"]["id"].to_string());
     }
-    assert!(took < Duration::from_secs(6), "took {took:?}: streams were served one by one");
-    assert!(backend_conns.len() >= 4, "backend connections used: {backend_conns:?}");
+    assert!(
+        took < Duration::from_secs(6),
+        "took {took:?}: streams were served one by one"
+    );
+    assert!(
+        backend_conns.len() >= 4,
+        "backend connections used: {backend_conns:?}"
+    );
 }
 
 // --- ALPN ---------------------------------------------------------------------
@@ -174,8 +226,14 @@ fn alpn_chooses_h2_by_default_and_config_turns_it_off() {
     assert_eq!(r.code, 200, "{}", r.describe());
     assert!(r.headers.starts_with("HTTP/1.1 200"), "{}", r.describe());
     let v = h2client(&off.gw, "handshake", &["--alpn", "h2"]);
-    let err = v["handshake_error"].as_str().unwrap_or_default().to_ascii_lowercase();
-    assert!(err.contains("no application protocol") || err.contains("no_application_protocol"), "{v}");
+    let err = v["handshake_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(
+        err.contains("no application protocol") || err.contains("no_application_protocol"),
+        "{v}"
+    );
 }
 
 /// A mandatory-mTLS listener refuses a client without a certificate at the
@@ -252,9 +310,18 @@ fn path_tricks_get_the_same_answers_as_http11() {
             .request(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
             .unwrap_or_else(|e| gw.fail(&format!("{path}: {e}")));
         let v = h2client(gw, "get", &["--path", path]);
-        assert_eq!(status(&v, 1), Some(u64::from(h1.status)), "{path}: h2 {v} vs h1 {}", h1.text());
+        assert_eq!(
+            status(&v, 1),
+            Some(u64::from(h1.status)),
+            "{path}: h2 {v} vs h1 {}",
+            h1.text()
+        );
         if h1.status >= 400 {
-            assert_eq!(body(&v, 1)["error"]["code"], h1.json()["error"]["code"], "{path}: {v}");
+            assert_eq!(
+                body(&v, 1)["error"]["code"],
+                h1.json()["error"]["code"],
+                "{path}: {v}"
+            );
         }
     }
 }
@@ -267,11 +334,25 @@ fn forged_identity_headers_are_stripped_and_connection_fields_refused() {
         c.route(RouteCfg::new("/id/", &[&echo.addr()]).line("forward_client_cert = [\"subject\"]"))
     });
     let gw = &st.gw;
-    let v = h2client(gw, "get", &["--path", "/id/x", "--header", "x-ssl-client-subject:CN=forged", "--header", "x_ssl_client_subject:CN=forged"]);
+    let v = h2client(
+        gw,
+        "get",
+        &[
+            "--path",
+            "/id/x",
+            "--header",
+            "x-ssl-client-subject:CN=forged",
+            "--header",
+            "x_ssl_client_subject:CN=forged",
+        ],
+    );
     assert_eq!(status(&v, 1), Some(200), "{v}");
     let h = &body(&v, 1)["headers"];
     let subject = h["x-ssl-client-subject"].as_str().unwrap_or_default();
-    assert!(subject.contains("portcullis-dev-client") && !subject.contains("forged"), "{h}");
+    assert!(
+        subject.contains("portcullis-dev-client") && !subject.contains("forged"),
+        "{h}"
+    );
     assert!(h.get("x_ssl_client_subject").is_none(), "{h}");
     let v = h2client(
         gw,
@@ -298,7 +379,11 @@ fn forged_identity_headers_are_stripped_and_connection_fields_refused() {
     assert!(h.get("forwarded").is_none(), "{h}");
     assert_eq!(h["cookie"], "a=1; b=2", "RFC 9113 8.2.3: {h}");
     let v = h2client(gw, "get", &["--header", "connection:close"]);
-    assert_ne!(status(&v, 1), Some(200), "connection-specific field accepted: {v}");
+    assert_ne!(
+        status(&v, 1),
+        Some(200),
+        "connection-specific field accepted: {v}"
+    );
 }
 
 /// Body clock (408 PCS.4081) and backend failures (502, 504) as JSON on
@@ -321,7 +406,11 @@ fn stream_deadlines_and_backend_errors() {
         c.backend_response = "1s".into();
         c
     });
-    let v = h2client(&slow.gw, "get", &["--path", "/slow", "--header", "x-echo-delay-ms:3000"]);
+    let v = h2client(
+        &slow.gw,
+        "get",
+        &["--path", "/slow", "--header", "x-echo-delay-ms:3000"],
+    );
     assert_eq!(status(&v, 1), Some(504), "{v}");
 }
 
@@ -348,10 +437,21 @@ fn continuation_flood_is_cut_off() {
     let before = rss_kb(&st.gw);
     let v = h2client(&st.gw, "continuation", &["--n", "100000"]);
     assert_ne!(status(&v, 1), Some(200), "{v}");
-    let stopped = v["closed"] == true || !v["goaway"].is_null() || v["rst"]["1"].is_number() || status(&v, 1) == Some(431);
+    let stopped = v["closed"] == true
+        || !v["goaway"].is_null()
+        || v["rst"]["1"].is_number()
+        || status(&v, 1) == Some(431);
     assert!(stopped, "{v}");
-    assert!(v["sent"].as_u64().unwrap_or(0) < 100_001, "the whole flood was taken: {v}");
-    assert!(rss_kb(&st.gw) < before + 64 * 1024, "memory grew: {} -> {} kB", before, rss_kb(&st.gw));
+    assert!(
+        v["sent"].as_u64().unwrap_or(0) < 100_001,
+        "the whole flood was taken: {v}"
+    );
+    assert!(
+        rss_kb(&st.gw) < before + 64 * 1024,
+        "memory grew: {} -> {} kB",
+        before,
+        rss_kb(&st.gw)
+    );
     assert_serves(&st.gw);
 }
 
@@ -363,12 +463,20 @@ fn continuation_flood_is_cut_off() {
 fn hpack_bomb_and_large_header_lists_are_refused() {
     let st = stack("h2_hpack", |c| c);
     let v = h2client(&st.gw, "hpack-bomb", &["--n", "1000"]);
-    assert!(v["wire_bytes"].as_u64().unwrap_or(u64::MAX) < 16 * 1024, "{v}");
+    assert!(
+        v["wire_bytes"].as_u64().unwrap_or(u64::MAX) < 16 * 1024,
+        "{v}"
+    );
     assert_ne!(status(&v, 1), Some(200), "bomb served: {v}");
-    let refused = !v["goaway"].is_null() || v["rst"]["1"].is_number() || status(&v, 1) == Some(431) || v["closed"] == true;
+    let refused = !v["goaway"].is_null()
+        || v["rst"]["1"].is_number()
+        || status(&v, 1) == Some(431)
+        || v["closed"] == true;
     assert!(refused, "{v}");
     // Distinct fields (no dynamic-table reuse) past 16 KiB.
-    let big: Vec<String> = (0..40).map(|i| format!("x-big-{i}:{}", "v".repeat(500))).collect();
+    let big: Vec<String> = (0..40)
+        .map(|i| format!("x-big-{i}:{}", "v".repeat(500)))
+        .collect();
     let mut args = vec!["--path", "/big"];
     for h in &big {
         args.extend_from_slice(&["--header", h]);
@@ -398,10 +506,14 @@ fn settings_ping_and_empty_data_floods_stay_bounded() {
         let v = h2client(&st.gw, scenario, &["--n", "100000", "--wait", "5"]);
         assert!(v["sent"].as_u64().is_some(), "{scenario}: {v}");
         let now = rss_kb(&st.gw);
-        assert!(now < before + 64 * 1024, "{scenario}: memory grew {before} -> {now} kB");
+        assert!(
+            now < before + 64 * 1024,
+            "{scenario}: memory grew {before} -> {now} kB"
+        );
     }
     let v = h2client(&st.gw, "empty-data-flood", &["--n", "100000"]);
-    let cut = v["goaway"]["code"] == 11 || (v["closed"] == true && v["sent"].as_u64().unwrap_or(0) < 100_000);
+    let cut = v["goaway"]["code"] == 11
+        || (v["closed"] == true && v["sent"].as_u64().unwrap_or(0) < 100_000);
     assert!(cut, "empty DATA flood not cut off: {v}");
     assert_serves(&st.gw);
 }
@@ -413,7 +525,11 @@ fn window_update_overflow_is_a_flow_control_error() {
     let st = stack("h2_window", |c| c);
     let v = h2client(&st.gw, "window-overflow", &[]);
     assert_eq!(v["goaway"]["code"], 3, "{v}");
-    let v = h2client(&st.gw, "stream-window-overflow", &["--path", "/w", "--header", "x-echo-delay-ms:500"]);
+    let v = h2client(
+        &st.gw,
+        "stream-window-overflow",
+        &["--path", "/w", "--header", "x-echo-delay-ms:500"],
+    );
     let stream_error = v["rst"]["1"] == 3 || v["goaway"]["code"] == 3;
     assert!(stream_error, "{v}");
     assert_serves(&st.gw);
@@ -427,15 +543,38 @@ fn streams_that_never_read_are_reset_after_the_send_timeout() {
     let st = stack("h2_never_read", |c| c.timeouts_line("send = \"2s\""));
     let before = rss_kb(&st.gw);
     let started = Instant::now();
-    let v = h2client(&st.gw, "never-read", &["--n", "5", "--path", "/big", "--header", "x-echo-bytes:4194304", "--wait", "20"]);
+    let v = h2client(
+        &st.gw,
+        "never-read",
+        &[
+            "--n",
+            "5",
+            "--path",
+            "/big",
+            "--header",
+            "x-echo-bytes:4194304",
+            "--wait",
+            "20",
+        ],
+    );
     for i in 0..5 {
         let sid = (1 + 2 * i).to_string();
         assert_eq!(v["rst"][&sid], 8, "stream {sid} not reset with CANCEL: {v}");
     }
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(15), "reset after {took:?}");
-    assert!(rss_kb(&st.gw) < before + 64 * 1024, "memory grew: {before} -> {} kB", rss_kb(&st.gw));
-    let line = st.gw.proc.wait_log_line(&["granted no flow-control window"], Duration::from_secs(5));
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(15),
+        "reset after {took:?}"
+    );
+    assert!(
+        rss_kb(&st.gw) < before + 64 * 1024,
+        "memory grew: {before} -> {} kB",
+        rss_kb(&st.gw)
+    );
+    let line = st
+        .gw
+        .proc
+        .wait_log_line(&["granted no flow-control window"], Duration::from_secs(5));
     assert!(line.is_some(), "{}", st.gw.proc.stderr());
     assert_serves(&st.gw);
 }
@@ -444,8 +583,21 @@ fn streams_that_never_read_are_reset_after_the_send_timeout() {
 /// extra ones are refused (RST_STREAM REFUSED_STREAM), the rest served.
 #[test]
 fn streams_past_max_concurrent_streams_are_refused() {
-    let st = stack("h2_max_streams", |c| c.table("[http2]\nmax_concurrent_streams = 4"));
-    let v = h2client(&st.gw, "too-many-streams", &["--n", "10", "--path", "/s", "--header", "x-echo-delay-ms:800"]);
+    let st = stack("h2_max_streams", |c| {
+        c.table("[http2]\nmax_concurrent_streams = 4")
+    });
+    let v = h2client(
+        &st.gw,
+        "too-many-streams",
+        &[
+            "--n",
+            "10",
+            "--path",
+            "/s",
+            "--header",
+            "x-echo-delay-ms:800",
+        ],
+    );
     let mut ok = 0;
     let mut refused = 0;
     for i in 0..10 {
@@ -459,6 +611,25 @@ fn streams_past_max_concurrent_streams_are_refused() {
     assert_eq!((ok, refused), (4, 6), "{v}");
 }
 
+/// Deadlines of the connection: a client that sends no preface is closed
+/// after the handshake timeout; one that asks for nothing gets GOAWAY
+/// (NO_ERROR) after the idle timeout.
+#[test]
+fn silent_and_idle_connections_are_closed() {
+    let st = stack("h2_idle", |mut c| {
+        c.handshake = "1s".into();
+        c.idle = "1s".into();
+        c
+    });
+    let v = h2client(&st.gw, "no-preface", &["--wait", "10"]);
+    assert_eq!(v["alpn"], "h2", "{v}");
+    assert_eq!(v["closed"], true, "{v}");
+    assert!(v["after"].as_f64().unwrap_or(99.0) < 5.0, "{v}");
+    let v = h2client(&st.gw, "idle", &["--wait", "10"]);
+    assert_eq!(v["goaway"]["code"], 0, "{v}");
+    assert!(v["after"].as_f64().unwrap_or(99.0) < 5.0, "{v}");
+}
+
 /// Drain (SIGTERM): GOAWAY to the HTTP/2 client, whose stream in flight
 /// still completes (h2spec GOAWAY 6.8).
 #[test]
@@ -466,17 +637,34 @@ fn drain_sends_goaway_and_finishes_the_stream() {
     let mut st = stack("h2_drain", |c| c);
     let mut cmd = Command::new("python3");
     cmd.arg(SCRIPT)
-        .args(["drain", "--path", "/slow", "--header", "x-echo-delay-ms:1000", "--port"])
+        .args([
+            "drain",
+            "--path",
+            "/slow",
+            "--header",
+            "x-echo-delay-ms:1000",
+            "--port",
+        ])
         .arg(st.gw.port().to_string())
         .arg("--certs")
         .arg(&st.gw.certs.dir);
     let (mut client, lines) = ChildGuard::spawn_lines("h2drain", cmd, st.td.path());
-    let ready = lines.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+    let ready = lines
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_default();
     assert!(ready.contains("ready"), "{ready}: {}", client.stderr());
     std::thread::sleep(Duration::from_millis(200));
     st.gw.terminate(Duration::from_secs(15));
-    assert!(client.wait_exit(Duration::from_secs(20)).is_some(), "client still running");
-    let last = client.stdout().lines().last().unwrap_or_default().to_string();
+    assert!(
+        client.wait_exit(Duration::from_secs(20)).is_some(),
+        "client still running"
+    );
+    let last = client
+        .stdout()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
     let v: Value = serde_json::from_str(&last).unwrap_or(Value::Null);
     assert!(!v["goaway"].is_null(), "no GOAWAY: {last}");
     assert_eq!(status(&v, 1), Some(200), "in-flight stream cut: {last}");

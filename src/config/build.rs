@@ -4,9 +4,9 @@
 use super::field::{Field, Problem};
 use super::tree::{Node, Value};
 use super::{
-    addr, route, sites, AppProtocol, Cidr, Config, Http2Settings, DriverChoice, EscapedSlashes, KtlsMode, Limits,
-    ListenerConfig, LogFormat, MtlsMode, PathOptions, PoolSettings, ServerSettings, SiteConfig,
-    Timeouts, TlsVersions, TrustedProxies, Workers,
+    addr, route, sites, AppProtocol, Cidr, Config, DriverChoice, EscapedSlashes, Http2Settings,
+    KtlsMode, Limits, ListenerConfig, LogFormat, MtlsMode, PathOptions, PoolSettings,
+    ServerSettings, SiteConfig, Timeouts, TlsVersions, TrustedProxies, Workers,
 };
 use std::path::Path;
 
@@ -471,8 +471,16 @@ fn http2(field: Field) -> Result<Http2Settings, Problem> {
         h.max_send_buffer = f.to_usize(bytes)?;
     }
     for (key, slot, max) in [
-        ("max_pending_reset_streams", &mut h.max_pending_reset_streams, 1000),
-        ("max_local_error_resets", &mut h.max_local_error_resets, 100_000),
+        (
+            "max_pending_reset_streams",
+            &mut h.max_pending_reset_streams,
+            1000,
+        ),
+        (
+            "max_local_error_resets",
+            &mut h.max_local_error_resets,
+            100_000,
+        ),
     ] {
         if let Some(f) = t.take(key) {
             let n = f.integer()?;

@@ -4,8 +4,8 @@
 use super::field::{Field, Fields, Problem};
 use super::names::parse_host_match;
 use super::{
-    addr, AppProtocol, HostMatch, IdentitySource, MtlsMode, PasswordSource, SiteConfig, TlsVersions,
-    UpstreamConfig, UpstreamTls,
+    addr, AppProtocol, HostMatch, IdentitySource, MtlsMode, PasswordSource, SiteConfig,
+    TlsVersions, UpstreamConfig, UpstreamTls,
 };
 use std::path::Path;
 

@@ -13,11 +13,11 @@ use tracing::{debug, info, warn};
 
 use crate::config::KtlsMode;
 use crate::generation::WorkerGeneration;
+use crate::http2;
 use crate::metrics::{Cap, HandshakeReason, TlsMode, WorkerMetrics};
 use crate::proxy::{self, Session, WorkerContext};
 use crate::proxy_protocol;
 use crate::tls::ktls::{self, Handover, KtlsSupport};
-use crate::http2;
 use crate::tls::poll::PollTls;
 use crate::tls::{reason, HandshakeFailure, TlsStream};
 
@@ -215,7 +215,9 @@ pub(super) async fn handle_connection(
         ctx.metrics.http2_connection();
         return match PollTls::new(stream) {
             Ok(io) => http2::serve(io, peer, identity, session, ctx).await,
-            Err(e) => warn!(peer = %peer, error = %e, "cannot serve HTTP/2 on this socket; closing it"),
+            Err(e) => {
+                warn!(peer = %peer, error = %e, "cannot serve HTTP/2 on this socket; closing it")
+            }
         };
     }
     if accepting.mode == KtlsMode::Off {

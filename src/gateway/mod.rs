@@ -115,7 +115,11 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
         let h2_sites = l
             .sites
             .iter()
-            .filter(|&&i| config.sites[i].alpn.contains(&crate::config::AppProtocol::Http2))
+            .filter(|&&i| {
+                config.sites[i]
+                    .alpn
+                    .contains(&crate::config::AppProtocol::Http2)
+            })
             .count();
         if h2_sites > 0 {
             info!(address = %addr, sites = h2_sites, "HTTP/2 offered by ALPN (alpn); its connections are served over userspace TLS");

@@ -317,7 +317,9 @@ mod tests {
         let names = |buf: &[u8], head: bool| {
             let mut hs = [EMPTY_HEADER; 16];
             let r = parse(buf, &mut hs, head).unwrap();
-            h2_response_fields(&r).map(|h| h.name.to_string()).collect::<Vec<_>>()
+            h2_response_fields(&r)
+                .map(|h| h.name.to_string())
+                .collect::<Vec<_>>()
         };
         let buf = b"HTTP/1.1 200 OK\r\nConnection: x-a, keep-alive\r\nX-A: 1\r\nKeep-Alive: 5\r\n\
             Content-Length: 2\r\nX-B: 2\r\nUpgrade: h2c\r\n\r\nhi";
@@ -325,6 +327,9 @@ mod tests {
         let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-B: 2\r\n\r\n";
         assert_eq!(names(chunked, false), ["X-B"]);
         // A HEAD response keeps nothing it cannot send: its framing is None.
-        assert_eq!(names(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true), Vec::<String>::new());
+        assert_eq!(
+            names(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true),
+            Vec::<String>::new()
+        );
     }
 }

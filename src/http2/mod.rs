@@ -64,13 +64,19 @@ impl Drop for Active {
 
 /// Serves one HTTP/2 connection until the client closes it, it idles out,
 /// or the worker drains (GOAWAY: the streams in flight finish, no new ones).
-pub async fn serve<T>(io: T, peer: SocketAddr, identity: PeerIdentity, session: Session, ctx: Rc<WorkerContext>)
-where
+pub async fn serve<T>(
+    io: T,
+    peer: SocketAddr,
+    identity: PeerIdentity,
+    session: Session,
+    ctx: Rc<WorkerContext>,
+) where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let settings = session.settings();
     let timeouts = settings.timeouts;
-    let handshake = builder(&settings.http2, settings.limits.max_header_bytes).handshake::<T, Bytes>(io);
+    let handshake =
+        builder(&settings.http2, settings.limits.max_header_bytes).handshake::<T, Bytes>(io);
     // The client's preface and SETTINGS within the handshake deadline.
     let mut conn = match monoio::time::timeout(timeouts.handshake, handshake).await {
         Ok(Ok(c)) => c,
@@ -105,7 +111,9 @@ where
             // Busy: look again in a while (a stream's end restarts the clock).
             None => now + timeouts.idle,
         };
-        let wait = wake.saturating_duration_since(now).max(Duration::from_millis(1));
+        let wait = wake
+            .saturating_duration_since(now)
+            .max(Duration::from_millis(1));
         monoio::select! {
             next = conn.accept() => match next {
                 Some(Ok((req, respond))) => {

@@ -43,13 +43,24 @@ enum Failure {
 }
 
 /// Serves one stream to its end.
-pub(super) async fn serve(req: http::Request<RecvStream>, mut respond: SendResponse<Bytes>, conn: &Conn) {
+pub(super) async fn serve(
+    req: http::Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    conn: &Conn,
+) {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let is_head = parts.method == http::Method::HEAD;
     let mut backend_head = Vec::new();
     let mut hop = Hop::direct(conn.peer.ip());
-    let decision = plan_stream(conn, &parts, body.is_end_stream(), &mut backend_head, &mut hop, started);
+    let decision = plan_stream(
+        conn,
+        &parts,
+        body.is_end_stream(),
+        &mut backend_head,
+        &mut hop,
+        started,
+    );
     let plan = match decision {
         Ok(Decision::Forward(p)) => p,
         Ok(Decision::Reject(r)) => {
@@ -108,7 +119,15 @@ fn plan_stream(
         draining: conn.ctx.drain.is_draining(),
     };
     let mut scratch = Scratch::default();
-    plan::plan(&req, &c, ClientProtocol::Http2, &mut scratch, backend_head, hop, now)
+    plan::plan(
+        &req,
+        &c,
+        ClientProtocol::Http2,
+        &mut scratch,
+        backend_head,
+        hop,
+        now,
+    )
 }
 
 /// The gateway answers the stream itself: status, the JSON error body
@@ -152,9 +171,19 @@ async fn forward(
     let mut retried = false;
     loop {
         let connect = timeouts.backend_connect;
-        let mut b = match checkout_or_connect(&ctx.pool, plan.backend, tls.as_ref(), connect).await {
+        let mut b = match checkout_or_connect(&ctx.pool, plan.backend, tls.as_ref(), connect).await
+        {
             Ok(b) => b,
-            Err(e) => return fail(conn, plan, hop, &mut respond, None, Failure::BeforeResponse(e)),
+            Err(e) => {
+                return fail(
+                    conn,
+                    plan,
+                    hop,
+                    &mut respond,
+                    None,
+                    Failure::BeforeResponse(e),
+                )
+            }
         };
         let head = match attempt(conn, &mut b, backend_head, &mut x, &mut clock, &mut body).await {
             Ok(head) => head,
@@ -245,10 +274,12 @@ async fn attempt(
             Ok(true) => {}
             Ok(false) => {
                 let mut none = Vec::new();
-                return Err(Failure::BeforeResponse(match x.backend_closed(true, &mut none) {
-                    Err(e) => e,
-                    Ok(()) => Error::new(Kind::BackendReset),
-                }));
+                return Err(Failure::BeforeResponse(
+                    match x.backend_closed(true, &mut none) {
+                        Err(e) => e,
+                        Ok(()) => Error::new(Kind::BackendReset),
+                    },
+                ));
             }
             Err(e) => return Err(Failure::BeforeResponse(backend_error(x, b, e))),
         }
@@ -280,7 +311,8 @@ async fn send_body(
             }
             Ok(None) => {
                 encoded.clear();
-                x.request_body_end(&mut encoded).map_err(Failure::BeforeResponse)?;
+                x.request_body_end(&mut encoded)
+                    .map_err(Failure::BeforeResponse)?;
                 return write_backend(conn, b, x, &encoded, timeouts.send).await;
             }
             Err(_) if clock.expired(Instant::now()) => {
@@ -292,7 +324,9 @@ async fn send_body(
         let mut input: &[u8] = &data;
         while !input.is_empty() {
             encoded.clear();
-            let fed = x.request_body(input, &mut encoded).map_err(Failure::BeforeResponse)?;
+            let fed = x
+                .request_body(input, &mut encoded)
+                .map_err(Failure::BeforeResponse)?;
             write_backend(conn, b, x, &input[fed.pass.clone()], timeouts.send).await?;
             write_backend(conn, b, x, &encoded, timeouts.send).await?;
             input = &input[fed.consumed..];
@@ -333,7 +367,9 @@ async fn relay_body(
     let mut encoded = Vec::new();
     loop {
         encoded.clear();
-        let fed = x.response_body(&b.buf, &mut encoded).map_err(Failure::AfterResponse)?;
+        let fed = x
+            .response_body(&b.buf, &mut encoded)
+            .map_err(Failure::AfterResponse)?;
         send_data(send, &b.buf[fed.pass.clone()], timeouts.send).await?;
         send_data(send, &encoded, timeouts.send).await?;
         conn.ctx.metrics.body_bytes_copied(fed.pass.len() as u64);
@@ -349,7 +385,8 @@ async fn relay_body(
             Ok(false) => {
                 encoded.clear();
                 let clean = b.stream.ended_cleanly();
-                x.backend_closed(clean, &mut encoded).map_err(Failure::AfterResponse)?;
+                x.backend_closed(clean, &mut encoded)
+                    .map_err(Failure::AfterResponse)?;
                 send_data(send, &encoded, timeouts.send).await?;
                 return end_stream(send);
             }
@@ -359,19 +396,25 @@ async fn relay_body(
 }
 
 fn end_stream(send: &mut SendStream<Bytes>) -> Result<(), Failure> {
-    send.send_data(Bytes::new(), true).map_err(|_| Failure::ClientGone)
+    send.send_data(Bytes::new(), true)
+        .map_err(|_| Failure::ClientGone)
 }
 
 /// Sends `data` as the client's window grants it. h2 buffers at most
 /// `max_send_buffer` per stream, so a client that reads nothing holds that
 /// much of our memory and no more, and only for `wait`.
-async fn send_data(send: &mut SendStream<Bytes>, data: &[u8], wait: Duration) -> Result<(), Failure> {
+async fn send_data(
+    send: &mut SendStream<Bytes>,
+    data: &[u8],
+    wait: Duration,
+) -> Result<(), Failure> {
     let mut rest = data;
     while !rest.is_empty() {
         send.reserve_capacity(rest.len());
         let mut granted = send.capacity();
         if granted == 0 {
-            granted = match monoio::time::timeout(wait, poll_fn(|cx| send.poll_capacity(cx))).await {
+            granted = match monoio::time::timeout(wait, poll_fn(|cx| send.poll_capacity(cx))).await
+            {
                 Ok(Some(Ok(n))) => n,
                 Ok(Some(Err(_))) | Ok(None) => return Err(Failure::ClientGone),
                 Err(_) => return Err(Failure::Stalled),
@@ -423,7 +466,9 @@ fn fail(
 }
 
 fn backend_error(x: &Exchange, b: &BackendConn, e: BackendIo) -> Error {
-    e.into_error(b.stream.tls_failure(), |kind, cause| x.backend_broke(kind, cause))
+    e.into_error(b.stream.tls_failure(), |kind, cause| {
+        x.backend_broke(kind, cause)
+    })
 }
 
 fn log_error(conn: &Conn, hop: &Hop, e: &Error, plan: Option<&RequestPlan>) {
@@ -446,7 +491,9 @@ fn log_error(conn: &Conn, hop: &Hop, e: &Error, plan: Option<&RequestPlan>) {
 /// Counts the response and writes the access-log line (as HTTP/1.1's, with
 /// `protocol = "h2"`).
 fn access_log(conn: &Conn, plan: &RequestPlan, hop: &Hop, status: u16, code: &str) {
-    conn.ctx.metrics.record_request(Some(plan.metric_slot), status);
+    conn.ctx
+        .metrics
+        .record_request(Some(plan.metric_slot), status);
     if let Some(line) = &plan.log {
         let micros = u64::try_from(plan.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let raw_target = line.raw_target.as_deref().unwrap_or("-");

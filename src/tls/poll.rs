@@ -297,7 +297,9 @@ impl AsyncWrite for PollTls {
                         w.wake();
                     }
                 }
-                Ok(ConnectionState::EncodeTlsData(mut e)) => encode_into(&mut this.outgoing, &mut e),
+                Ok(ConnectionState::EncodeTlsData(mut e)) => {
+                    encode_into(&mut this.outgoing, &mut e)
+                }
                 Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
                 Ok(ConnectionState::PeerClosed) => {
                     this.peer_closed = true;

@@ -107,7 +107,9 @@ impl TlsStream {
     /// (`tls::poll`): the socket, rustls, the ciphertext not yet processed
     /// and the plaintext not yet read. Nothing of ours is unwritten: the
     /// handshake flushed it.
-    pub(crate) fn into_poll_parts(self) -> (TcpStream, UnbufferedServerConnection, Vec<u8>, Vec<u8>) {
+    pub(crate) fn into_poll_parts(
+        self,
+    ) -> (TcpStream, UnbufferedServerConnection, Vec<u8>, Vec<u8>) {
         (self.tcp, self.conn, self.incoming, self.pending_plain)
     }
 

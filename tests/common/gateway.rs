@@ -91,7 +91,9 @@ impl Gateway {
             proc.count_log_lines(&["worker started"]) >= want || proc.try_exit().is_some()
         });
         if !ok || proc.try_exit().is_some() {
-            proc.fail(&format!("gateway did not log {want} `worker started` lines"));
+            proc.fail(&format!(
+                "gateway did not log {want} `worker started` lines"
+            ));
         }
         Gateway {
             proc,

@@ -334,6 +334,36 @@ def main():
             c.headers(sid, a.path, authority=a.authority, extra=extra)
         c.read_frames(done(sids), a.wait)
 
+    elif sc == "idle":
+        # A connection that asks for nothing: GOAWAY after the idle timeout.
+        c = Conn(a)
+        t0 = time.time()
+        c.read_frames(lambda o: o["goaway"] is not None or o["closed"], a.wait)
+        c.out["after"] = time.time() - t0
+
+    elif sc == "no-preface":
+        # TLS with ALPN h2, then silence: closed after the handshake timeout.
+        ctx = ssl.create_default_context(cafile=f"{a.certs}/ca.pem")
+        ctx.load_cert_chain(f"{a.certs}/client.pem", f"{a.certs}/client.key")
+        ctx.set_alpn_protocols(["h2"])
+        raw = socket.create_connection(("127.0.0.1", a.port), timeout=10)
+        s = ctx.wrap_socket(raw, server_hostname="localhost")
+        t0 = time.time()
+        s.settimeout(a.wait)
+        closed = False
+        try:
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    closed = True
+                    break
+        except (socket.timeout, TimeoutError):
+            pass
+        except (ConnectionError, ssl.SSLError, OSError):
+            closed = True
+        print(json.dumps({"alpn": s.selected_alpn_protocol(), "closed": closed, "after": time.time() - t0}))
+        return
+
     elif sc == "drain":
         # A stream in flight (a slow response), then the test signals the
         # gateway: we must see GOAWAY, and the stream still completes.

@@ -194,11 +194,7 @@ fn type_and_range_errors() {
             "http2.max_pending_reset_streams",
             "between 1 and 1000",
         ),
-        (
-            "[http2]\nmax_streams = 5\n",
-            "http2.max_streams",
-            "unknown",
-        ),
+        ("[http2]\nmax_streams = 5\n", "http2.max_streams", "unknown"),
     ];
     for (prefix, want_field, want_problem) in cases {
         let (line, field, problem) = fx.error(&format!("{prefix}{MINIMAL}"));
@@ -231,7 +227,10 @@ fn http2_settings_and_alpn() {
         "client_ca = [\"certs/ca.pem\"]\n",
         "client_ca = [\"certs/ca.pem\"]\nalpn = [\"http/1.1\"]\n",
     );
-    assert_eq!(fx.parse(&only).expect("valid").sites[0].alpn, [AppProtocol::Http11]);
+    assert_eq!(
+        fx.parse(&only).expect("valid").sites[0].alpn,
+        [AppProtocol::Http11]
+    );
     for (alpn, want) in [
         ("[\"h3\"]", "\"h3\" is not one of \"h2\", \"http/1.1\""),
         ("[]", "a list of protocols"),

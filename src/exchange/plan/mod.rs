@@ -249,7 +249,9 @@ pub fn plan(
     let (body_in, body_out) = match (req.framing, protocol) {
         // An HTTP/2 body is DATA payload ended by END_STREAM, whatever its
         // content-length said (which it must then match).
-        (BodyFraming::ContentLength(n), ClientProtocol::Http2) => (Input::Frames(Some(n)), Output::Raw),
+        (BodyFraming::ContentLength(n), ClientProtocol::Http2) => {
+            (Input::Frames(Some(n)), Output::Raw)
+        }
         (BodyFraming::Chunked, ClientProtocol::Http2) => (Input::Frames(None), Output::Chunked),
         (BodyFraming::ContentLength(n), _) => (Input::Length(n), Output::Raw),
         (BodyFraming::Chunked, _) => (Input::Chunked, Output::Chunked),

@@ -282,10 +282,16 @@ fn an_http2_stream_gets_the_same_plan_with_frames_for_its_body() {
     let (d, head, _) = fx.plan_request(&req, ClientProtocol::Http2, true, false);
     let p = forwarded(d);
     assert!(matches!(p.facts.body_in, Input::Frames(None)));
-    assert_eq!((p.facts.body_out, p.facts.protocol), (Output::Chunked, ClientProtocol::Http2));
+    assert_eq!(
+        (p.facts.body_out, p.facts.protocol),
+        (Output::Chunked, ClientProtocol::Http2)
+    );
     assert!(head.starts_with("POST /v1/b HTTP/1.1\r\n"), "{head}");
     assert!(!head.contains("forged"), "{head}");
-    assert!(head.ends_with("Transfer-Encoding: chunked\r\n\r\n"), "{head}");
+    assert!(
+        head.ends_with("Transfer-Encoding: chunked\r\n\r\n"),
+        "{head}"
+    );
     let cl = [httparse::Header {
         name: "content-length",
         value: b"3",

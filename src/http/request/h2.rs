@@ -122,7 +122,12 @@ mod tests {
         }
     }
 
-    fn err(method: &str, target: &str, authority: Option<&str>, headers: &[Header<'_>]) -> HttpError {
+    fn err(
+        method: &str,
+        target: &str,
+        authority: Option<&str>,
+        headers: &[Header<'_>],
+    ) -> HttpError {
         match Request::from_parts(method, target, authority, headers, true) {
             Err(e) => e,
             Ok(_) => panic!("accepted {method} {target} {authority:?}"),
@@ -134,10 +139,16 @@ mod tests {
         let hs = [h("accept", "*/*"), h("x-a", "1")];
         let r = Request::from_parts("GET", "/a/b?x=1", Some("api.example.com:8443"), &hs, true)
             .unwrap();
-        assert_eq!((r.method, r.target, r.minor_version), ("GET", "/a/b?x=1", 1));
+        assert_eq!(
+            (r.method, r.target, r.minor_version),
+            ("GET", "/a/b?x=1", 1)
+        );
         assert_eq!((r.path(), r.query()), ("/a/b", Some("x=1")));
         assert_eq!(r.host, Some("api.example.com:8443"));
-        assert_eq!((r.framing, r.keep_alive, r.expect_continue), (BodyFraming::None, true, false));
+        assert_eq!(
+            (r.framing, r.keep_alive, r.expect_continue),
+            (BodyFraming::None, true, false)
+        );
         assert_eq!((r.head_len, r.headers.len()), (0, 2));
     }
 
@@ -153,8 +164,14 @@ mod tests {
         assert_eq!(f(&[], true), Ok(BodyFraming::None));
         let two = [h("content-length", "5"), h("content-length", "6")];
         assert_eq!(f(&two, false), Err(HttpError::AmbiguousFraming));
-        assert_eq!(f(&[h("content-length", "+5")], false), Err(HttpError::InvalidContentLength));
-        assert!(matches!(f(&[h("content_length", "5")], false), Err(HttpError::Malformed(_))));
+        assert_eq!(
+            f(&[h("content-length", "+5")], false),
+            Err(HttpError::InvalidContentLength)
+        );
+        assert!(matches!(
+            f(&[h("content_length", "5")], false),
+            Err(HttpError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -182,9 +199,15 @@ mod tests {
         let same = [h("host", "A.example")];
         assert!(Request::from_parts("GET", "/", Some("a.example"), &same, true).is_ok());
         let other = [h("host", "b.example")];
-        assert!(matches!(err("GET", "/", Some("a.example"), &other), HttpError::Malformed(_)));
+        assert!(matches!(
+            err("GET", "/", Some("a.example"), &other),
+            HttpError::Malformed(_)
+        ));
         for bad in ["user@a.example", "a b", "a/b", "a\u{e9}"] {
-            assert!(matches!(err("GET", "/", Some(bad), &[]), HttpError::Malformed(_)), "{bad}");
+            assert!(
+                matches!(err("GET", "/", Some(bad), &[]), HttpError::Malformed(_)),
+                "{bad}"
+            );
         }
         let dup = [h("host", "a"), h("host", "a")];
         assert_eq!(err("GET", "/", Some("a"), &dup), HttpError::MissingHost);
@@ -202,7 +225,10 @@ mod tests {
             ("", "/"),
             ("GE\"T", "/"),
         ] {
-            assert!(matches!(err(m, t, Some("a"), &[]), HttpError::Malformed(_)), "{m} {t}");
+            assert!(
+                matches!(err(m, t, Some("a"), &[]), HttpError::Malformed(_)),
+                "{m} {t}"
+            );
         }
         let r = Request::from_parts("OPTIONS", "*", Some("a"), &[], true).unwrap();
         assert_eq!(r.path(), "*");
