@@ -37,8 +37,11 @@ const OUT_HIGH_WATER: usize = 256 * 1024;
 pub struct PollTls {
     tcp: TcpStreamPoll,
     conn: UnbufferedServerConnection,
-    /// Ciphertext received, not yet consumed by rustls.
+    /// Ciphertext received and not yet consumed by rustls is
+    /// `incoming[..in_len]`; the rest is room for the next read, zeroed once
+    /// when the buffer grows, never per read.
     incoming: Vec<u8>,
+    in_len: usize,
     /// Ciphertext produced; `outgoing[sent..]` is not yet written.
     outgoing: Vec<u8>,
     sent: usize,
@@ -64,10 +67,14 @@ impl PollTls {
     pub fn new(tls: TlsStream) -> io::Result<PollTls> {
         let (tcp, conn, incoming, plain) = tls.into_poll_parts();
         let tcp = tcp.try_into_poll_io().map_err(|(e, _)| e)?;
+        let in_len = incoming.len();
+        let mut incoming = incoming;
+        incoming.resize(in_len + READ_CHUNK, 0);
         Ok(PollTls {
             tcp,
             conn,
             incoming,
+            in_len,
             outgoing: Vec::with_capacity(16 * 1024),
             sent: 0,
             plain,
@@ -104,14 +111,22 @@ impl PollTls {
         Poll::Ready(Ok(()))
     }
 
-    /// Reads ciphertext onto `incoming`: Ok(0) is EOF.
+    /// Drops the first `n` bytes of the received ciphertext (rustls's discard).
+    fn consume(&mut self, n: usize) {
+        let n = n.min(self.in_len);
+        self.incoming.copy_within(n..self.in_len, 0);
+        self.in_len -= n;
+    }
+
+    /// Reads ciphertext after `incoming[..in_len]`: Ok(0) is EOF.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let len = self.incoming.len();
-        self.incoming.resize(len + READ_CHUNK, 0);
-        let mut rb = ReadBuf::new(&mut self.incoming[len..]);
+        if self.incoming.len() - self.in_len < 16 * 1024 {
+            self.incoming.resize(self.in_len + READ_CHUNK, 0);
+        }
+        let mut rb = ReadBuf::new(&mut self.incoming[self.in_len..]);
         let res = Pin::new(&mut self.tcp).poll_read(cx, &mut rb);
         let n = rb.filled().len();
-        self.incoming.truncate(len + n);
+        self.in_len += n;
         match res {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(n)),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -139,12 +154,14 @@ impl PollTls {
             let peer = self.tcp.peer_addr().map(|p| p.to_string());
             let peer = peer.unwrap_or_else(|_| "-".into());
             info!(peer = %peer, reason = %reason::describe(&e), "TLS connection failed after the handshake; closed");
-            let status = self.conn.process_tls_records(&mut self.incoming);
+            let status = self
+                .conn
+                .process_tls_records(&mut self.incoming[..self.in_len]);
             let discard = status.discard;
             if let Ok(ConnectionState::EncodeTlsData(mut enc)) = status.state {
                 encode_into(&mut self.outgoing, &mut enc);
             }
-            self.incoming.drain(..discard);
+            self.consume(discard);
         }
         io::Error::new(io::ErrorKind::InvalidData, e)
     }
@@ -183,7 +200,9 @@ impl AsyncRead for PollTls {
             if this.peer_closed || this.eof {
                 return Poll::Ready(Ok(()));
             }
-            let status = this.conn.process_tls_records(&mut this.incoming);
+            let status = this
+                .conn
+                .process_tls_records(&mut this.incoming[..this.in_len]);
             let discard = status.discard;
             let next = match status.state {
                 Ok(ConnectionState::ReadTraffic(mut rt)) => {
@@ -221,7 +240,7 @@ impl AsyncRead for PollTls {
                 ))),
                 Err(e) => Next::Fail(e),
             };
-            this.incoming.drain(..discard);
+            this.consume(discard);
             match next {
                 Next::Again => {}
                 Next::Fail(e) => {
@@ -270,7 +289,9 @@ impl AsyncWrite for PollTls {
             }
         }
         loop {
-            let status = this.conn.process_tls_records(&mut this.incoming);
+            let status = this
+                .conn
+                .process_tls_records(&mut this.incoming[..this.in_len]);
             let discard = status.discard;
             let mut result: Option<Result<usize, rustls::Error>> = None;
             let mut io_error = None;
@@ -314,7 +335,7 @@ impl AsyncWrite for PollTls {
                 }
                 Err(e) => result = Some(Err(e)),
             }
-            this.incoming.drain(..discard);
+            this.consume(discard);
             if let Some(e) = io_error {
                 return Poll::Ready(Err(e));
             }
@@ -347,7 +368,9 @@ impl AsyncWrite for PollTls {
         let this = self.get_mut();
         if !this.failed && !this.close_sent {
             // close_notify, once: after it rustls offers no WriteTraffic.
-            let status = this.conn.process_tls_records(&mut this.incoming);
+            let status = this
+                .conn
+                .process_tls_records(&mut this.incoming[..this.in_len]);
             let discard = status.discard;
             if let Ok(ConnectionState::WriteTraffic(mut wt)) = status.state {
                 let start = this.outgoing.len();
@@ -357,7 +380,7 @@ impl AsyncWrite for PollTls {
                     Err(_) => this.outgoing.truncate(start),
                 }
             }
-            this.incoming.drain(..discard);
+            this.consume(discard);
             this.close_sent = true;
         }
         match this.poll_send(cx) {
