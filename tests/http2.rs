@@ -414,6 +414,57 @@ fn stream_deadlines_and_backend_errors() {
     assert_eq!(status(&v, 1), Some(504), "{v}");
 }
 
+/// Request bodies are judged as HTTP/1.1's: past the route's limit 413
+/// PCS.4130 on the stream; DATA that disagrees with content-length is a
+/// malformed stream (h2spec http/8.1.2.6: RST_STREAM PROTOCOL_ERROR); a HEAD
+/// gets its head and no body.
+#[test]
+fn request_bodies_and_head_on_a_stream() {
+    let st = Stack::start("h2_bodies", |c, echo| {
+        c.route(RouteCfg::new("/small/", &[&echo.addr()]).max_body("1KiB"))
+    });
+    let gw = &st.gw;
+    let v = h2client(
+        gw,
+        "get",
+        &[
+            "--method",
+            "POST",
+            "--path",
+            "/small/x",
+            "--body-bytes",
+            "4096",
+        ],
+    );
+    assert_eq!(status(&v, 1), Some(413), "{v}");
+    assert_eq!(body(&v, 1)["error"]["code"], "PCS.4130", "{v}");
+    let v = h2client(
+        gw,
+        "get",
+        &[
+            "--method",
+            "POST",
+            "--path",
+            "/up",
+            "--header",
+            "content-length:5",
+            "--body-bytes",
+            "10",
+        ],
+    );
+    assert_ne!(status(&v, 1), Some(200), "{v}");
+    assert_eq!(v["rst"]["1"], 1, "{v}");
+    let v = h2client(gw, "get", &["--method", "HEAD", "--path", "/h"]);
+    assert_eq!(status(&v, 1), Some(200), "{v}");
+    assert!(v["body"]["1"].is_null(), "{v}");
+    assert!(
+        v["ended"]
+            .as_array()
+            .is_some_and(|e| e.contains(&Value::from(1))),
+        "{v}"
+    );
+}
+
 // --- Abuse ----------------------------------------------------------------------
 
 /// Rapid reset (CVE-2023-44487; h2spec streams 5.1, errors 5.4.1): 2000
