@@ -681,6 +681,42 @@ fn silent_and_idle_connections_are_closed() {
     assert!(v["after"].as_f64().unwrap_or(99.0) < 5.0, "{v}");
 }
 
+/// Reload (SIGHUP): a new connection gets the new config; an HTTP/2
+/// connection accepted before keeps the generation it began with for every
+/// stream, as an HTTP/1.1 keep-alive connection does.
+#[test]
+fn reload_new_connections_get_the_new_config_streams_keep_theirs() {
+    let st = Stack::start("h2_reload", |c, echo| {
+        c.route(RouteCfg::new("/g/", &[&echo.addr()]).set_host("gen-one"))
+    });
+    let gw = &st.gw;
+    let mut cmd = Command::new("python3");
+    cmd.arg(SCRIPT)
+        .args(["hold", "--path", "/g/x", "--wait", "3", "--port"])
+        .arg(gw.port().to_string())
+        .arg("--certs")
+        .arg(&gw.certs.dir);
+    let mut held = ChildGuard::spawn("h2hold", cmd, st.td.path());
+    std::thread::sleep(Duration::from_millis(1000));
+    let text = std::fs::read_to_string(&gw.config_path).unwrap();
+    std::fs::write(&gw.config_path, text.replace("gen-one", "gen-two")).unwrap();
+    gw.proc.signal(libc::SIGHUP);
+    let reloaded = gw
+        .proc
+        .wait_log_line(&["config reloaded"], Duration::from_secs(10));
+    assert!(reloaded.is_some(), "{}", gw.proc.stderr());
+    let v = h2client(gw, "get", &["--path", "/g/x"]);
+    assert_eq!(body(&v, 1)["host"], "gen-two", "{v}");
+    assert!(
+        held.wait_exit(Duration::from_secs(20)).is_some(),
+        "held connection still running"
+    );
+    let last = held.stdout().lines().last().unwrap_or_default().to_string();
+    let v: Value = serde_json::from_str(&last).unwrap_or(Value::Null);
+    assert_eq!(body(&v, 1)["host"], "gen-one", "{last}");
+    assert_eq!(body(&v, 3)["host"], "gen-one", "{last}");
+}
+
 /// Drain (SIGTERM): GOAWAY to the HTTP/2 client, whose stream in flight
 /// still completes (h2spec GOAWAY 6.8).
 #[test]

@@ -334,6 +334,16 @@ def main():
             c.headers(sid, a.path, authority=a.authority, extra=extra)
         c.read_frames(done(sids), a.wait)
 
+    elif sc == "hold":
+        # Stream 1, then --wait seconds of quiet on the same connection,
+        # then stream 3: both on the generation the connection began with.
+        c = Conn(a)
+        c.headers(1, a.path, authority=a.authority, extra=extra)
+        c.read_frames(done([1]), 10)
+        time.sleep(a.wait)
+        c.headers(3, a.path, authority=a.authority, extra=extra)
+        c.read_frames(done([3]), 10)
+
     elif sc == "idle":
         # A connection that asks for nothing: GOAWAY after the idle timeout.
         c = Conn(a)
