@@ -74,12 +74,21 @@ class Conn:
     def headers(self, sid, path="/", method="GET", authority="localhost", extra=(), end_stream=True):
         fields = [(":method", method), (":scheme", "https"), (":authority", authority), (":path", path)]
         fields += list(extra)
+        block = self.enc.encode(fields)
+        # Frames of at most the default SETTINGS_MAX_FRAME_SIZE: a big
+        # header block goes on in CONTINUATION frames, as a real client sends it.
+        pieces = [block[i : i + 16384] for i in range(0, len(block), 16384)] or [b""]
         f = HeadersFrame(sid)
-        f.data = self.enc.encode(fields)
-        f.flags.add("END_HEADERS")
+        f.data = pieces[0]
         if end_stream:
             f.flags.add("END_STREAM")
-        self.send(f.serialize())
+        frames = [f]
+        for piece in pieces[1:]:
+            cf = ContinuationFrame(sid)
+            cf.data = piece
+            frames.append(cf)
+        frames[-1].flags.add("END_HEADERS")
+        self.send(b"".join(fr.serialize() for fr in frames))
 
     def data(self, sid, payload, end_stream=False):
         f = DataFrame(sid)
