@@ -16,7 +16,8 @@ use rustls::server::ProducesTickets;
 use rustls::{ClientConfig, ServerConfig};
 
 use crate::config::{
-    Config, EscapedSlashes, HostMatch, Limits, MtlsMode, PathOptions, Timeouts, TrustedProxies,
+    Config, EscapedSlashes, HostMatch, Http2Settings, Limits, MtlsMode, PathOptions, Timeouts,
+    TrustedProxies,
 };
 use crate::metrics::Published;
 use crate::router::RouteTable;
@@ -34,6 +35,8 @@ pub struct GatewaySettings {
     pub identity_headers: Vec<String>,
     /// How request paths are normalised before routing.
     pub paths: PathOptions,
+    /// Limits of HTTP/2 client connections.
+    pub http2: Http2Settings,
 }
 
 pub struct Generation {
@@ -151,6 +154,7 @@ impl Generation {
                 mtls: s.mtls,
                 versions: s.tls_versions,
                 verified_chain_cache: config.tls.verified_chain_cache,
+                alpn: s.alpn.clone(),
             };
             let ticketer = server_config::site_ticketer().map_err(|e| {
                 format!("site \"{}\": cannot create the TLS ticket key: {e}", s.name)
@@ -233,6 +237,7 @@ impl Generation {
                 access_log: config.server.access_log,
                 identity_headers: config.identity_headers.clone(),
                 paths: config.paths,
+                http2: config.http2,
             },
             sites,
             listeners,

@@ -16,6 +16,7 @@ pub mod exchange;
 pub mod gateway;
 pub mod generation;
 pub mod http;
+pub mod http2;
 pub mod identity;
 pub mod io;
 pub mod logging;

@@ -9,12 +9,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for tool in curl openssl python3 haproxy; do
-  command -v "$tool" >/dev/null || { echo "tests/run.sh: $tool is required (apt-get install $tool)" >&2; exit 2; }
+for tool in curl openssl python3 haproxy nghttp; do
+  # nghttp is Debian's nghttp2-client.
+  command -v "$tool" >/dev/null || { echo "tests/run.sh: $tool is required (apt-get install $tool; nghttp: nghttp2-client)" >&2; exit 2; }
 done
 # tests/tls_conformance.rs drives tlslite-ng clients (.ci/run installs them).
 python3 -c 'import tlslite, ecdsa' 2>/dev/null ||
   { echo "tests/run.sh: python3 needs tlslite-ng and ecdsa: python3 -m pip install tlslite-ng==0.8.2 ecdsa==0.19.2" >&2; exit 2; }
+# tests/http2.rs drives a raw-frame HTTP/2 client built on h2's hpack and hyperframe.
+python3 -c 'import h2, hpack, hyperframe' 2>/dev/null ||
+  { echo "tests/run.sh: python3 needs h2: python3 -m pip install h2==4.4.1 hpack==4.2.0 hyperframe==6.1.0" >&2; exit 2; }
 
 drivers=${PORTCULLIS_TEST_DRIVERS:-"io_uring epoll"}
 cargo build --workspace --all-targets --locked

@@ -106,15 +106,18 @@ fn forwarded_headers_replaced_and_hop_by_hop_removed() {
 }
 
 #[test]
-fn alpn_negotiates_http11_only() {
+fn alpn_prefers_h2_and_serves_http11_to_who_asks_for_it() {
     let st = Stack::start("tls_alpn", |c, _| c);
     let cfg = client_config_alpn(&st.certs, ClientAuth::Default, &[], &[b"h2", b"http/1.1"]);
     let s = st.gw.tls_with(cfg).expect("handshake");
     assert_eq!(
         s.conn.alpn_protocol(),
-        Some(&b"http/1.1"[..]),
-        "gateway must pick http/1.1, never h2"
+        Some(&b"h2"[..]),
+        "a client offering h2 gets it (tests/http2.rs serves it)"
     );
+    let cfg = client_config_alpn(&st.certs, ClientAuth::Default, &[], &[b"http/1.1"]);
+    let s = st.gw.tls_with(cfg).expect("handshake");
+    assert_eq!(s.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
     let mut c = HttpConn::new(s);
     let r = c.get("/alpn", &[]).unwrap();
     assert_eq!(r.status, 200);

@@ -4,9 +4,9 @@
 use super::field::{Field, Problem};
 use super::tree::{Node, Value};
 use super::{
-    addr, route, sites, Cidr, Config, DriverChoice, EscapedSlashes, KtlsMode, Limits,
-    ListenerConfig, LogFormat, MtlsMode, PathOptions, PoolSettings, ServerSettings, SiteConfig,
-    Timeouts, TlsSettings, TlsVersions, TrustedProxies, Workers,
+    addr, route, sites, AppProtocol, Cidr, Config, DriverChoice, EscapedSlashes, Http2Settings,
+    KtlsMode, Limits, ListenerConfig, LogFormat, MtlsMode, PathOptions, PoolSettings,
+    ServerSettings, SiteConfig, Timeouts, TlsSettings, TlsVersions, TrustedProxies, Workers,
 };
 use std::path::Path;
 
@@ -14,7 +14,7 @@ pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config
     let root = Field::root(root);
     let mut top = root.table(&[
         "server", "listener", "site", "limits", "timeouts", "pool", "upstream", "route", "admin",
-        "paths", "tls",
+        "paths", "tls", "http2",
     ])?;
     let server = match top.take("server") {
         Some(f) => server(f, base_dir)?,
@@ -71,6 +71,10 @@ pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config
         Some(f) => tls(f)?,
         None => TlsSettings::default(),
     };
+    let http2 = match top.take("http2") {
+        Some(f) => http2(f)?,
+        None => Http2Settings::default(),
+    };
     let mut routes = Vec::new();
     for (i, table) in top.require_tables("route")?.into_iter().enumerate() {
         routes.push(route::route(
@@ -97,6 +101,7 @@ pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config
         admin,
         paths,
         tls,
+        http2,
     })
 }
 
@@ -215,6 +220,7 @@ fn listener(
             "ktls",
             "trusted_proxies",
             "proxy_protocol",
+            "alpn",
         ][..],
         &sites::IDENTITY_FIELDS,
     ]
@@ -286,6 +292,10 @@ fn listener(
         None => TlsVersions::default(),
         Some(f) => sites::tls_versions(f)?,
     };
+    let alpn = match t.take("alpn") {
+        None => AppProtocol::default_alpn(),
+        Some(f) => sites::alpn(f)?,
+    };
     sites.push(SiteConfig {
         name: format!("listener[{index}]"),
         server_names: Vec::new(),
@@ -294,6 +304,7 @@ fn listener(
         mtls: MtlsMode::Mandatory,
         crls: Vec::new(),
         tls_versions,
+        alpn,
     });
     let own = sites.len() - 1;
     Ok(ListenerConfig {
@@ -428,4 +439,80 @@ fn tls(field: Field) -> Result<TlsSettings, Problem> {
         s.verified_chain_cache = f.to_usize(n)?;
     }
     Ok(s)
+}
+
+/// `[http2]`: each value bounded so that a typo cannot hand one client the
+/// gateway's memory (windows and buffers multiply by the streams).
+fn http2(field: Field) -> Result<Http2Settings, Problem> {
+    let mut t = field.table(&[
+        "max_concurrent_streams",
+        "stream_window",
+        "connection_window",
+        "max_send_buffer",
+        "max_pending_reset_streams",
+        "max_local_error_resets",
+    ])?;
+    let mut h = Http2Settings::default();
+    // RFC 9113 section 6.9.2: a window is at least the protocol's initial
+    // 65535 and at most 2^31-1; we cap it lower (16 MiB).
+    const MIN_WINDOW: u64 = 65_535;
+    const MAX_WINDOW: u64 = 16 * 1024 * 1024;
+    if let Some(f) = t.take("max_concurrent_streams") {
+        let n = f.integer()?;
+        if !(1..=1000).contains(&n) {
+            return Err(f.problem(format!("{n}: must be between 1 and 1000")));
+        }
+        h.max_concurrent_streams = n as u32;
+    }
+    let window = |f: &Field| -> Result<u32, Problem> {
+        let bytes = f.size()?;
+        if !(MIN_WINDOW..=MAX_WINDOW).contains(&bytes) {
+            return Err(f.problem(format!(
+                "{bytes} bytes: must be between 65535 bytes and 16MiB"
+            )));
+        }
+        Ok(bytes as u32)
+    };
+    if let Some(f) = t.take("stream_window") {
+        h.stream_window = window(&f)?;
+        // Unless told otherwise, the connection holds at least one full stream.
+        h.connection_window = h.connection_window.max(h.stream_window);
+    }
+    if let Some(f) = t.take("connection_window") {
+        h.connection_window = window(&f)?;
+        if h.connection_window < h.stream_window {
+            return Err(f.problem(format!(
+                "{} bytes is less than stream_window ({} bytes): one stream could not use its window",
+                h.connection_window, h.stream_window
+            )));
+        }
+    }
+    if let Some(f) = t.take("max_send_buffer") {
+        let bytes = f.size()?;
+        if !(16 * 1024..=16 * 1024 * 1024).contains(&bytes) {
+            return Err(f.problem(format!("{bytes} bytes: must be between 16KiB and 16MiB")));
+        }
+        h.max_send_buffer = f.to_usize(bytes)?;
+    }
+    for (key, slot, max) in [
+        (
+            "max_pending_reset_streams",
+            &mut h.max_pending_reset_streams,
+            1000,
+        ),
+        (
+            "max_local_error_resets",
+            &mut h.max_local_error_resets,
+            100_000,
+        ),
+    ] {
+        if let Some(f) = t.take(key) {
+            let n = f.integer()?;
+            if !(1..=max).contains(&n) {
+                return Err(f.problem(format!("{n}: must be between 1 and {max}")));
+            }
+            *slot = f.to_usize(n)?;
+        }
+    }
+    Ok(h)
 }

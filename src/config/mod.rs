@@ -55,6 +55,8 @@ pub struct Config {
     pub paths: PathOptions,
     /// `[tls]`: process-wide TLS settings (every site).
     pub tls: TlsSettings,
+    /// `[http2]`: limits of HTTP/2 client connections.
+    pub http2: Http2Settings,
 }
 
 /// `[tls]`.
@@ -143,6 +145,67 @@ pub struct SiteConfig {
     /// CRL files (PEM or DER); the client's end-entity certificate is checked.
     pub crls: Vec<PathBuf>,
     pub tls_versions: TlsVersions,
+    /// ALPN protocols offered, in the server's order of preference
+    /// (non-empty, no repeats); a client offering none of them is refused
+    /// with `no_application_protocol`.
+    pub alpn: Vec<AppProtocol>,
+}
+
+/// An application protocol a site speaks over TLS (ALPN, RFC 7301).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppProtocol {
+    Http2,
+    Http11,
+}
+
+impl AppProtocol {
+    /// The ALPN identifier.
+    pub fn id(self) -> &'static [u8] {
+        match self {
+            AppProtocol::Http2 => b"h2",
+            AppProtocol::Http11 => b"http/1.1",
+        }
+    }
+
+    /// The default: both, HTTP/2 preferred.
+    pub fn default_alpn() -> Vec<AppProtocol> {
+        vec![AppProtocol::Http2, AppProtocol::Http11]
+    }
+}
+
+/// `[http2]`: how much one HTTP/2 client connection may ask of the gateway.
+/// The header list limit is `limits.max_header_bytes` (HPACK-decoded size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Http2Settings {
+    /// Streams open at once per connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_concurrent_streams: u32,
+    /// Bytes a client may send on one stream before we read them
+    /// (SETTINGS_INITIAL_WINDOW_SIZE).
+    pub stream_window: u32,
+    /// Bytes a client may send on the whole connection before we read them.
+    pub connection_window: u32,
+    /// Response bytes buffered per stream for a client that is not reading.
+    pub max_send_buffer: usize,
+    /// Streams a client may reset before the gateway accepted them (rapid
+    /// reset, CVE-2023-44487): past it the connection gets GOAWAY
+    /// ENHANCE_YOUR_CALM.
+    pub max_pending_reset_streams: usize,
+    /// Streams the gateway may reset because of the client's protocol
+    /// errors before it closes the connection.
+    pub max_local_error_resets: usize,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Http2Settings {
+            max_concurrent_streams: 100,
+            stream_window: 256 * 1024,
+            connection_window: 1024 * 1024,
+            max_send_buffer: 256 * 1024,
+            max_pending_reset_streams: 20,
+            max_local_error_resets: 1024,
+        }
+    }
 }
 
 /// How a site treats client certificates at the handshake.

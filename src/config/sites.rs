@@ -4,8 +4,8 @@
 use super::field::{Field, Fields, Problem};
 use super::names::parse_host_match;
 use super::{
-    addr, HostMatch, IdentitySource, MtlsMode, PasswordSource, SiteConfig, TlsVersions,
-    UpstreamConfig, UpstreamTls,
+    addr, AppProtocol, HostMatch, IdentitySource, MtlsMode, PasswordSource, SiteConfig,
+    TlsVersions, UpstreamConfig, UpstreamTls,
 };
 use std::path::Path;
 
@@ -52,6 +52,7 @@ fn site(
             "crl",
             "tls_versions",
             "default",
+            "alpn",
         ][..],
         &IDENTITY_FIELDS,
     ]
@@ -115,6 +116,10 @@ fn site(
         None => TlsVersions::default(),
         Some(f) => tls_versions(f)?,
     };
+    let alpn = match t.take("alpn") {
+        None => AppProtocol::default_alpn(),
+        Some(f) => alpn(f)?,
+    };
     let is_default = match t.take("default") {
         None => false,
         Some(f) => f.boolean()?,
@@ -128,9 +133,26 @@ fn site(
             mtls,
             crls,
             tls_versions,
+            alpn,
         },
         is_default,
     ))
+}
+
+/// `alpn = ["h2", "http/1.1"]`: the protocols offered, in order of preference.
+pub(super) fn alpn(field: Field) -> Result<Vec<AppProtocol>, Problem> {
+    let mut out = Vec::new();
+    for item in field.non_empty_array("a list of protocols such as [\"h2\", \"http/1.1\"]")? {
+        let p = match item.choice(&["h2", "http/1.1"])? {
+            "h2" => AppProtocol::Http2,
+            _ => AppProtocol::Http11,
+        };
+        if out.contains(&p) {
+            return Err(item.problem(format!("\"{}\" is listed twice", item.string()?)));
+        }
+        out.push(p);
+    }
+    Ok(out)
 }
 
 /// The fields a TLS identity is written with, wherever one is configured.

@@ -187,6 +187,7 @@ backends = ["localhost:9002"]
                     tls12: false,
                     tls13: true
                 },
+                alpn: AppProtocol::default_alpn(),
             },
             SiteConfig {
                 name: "listener[1]".into(),
@@ -199,6 +200,7 @@ backends = ["localhost:9002"]
                 mtls: MtlsMode::Mandatory,
                 crls: Vec::new(),
                 tls_versions: TlsVersions::default(),
+                alpn: AppProtocol::default_alpn(),
             },
         ]
     );

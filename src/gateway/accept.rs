@@ -1,6 +1,7 @@
 //! From accept to the request loop: the per-worker caps, an optional PROXY
 //! header, the TLS handshake (and its one log line when it fails), the
-//! kernel-TLS handover, then `proxy::serve`.
+//! kernel-TLS handover, then `proxy::serve` (HTTP/1.1) or, when ALPN chose
+//! h2, `http2::serve`.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -12,10 +13,12 @@ use tracing::{debug, info, warn};
 
 use crate::config::KtlsMode;
 use crate::generation::WorkerGeneration;
+use crate::http2;
 use crate::metrics::{Cap, HandshakeReason, TlsMode, WorkerMetrics};
 use crate::proxy::{self, Session, WorkerContext};
 use crate::proxy_protocol;
 use crate::tls::ktls::{self, Handover, KtlsSupport};
+use crate::tls::poll::PollTls;
 use crate::tls::{reason, HandshakeFailure, TlsStream};
 
 use super::generations::WorkerGenerations;
@@ -204,6 +207,19 @@ pub(super) async fn handle_connection(
         listener: accepting.listener,
         site: site.get(),
     };
+    if identity.h2 {
+        // HTTP/2 stays on userspace TLS even where kernel TLS is on: `h2`
+        // needs a readiness-mode stream, which only `tls::poll` provides
+        // (said once at start, see `gateway::prepare`).
+        ctx.metrics.connection_served(TlsMode::Userspace);
+        ctx.metrics.http2_connection();
+        return match PollTls::new(stream) {
+            Ok(io) => http2::serve(io, peer, identity, session, ctx).await,
+            Err(e) => {
+                warn!(peer = %peer, error = %e, "cannot serve HTTP/2 on this socket; closing it")
+            }
+        };
+    }
     if accepting.mode == KtlsMode::Off {
         ctx.metrics.connection_served(TlsMode::Userspace);
         return proxy::serve(stream, peer, identity, session, ctx).await;

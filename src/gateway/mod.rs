@@ -111,6 +111,23 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
     for addr in &bound {
         info!(address = %addr, workers, driver = %driver.name(), "listening (mTLS, HTTP/1.1)");
     }
+    for (l, addr) in config.listeners.iter().zip(&bound) {
+        let h2_sites = l
+            .sites
+            .iter()
+            .filter(|&&i| {
+                config.sites[i]
+                    .alpn
+                    .contains(&crate::config::AppProtocol::Http2)
+            })
+            .count();
+        if h2_sites > 0 {
+            info!(address = %addr, sites = h2_sites, "HTTP/2 offered by ALPN (alpn); its connections are served over userspace TLS");
+            if l.ktls != crate::config::KtlsMode::Off {
+                info!(address = %addr, "kernel TLS serves this listener's HTTP/1.1 connections only: HTTP/2 connections stay on userspace TLS (counted in portcullis_http2_connections_total)");
+            }
+        }
+    }
     info!(
         max_connections = caps.max_connections,
         max_handshakes = caps.max_handshakes,

@@ -10,8 +10,11 @@ use super::{BodyFraming, HttpError, Limits, Parsed};
 
 // Head rewriting for the backend hop lives in its own file; the API is here.
 mod forward;
+// HTTP/2 heads as the same view (`Request::from_parts`).
+mod h2;
 pub use super::head::same_field_name;
 pub use forward::{forwarded_for, is_gateway_owned, write_backend_request_head, ForwardContext};
+pub use h2::join_cookies;
 
 /// A parsed request head; everything borrows from the caller's buffer.
 pub struct Request<'h, 'b> {
@@ -135,14 +138,17 @@ fn host_header<'b>(headers: &[httparse::Header<'b>]) -> Result<Option<&'b str>, 
         found = Some(h.value);
     }
     let Some(value) = found else { return Ok(None) };
-    let value = head::trim_ows(value);
+    check_authority(head::trim_ows(value)).map(Some)
+}
+
+/// A Host value or an HTTP/2 `:authority`: only the characters of an
+/// authority (RFC 3986 reg-name / IP-literal / port; no userinfo).
+fn check_authority(value: &[u8]) -> Result<&str, HttpError> {
     let allowed = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(b);
     if !value.iter().all(allowed) {
         return Err(HttpError::Malformed("invalid Host header"));
     }
-    std::str::from_utf8(value)
-        .map(Some)
-        .map_err(|_| HttpError::Malformed("invalid Host header"))
+    std::str::from_utf8(value).map_err(|_| HttpError::Malformed("invalid Host header"))
 }
 
 #[cfg(test)]

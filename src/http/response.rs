@@ -10,7 +10,9 @@ use super::{BodyFraming, HttpError, Limits, Parsed};
 
 // The gateway's own error responses live in their own file; the API is here.
 mod error_page;
-pub use error_page::{reason_phrase, write_error_response, write_error_response_head};
+pub use error_page::{
+    reason_phrase, write_error_body, write_error_response, write_error_response_head,
+};
 
 /// A parsed response head; everything borrows from the caller's buffer.
 pub struct Response<'h, 'b> {
@@ -105,6 +107,21 @@ pub fn write_client_response_head(
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// The backend's fields an HTTP/2 client may get (RFC 9113 section
+/// 8.2.2): the end-to-end ones, minus Content-Length when the client's
+/// framing is not that same length (the stream's END_STREAM ends the body).
+pub fn h2_response_fields<'r, 'b>(
+    resp: &'r Response<'_, 'b>,
+) -> impl Iterator<Item = &'r httparse::Header<'b>> + 'r {
+    let keep_length = matches!(resp.framing, BodyFraming::ContentLength(_));
+    resp.headers.iter().filter(move |h| {
+        if is_named(h, "content-length") {
+            return keep_length;
+        }
+        head::is_end_to_end(resp.headers, h.name)
+    })
 }
 
 #[cfg(test)]
@@ -293,5 +310,26 @@ mod tests {
         let mut out = Vec::new();
         write_client_response_head(&r, BodyFraming::UntilClose, false, &mut out);
         assert!(out.ends_with(b"Set-Cookie: a=b\r\nConnection: close\r\n\r\n"));
+    }
+
+    #[test]
+    fn h2_fields_drop_connection_fields() {
+        let names = |buf: &[u8], head: bool| {
+            let mut hs = [EMPTY_HEADER; 16];
+            let r = parse(buf, &mut hs, head).unwrap();
+            h2_response_fields(&r)
+                .map(|h| h.name.to_string())
+                .collect::<Vec<_>>()
+        };
+        let buf = b"HTTP/1.1 200 OK\r\nConnection: x-a, keep-alive\r\nX-A: 1\r\nKeep-Alive: 5\r\n\
+            Content-Length: 2\r\nX-B: 2\r\nUpgrade: h2c\r\n\r\nhi";
+        assert_eq!(names(buf, false), ["Content-Length", "X-B"]);
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-B: 2\r\n\r\n";
+        assert_eq!(names(chunked, false), ["X-B"]);
+        // A HEAD response keeps nothing it cannot send: its framing is None.
+        assert_eq!(
+            names(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true),
+            Vec::<String>::new()
+        );
     }
 }

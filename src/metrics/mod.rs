@@ -192,6 +192,8 @@ pub struct WorkerMetrics {
     refused: [Cell<u64>; 2],
     body_spliced: Cell<u64>,
     body_copied: Cell<u64>,
+    /// Client connections served over HTTP/2 (all on userspace TLS).
+    http2: Cell<u64>,
 }
 
 impl Default for WorkerMetrics {
@@ -213,6 +215,7 @@ impl WorkerMetrics {
             refused: Default::default(),
             body_spliced: Cell::new(0),
             body_copied: Cell::new(0),
+            http2: Cell::new(0),
         }
     }
 
@@ -270,6 +273,11 @@ impl WorkerMetrics {
         bump(&self.body_copied, n);
     }
 
+    /// A connection chose HTTP/2 by ALPN (also counted by its TLS mode).
+    pub fn http2_connection(&self) {
+        bump(&self.http2, 1);
+    }
+
     /// What the worker logs when it stops.
     pub fn summary(&self) -> Summary {
         let hist = self.latency.borrow();
@@ -296,6 +304,7 @@ impl WorkerMetrics {
             pool,
             body_bytes_spliced: self.body_spliced.get(),
             body_bytes_copied: self.body_copied.get(),
+            connections_http2: self.http2.get(),
             open_connections: self.open.get() as u64,
             handshakes_in_progress: self.handshaking.get() as u64,
             refused_max_connections: self.refused[Cap::Connections as usize].get(),
@@ -330,6 +339,8 @@ pub struct Snapshot {
     pub pool: PoolCounts,
     pub body_bytes_spliced: u64,
     pub body_bytes_copied: u64,
+    /// Client connections served over HTTP/2.
+    pub connections_http2: u64,
     /// Client connections open now, and handshakes in progress now.
     pub open_connections: u64,
     pub handshakes_in_progress: u64,

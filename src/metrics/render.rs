@@ -113,6 +113,12 @@ impl Published {
         );
         counter_family(
             &mut out,
+            "portcullis_http2_connections_total",
+            "Client connections that chose HTTP/2 by ALPN (served over userspace TLS, also where kernel TLS is on).",
+            &[("tls_mode=\"userspace\"".into(), sum(|s| s.connections_http2))],
+        );
+        counter_family(
+            &mut out,
             "portcullis_backend_pool_total",
             "Backend connection pool events.",
             &[

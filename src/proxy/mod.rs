@@ -2,7 +2,7 @@
 //! the response, repeat while keep-alive holds. Protocol decisions live in
 //! `crate::http` (pure); this module is the I/O shell around them.
 
-mod body_clock;
+pub(crate) mod body_clock;
 mod forward;
 mod splice;
 

@@ -12,6 +12,7 @@ pub mod client_verifier;
 pub mod key_usage;
 pub mod ktls;
 pub mod material;
+pub mod poll;
 pub mod reason;
 pub mod resumption;
 pub mod server_config;

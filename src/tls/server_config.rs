@@ -10,10 +10,12 @@ use rustls::ServerConfig;
 
 use super::client_verifier;
 use super::signature_failure::NoteSignatureFailures;
-use crate::config::{MtlsMode, TlsVersions};
+use crate::config::{AppProtocol, MtlsMode, TlsVersions};
 
-/// ALPN: HTTP/1.1 only until the HTTP/2 codec exists; a client that offers only
-/// h2 is refused at the handshake rather than spoken to in the wrong protocol.
+/// The ALPN identifier of HTTP/2 (RFC 9113 section 3.2): a connection that
+/// negotiated it is served by `http2`, any other by the HTTP/1.1 shell.
+pub const ALPN_H2: &[u8] = b"h2";
+/// HTTP/1.1's ALPN identifier (also offered to TLS backends, which speak only it).
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
 
 /// The crypto provider every TLS config of the process uses.
@@ -46,6 +48,10 @@ pub struct SiteTls {
     pub versions: TlsVersions,
     /// `[tls] verified_chain_cache`: entries per core, 0 = off.
     pub verified_chain_cache: usize,
+    /// The protocols offered by ALPN, in order of preference. A client that
+    /// offers ALPN but none of these is refused (`no_application_protocol`)
+    /// rather than spoken to in a protocol it did not ask for.
+    pub alpn: Vec<AppProtocol>,
 }
 
 /// One config per site per core: the session cache inside it (TLS 1.2
@@ -89,7 +95,7 @@ pub fn build(
                 &e,
             )
         })?;
-    config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    config.alpn_protocols = site.alpn.iter().map(|p| p.id().to_vec()).collect();
     // Our suite order (the provider's: AES-256-GCM, AES-128-GCM, ChaCha20),
     // not whatever the client lists first.
     config.ignore_client_order = true;

@@ -36,6 +36,8 @@ pub struct PeerIdentity {
     /// The handshake resumed a session (ticket or session ID) instead of
     /// verifying the client's certificate anew.
     pub resumed: bool,
+    /// ALPN chose HTTP/2 (`h2`): the connection is served by `http2`.
+    pub h2: bool,
 }
 
 #[non_exhaustive]
@@ -99,6 +101,16 @@ impl TlsStream {
         } else {
             Err(self)
         }
+    }
+
+    /// Splits a finished connection for the poll-style stream HTTP/2 needs
+    /// (`tls::poll`): the socket, rustls, the ciphertext not yet processed
+    /// and the plaintext not yet read. Nothing of ours is unwritten: the
+    /// handshake flushed it.
+    pub(crate) fn into_poll_parts(
+        self,
+    ) -> (TcpStream, UnbufferedServerConnection, Vec<u8>, Vec<u8>) {
+        (self.tcp, self.conn, self.incoming, self.pending_plain)
     }
 
     /// Puts a connection back together when the handover stopped before the
@@ -195,6 +207,7 @@ impl TlsStream {
                     version: stream.conn.protocol_version(),
                     suite: stream.conn.negotiated_cipher_suite(),
                     resumed: stream.conn.handshake_kind() == Some(HandshakeKind::Resumed),
+                    h2: stream.conn.alpn_protocol() == Some(super::server_config::ALPN_H2),
                 };
                 if identity.resumed {
                     let now = rustls::pki_types::UnixTime::now();
@@ -249,7 +262,14 @@ impl TlsStream {
                     } else {
                         HandshakeFailure::Tls(e)
                     };
-                    self.send_pending_alert().await;
+                    // TLS 1.3 checks ALPN after queuing its ServerHello:
+                    // the alert comes after that record, not first.
+                    let queued = match &failure {
+                        HandshakeFailure::Tls(rustls::Error::NoApplicationProtocol) => 4,
+                        _ => 1,
+                    };
+                    self.take_pending_alert_records(queued);
+                    let _ = self.flush().await;
                     return Err(failure);
                 }
             }
@@ -282,16 +302,33 @@ impl TlsStream {
     /// input: its deframer may point into it, and an empty slice there makes
     /// it panic.
     fn take_pending_alert(&mut self) {
+        self.take_pending_alert_records(1);
+    }
+
+    /// As `take_pending_alert`, for an error rustls found while processing
+    /// a whole message (the message is consumed, so the input holds no bad
+    /// record) after queuing up to `records` records ahead of its alert:
+    /// asks again only while rustls still hands out queued records.
+    fn take_pending_alert_records(&mut self, records: usize) {
         if self.failed {
             return;
         }
         self.failed = true;
-        let status = self.conn.process_tls_records(&mut self.incoming);
-        let discard = status.discard;
-        if let Ok(ConnectionState::EncodeTlsData(mut e)) = status.state {
-            encode_into(&mut self.outgoing, &mut e);
+        for _ in 0..records.max(1) {
+            let status = self.conn.process_tls_records(&mut self.incoming);
+            let discard = status.discard;
+            let more = match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut e)) => {
+                    encode_into(&mut self.outgoing, &mut e);
+                    true
+                }
+                _ => false,
+            };
+            self.incoming.drain(..discard);
+            if !more {
+                break;
+            }
         }
-        self.incoming.drain(..discard);
     }
 
     /// The one log line for a connection whose TLS failed after the

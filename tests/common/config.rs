@@ -34,6 +34,8 @@ pub struct ListenerCfg {
     pub tls_versions: Vec<String>,
     /// `ktls = "..."` when set.
     pub ktls: Option<String>,
+    /// `alpn = [...]` when set (the gateway's default: h2, http/1.1).
+    pub alpn: Option<Vec<String>>,
 }
 
 impl ListenerCfg {
@@ -45,6 +47,7 @@ impl ListenerCfg {
             client_ca: vec![certs.ca()],
             tls_versions: vec!["1.2".into(), "1.3".into()],
             ktls: None,
+            alpn: None,
         }
     }
 
@@ -228,6 +231,10 @@ impl Config {
             s.push_str(&format!("client_ca = [{}]\n", cas.join(", ")));
             if let Some(mode) = &l.ktls {
                 s.push_str(&format!("ktls = {}\n", q(mode)));
+            }
+            if let Some(alpn) = &l.alpn {
+                let ps: Vec<String> = alpn.iter().map(|p| q(p)).collect();
+                s.push_str(&format!("alpn = [{}]\n", ps.join(", ")));
             }
             let vs: Vec<String> = l.tls_versions.iter().map(|v| q(v)).collect();
             s.push_str(&format!("tls_versions = [{}]\n", vs.join(", ")));

@@ -75,6 +75,35 @@ impl Gateway {
         }
     }
 
+    /// Runs `portcullis run` on a config written by hand (`text`); `cfg`
+    /// says which listeners to wait for and how many workers.
+    pub fn start_text(td: &TempDir, certs: &CertDir, cfg: Config, text: &str) -> Gateway {
+        let config_path = config_file(td);
+        std::fs::write(&config_path, text).expect("write config");
+        let mut cmd = portcullis();
+        cmd.arg("run").arg("--config").arg(&config_path);
+        let mut proc = ChildGuard::spawn("gateway", cmd, td.path());
+        for l in &cfg.listeners {
+            wait_accept(l.socket_addr(), &mut proc);
+        }
+        let want = cfg.expected_workers();
+        let ok = wait_until(Duration::from_secs(10), || {
+            proc.count_log_lines(&["worker started"]) >= want || proc.try_exit().is_some()
+        });
+        if !ok || proc.try_exit().is_some() {
+            proc.fail(&format!(
+                "gateway did not log {want} `worker started` lines"
+            ));
+        }
+        Gateway {
+            proc,
+            cfg,
+            config_path,
+            certs: certs.clone(),
+            work: td.path().to_path_buf(),
+        }
+    }
+
     pub fn port(&self) -> u16 {
         self.cfg.listeners[0].socket_addr().port()
     }

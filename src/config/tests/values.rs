@@ -169,6 +169,32 @@ fn type_and_range_errors() {
             "server.max_handshakes",
             "must be at least 1",
         ),
+        (
+            "[http2]\nmax_concurrent_streams = 0\n",
+            "http2.max_concurrent_streams",
+            "between 1 and 1000",
+        ),
+        (
+            "[http2]\nstream_window = 1000\n",
+            "http2.stream_window",
+            "between 65535 bytes and 16MiB",
+        ),
+        (
+            "[http2]\nstream_window = \"1MiB\"\nconnection_window = \"512KiB\"\n",
+            "http2.connection_window",
+            "less than stream_window",
+        ),
+        (
+            "[http2]\nmax_send_buffer = \"1GiB\"\n",
+            "http2.max_send_buffer",
+            "between 16KiB and 16MiB",
+        ),
+        (
+            "[http2]\nmax_pending_reset_streams = 0\n",
+            "http2.max_pending_reset_streams",
+            "between 1 and 1000",
+        ),
+        ("[http2]\nmax_streams = 5\n", "http2.max_streams", "unknown"),
     ];
     for (prefix, want_field, want_problem) in cases {
         let (line, field, problem) = fx.error(&format!("{prefix}{MINIMAL}"));
@@ -210,4 +236,47 @@ fn tls_verified_chain_cache() {
     let (line, field, problem) = fx.error(&format!("[tls]\nchain_cache = 1\n{MINIMAL}"));
     assert_eq!((line, field.as_str()), (2, "tls.chain_cache"));
     assert!(problem.contains("verified_chain_cache"), "{problem}");
+}
+
+#[test]
+fn http2_settings_and_alpn() {
+    let fx = Fixture::new();
+    let c = fx
+        .parse(&format!(
+            "[http2]\nmax_concurrent_streams = 8\nstream_window = \"2MiB\"\nmax_send_buffer = \"64KiB\"\n{MINIMAL}"
+        ))
+        .expect("valid");
+    assert_eq!(
+        c.http2,
+        Http2Settings {
+            max_concurrent_streams: 8,
+            stream_window: 2 * 1024 * 1024,
+            connection_window: 2 * 1024 * 1024,
+            max_send_buffer: 64 * 1024,
+            ..Http2Settings::default()
+        }
+    );
+    assert_eq!(c.sites[0].alpn, [AppProtocol::Http2, AppProtocol::Http11]);
+    let only = MINIMAL.replace(
+        "client_ca = [\"certs/ca.pem\"]\n",
+        "client_ca = [\"certs/ca.pem\"]\nalpn = [\"http/1.1\"]\n",
+    );
+    assert_eq!(
+        fx.parse(&only).expect("valid").sites[0].alpn,
+        [AppProtocol::Http11]
+    );
+    for (alpn, want) in [
+        ("[\"h3\"]", "\"h3\" is not one of \"h2\", \"http/1.1\""),
+        ("[]", "a list of protocols"),
+        ("[\"h2\", \"h2\"]", "\"h2\" is listed twice"),
+    ] {
+        let text = MINIMAL.replace(
+            "client_ca = [\"certs/ca.pem\"]\n",
+            &format!("client_ca = [\"certs/ca.pem\"]\nalpn = {alpn}\n"),
+        );
+        let (line, field, problem) = fx.error(&text);
+        assert_eq!(line, 6, "{alpn}");
+        assert!(field.starts_with("listener[0].alpn"), "{alpn}: {field}");
+        assert!(problem.contains(want), "{alpn}: {problem}");
+    }
 }

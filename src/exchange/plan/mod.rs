@@ -246,10 +246,16 @@ pub fn plan(
     };
     backend_head.clear();
     write_backend_request_head(req, &fwd, backend_head);
-    let (body_in, body_out) = match req.framing {
-        BodyFraming::ContentLength(n) => (Input::Length(n), Output::Raw),
-        BodyFraming::Chunked => (Input::Chunked, Output::Chunked),
-        BodyFraming::None | BodyFraming::UntilClose => (Input::Length(0), Output::Raw),
+    let (body_in, body_out) = match (req.framing, protocol) {
+        // An HTTP/2 body is DATA payload ended by END_STREAM, whatever its
+        // content-length said (which it must then match).
+        (BodyFraming::ContentLength(n), ClientProtocol::Http2) => {
+            (Input::Frames(Some(n)), Output::Raw)
+        }
+        (BodyFraming::Chunked, ClientProtocol::Http2) => (Input::Frames(None), Output::Chunked),
+        (BodyFraming::ContentLength(n), _) => (Input::Length(n), Output::Raw),
+        (BodyFraming::Chunked, _) => (Input::Chunked, Output::Chunked),
+        (BodyFraming::None | BodyFraming::UntilClose, _) => (Input::Length(0), Output::Raw),
     };
     Ok(Decision::Forward(RequestPlan {
         backend,

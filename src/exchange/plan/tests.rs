@@ -72,6 +72,16 @@ impl Fixture {
                 String::from_utf8_lossy(request)
             ),
         };
+        self.plan_request(&req, ClientProtocol::Http11, with_cert, draining)
+    }
+
+    fn plan_request(
+        &self,
+        req: &Request<'_, '_>,
+        protocol: ClientProtocol,
+        with_cert: bool,
+        draining: bool,
+    ) -> (Result<Decision, Error>, String, Hop) {
         let cert = OnceCell::new();
         let no_chain: Vec<CertificateDer<'static>> = Vec::new();
         let conn = Connection {
@@ -92,9 +102,9 @@ impl Fixture {
         let mut head = Vec::new();
         let mut hop = Hop::direct(conn.peer.ip());
         let decision = plan(
-            &req,
+            req,
             &conn,
-            ClientProtocol::Http11,
+            protocol,
             &mut scratch,
             &mut head,
             &mut hop,
@@ -259,4 +269,39 @@ fn the_facts_the_exchange_runs_on() {
     assert!(head.facts.is_head && head.facts.idempotent);
     let old = forwarded(fx.plan(b"GET / HTTP/1.0\r\n\r\n", true, false).0);
     assert!(!old.facts.keep_alive, "HTTP/1.0 without keep-alive");
+}
+
+#[test]
+fn an_http2_stream_gets_the_same_plan_with_frames_for_its_body() {
+    let fx = Fixture::new(ROUTES);
+    let hs = [httparse::Header {
+        name: "x_ssl_client_subject",
+        value: b"CN=forged",
+    }];
+    let req = Request::from_parts("POST", "/api/a/../b", Some("localhost"), &hs, false).unwrap();
+    let (d, head, _) = fx.plan_request(&req, ClientProtocol::Http2, true, false);
+    let p = forwarded(d);
+    assert!(matches!(p.facts.body_in, Input::Frames(None)));
+    assert_eq!(
+        (p.facts.body_out, p.facts.protocol),
+        (Output::Chunked, ClientProtocol::Http2)
+    );
+    assert!(head.starts_with("POST /v1/b HTTP/1.1\r\n"), "{head}");
+    assert!(!head.contains("forged"), "{head}");
+    assert!(
+        head.ends_with("Transfer-Encoding: chunked\r\n\r\n"),
+        "{head}"
+    );
+    let cl = [httparse::Header {
+        name: "content-length",
+        value: b"3",
+    }];
+    let req = Request::from_parts("PUT", "/x", Some("localhost"), &cl, false).unwrap();
+    let p = forwarded(fx.plan_request(&req, ClientProtocol::Http2, true, false).0);
+    assert!(matches!(p.facts.body_in, Input::Frames(Some(3))));
+    assert_eq!(p.facts.body_out, Output::Raw);
+    // The allowlisted route refuses a stream without a certificate, as HTTP/1.1.
+    let req = Request::from_parts("GET", "/admin/", Some("localhost"), &[], true).unwrap();
+    let (code, _) = rejected(fx.plan_request(&req, ClientProtocol::Http2, false, false).0);
+    assert_eq!(code, "PCS.4010");
 }

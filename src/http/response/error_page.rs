@@ -35,6 +35,24 @@ pub fn write_error_response_head(
     write_error(status, code, message, close, extra_headers, false, out);
 }
 
+/// Appends the JSON body alone, `{"error":{"status":N,"code":"...","message":"..."}}`
+/// (an HTTP/2 stream sends it as DATA after its own head).
+pub fn write_error_body(status: u16, code: &str, message: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(OPEN.as_bytes());
+    head::put_decimal(out, u64::from(status));
+    out.extend_from_slice(CODE.as_bytes());
+    put_json_escaped(code, out);
+    out.extend_from_slice(MESSAGE.as_bytes());
+    put_json_escaped(message, out);
+    out.extend_from_slice(CLOSE.as_bytes());
+}
+
+// The body is {OPEN}status{CODE}code{MESSAGE}message{CLOSE}.
+const OPEN: &str = "{\"error\":{\"status\":";
+const CODE: &str = ",\"code\":\"";
+const MESSAGE: &str = "\",\"message\":\"";
+const CLOSE: &str = "\"}}";
+
 fn write_error(
     status: u16,
     code: &str,
@@ -44,11 +62,6 @@ fn write_error(
     with_body: bool,
     out: &mut Vec<u8>,
 ) {
-    // The body is {OPEN}status{CODE}code{MESSAGE}message{CLOSE}.
-    const OPEN: &str = "{\"error\":{\"status\":";
-    const CODE: &str = ",\"code\":\"";
-    const MESSAGE: &str = "\",\"message\":\"";
-    const CLOSE: &str = "\"}}";
     let body_len = OPEN.len()
         + decimal_len(u64::from(status))
         + CODE.len()
@@ -74,17 +87,9 @@ fn write_error(
         }
     }
     out.extend_from_slice(b"\r\n");
-    if !with_body {
-        return;
+    if with_body {
+        write_error_body(status, code, message, out);
     }
-
-    out.extend_from_slice(OPEN.as_bytes());
-    head::put_decimal(out, u64::from(status));
-    out.extend_from_slice(CODE.as_bytes());
-    put_json_escaped(code, out);
-    out.extend_from_slice(MESSAGE.as_bytes());
-    put_json_escaped(message, out);
-    out.extend_from_slice(CLOSE.as_bytes());
 }
 
 /// Reason phrase for a status the gateway itself generates (RFC 9110 wording).
@@ -216,5 +221,18 @@ mod tests {
             String::from_utf8(head).unwrap(),
             format!("{full_head}\r\n\r\n")
         );
+    }
+
+    #[test]
+    fn error_body_alone_is_the_response_body() {
+        let mut full = Vec::new();
+        write_error_response(421, "PCS.4210", "wrong \"site\"", false, &[], &mut full);
+        let mut body = Vec::new();
+        write_error_body(421, "PCS.4210", "wrong \"site\"", &mut body);
+        assert_eq!(
+            String::from_utf8(body.clone()).unwrap(),
+            r#"{"error":{"status":421,"code":"PCS.4210","message":"wrong \"site\""}}"#
+        );
+        assert!(full.ends_with(&body));
     }
 }
