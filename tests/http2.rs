@@ -757,3 +757,67 @@ fn drain_sends_goaway_and_finishes_the_stream() {
     assert!(!v["goaway"].is_null(), "no GOAWAY: {last}");
     assert_eq!(status(&v, 1), Some(200), "in-flight stream cut: {last}");
 }
+
+// --- Load generators our users run ------------------------------------------
+
+/// h2load (nghttp2-client) cannot present a client certificate. Against a
+/// site with `mtls = "optional"` it is served: every request of a short,
+/// bounded run (4 connections × 10 concurrent streams) answered 200. Against
+/// the same gateway's mandatory-mTLS site it is refused at the handshake:
+/// no request is answered, and the gateway keeps serving.
+#[test]
+fn h2load_runs_against_an_optional_mtls_site_and_is_refused_by_a_mandatory_one() {
+    let td = TempDir::new("h2_h2load");
+    let certs = certs_init(&td.join("certs"), &[]);
+    let echo = Echo::start(&td);
+    let mut base = Config::new(&certs);
+    base.workers = "1".into();
+    let port = base.listeners[0].socket_addr().port();
+    let p = |f: std::path::PathBuf| q(&f.to_string_lossy());
+    let site = |name: &str, names: &str, mtls: &str| {
+        format!(
+            "[[site]]\nname = \"{name}\"\nserver_names = {names}\ncertificate = {}\nprivate_key = {}\nclient_ca = [{}]\nmtls = \"{mtls}\"\n\n",
+            p(certs.server_cert()),
+            p(certs.server_key()),
+            p(certs.ca())
+        )
+    };
+    let e = echo.addr();
+    let text = format!(
+        "[server]\nworkers = 1\n\n[[listener]]\naddress = \"127.0.0.1:{port}\"\n\n{}{}\
+         [[route]]\npath = \"/\"\nbackends = [\"{e}\"]\n",
+        site("open", r#"["localhost"]"#, "optional"),
+        site("strict", r#"["strict.example"]"#, "mandatory"),
+    );
+    let gw = Gateway::start_text(&td, &certs, base, &text);
+    let h2load = |sni: &str| {
+        let mut cmd = Command::new("h2load");
+        cmd.args(["-n", "2000", "-c", "4", "-m", "10", "--connect-to"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg(format!("https://{sni}:{port}/load"));
+        let o = run_cmd(&mut cmd, None, Duration::from_secs(60));
+        o.stdout_str()
+    };
+    let out = h2load("localhost");
+    assert!(
+        out.contains(
+            "requests: 2000 total, 2000 started, 2000 done, 2000 succeeded, 0 failed, 0 errored"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("status codes: 2000 2xx"), "{out}");
+    assert!(out.contains("Application protocol: h2"), "{out}");
+    let out = h2load("strict.example");
+    assert!(out.contains("0 succeeded"), "{out}");
+    assert!(!out.contains("status codes: 2000 2xx"), "{out}");
+    assert!(
+        gw.proc
+            .wait_log_line(
+                &["client certificate refused", "strict"],
+                Duration::from_secs(5)
+            )
+            .is_some(),
+        "no refusal logged for the mandatory site"
+    );
+    assert_serves(&gw);
+}

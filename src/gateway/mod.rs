@@ -109,7 +109,7 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let pid_file = PidFile::write(config.server.pid_file.as_deref())?;
     for addr in &bound {
-        info!(address = %addr, workers, driver = %driver.name(), "listening (mTLS, HTTP/1.1)");
+        info!(address = %addr, workers, driver = %driver.name(), "listening (mTLS; HTTP/1.1, and HTTP/2 where ALPN offers it)");
     }
     for (l, addr) in config.listeners.iter().zip(&bound) {
         let h2_sites = l
