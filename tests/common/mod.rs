@@ -110,10 +110,35 @@ impl Drop for TempDir {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bind to :0, read the port, drop).
+/// A free TCP port on 127.0.0.1 for a server a test starts.
+///
+/// Not `bind(:0)`: that hands out a port from the kernel's ephemeral range,
+/// where every outgoing connection (curl, the gateway's backend
+/// connections) also takes its local port, so between this call and the
+/// server's own bind a client socket could take it ("address already in
+/// use"). Ports come from 10000-31999 instead, below the ephemeral range
+/// (32768-60999 by default), each handed out once per test process, the
+/// starting point spread by the process id so consecutive test binaries do
+/// not reuse each other's ports.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919)) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let port = (FIRST + n) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN)
 }
 
 /// A free TCP port on [::1], or None when ::1 is not configured.
