@@ -59,7 +59,16 @@ fn main() {
     .expect("config");
     let gw_log = work.join("gw.log");
     let mut gw = spawn(
-        Command::new(&bin).arg("run").arg("--config").arg(&config),
+        Command::new(&bin)
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            // Each connection's TLS mode and why (debug lines of accept and
+            // the handshake), so a connection counted as userspace names itself.
+            .env(
+                "PORTCULLIS_LOG",
+                "info,portcullis::gateway::accept=debug,portcullis::gateway=debug",
+            ),
         &gw_log,
     );
     wait_port(GATEWAY);
@@ -326,7 +335,12 @@ fn main() {
     let _ = echo.kill();
     for line in log
         .lines()
-        .filter(|l| l.contains("kernel TLS") || l.contains("WARN"))
+        .filter(|l| {
+            l.contains("kernel TLS")
+                || l.contains("WARN")
+                || l.contains("over userspace TLS")
+                || l.contains("HTTP/2")
+        })
     {
         println!("  gw: {line}");
     }
