@@ -333,15 +333,12 @@ fn main() {
         },
     );
     let _ = echo.kill();
-    for line in log
-        .lines()
-        .filter(|l| {
-            l.contains("kernel TLS")
-                || l.contains("WARN")
-                || l.contains("over userspace TLS")
-                || l.contains("HTTP/2")
-        })
-    {
+    for line in log.lines().filter(|l| {
+        l.contains("kernel TLS")
+            || l.contains("WARN")
+            || l.contains("over userspace TLS")
+            || l.contains("HTTP/2")
+    }) {
         println!("  gw: {line}");
     }
     std::process::exit(suite.finish());
