@@ -314,11 +314,17 @@ impl Exchange {
                     }),
                 )
             }),
-            Phase::AwaitingHead => Err(self.backend_broke(
-                Kind::BackendReset,
-                Cause::Text("backend closed the connection"),
-            )),
+            Phase::AwaitingHead => Err(self.closed_before_head()),
         }
+    }
+
+    /// The backend closed before a final response head: whether the request
+    /// may go again is [`Exchange::backend_broke`]'s rule, as for any break.
+    pub fn closed_before_head(&self) -> Error {
+        self.backend_broke(
+            Kind::BackendReset,
+            Cause::Text("backend closed the connection"),
+        )
     }
 
     // --- Failures and outcome ------------------------------------------------

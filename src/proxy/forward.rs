@@ -300,15 +300,7 @@ async fn relay_response<S: Transport>(
         let wait = deadline.saturating_duration_since(Instant::now());
         match b.read_more(wait).await {
             Ok(true) => {}
-            Ok(false) => {
-                let mut none = Vec::new();
-                return Err(Failure::BeforeResponse(
-                    match x.backend_closed(true, &mut none) {
-                        Err(e) => e,
-                        Ok(()) => Error::new(Kind::BackendReset),
-                    },
-                ));
-            }
+            Ok(false) => return Err(Failure::BeforeResponse(x.closed_before_head())),
             Err(e) => return Err(Failure::BeforeResponse(backend_error(x, b, e))),
         }
     }
