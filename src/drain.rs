@@ -1,5 +1,10 @@
 //! Per-worker graceful-drain state: a flag, an in-flight request count, and
 //! wakers for the tasks (the accept loop) that must notice the flag at once.
+//!
+//! Two kinds of drain: a shutdown (SIGTERM) refuses new requests with 503,
+//! and a handover (a new process took the listening sockets over) serves
+//! them, closing each connection after its response, because the clients
+//! of an upgrade must see no error at all.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -10,6 +15,7 @@ use std::task::{Context, Poll, Waker};
 #[derive(Default)]
 pub struct Drain {
     draining: Cell<bool>,
+    handover: Cell<bool>,
     in_flight: Cell<usize>,
     waiters: RefCell<Vec<Waker>>,
 }
@@ -22,8 +28,23 @@ impl Drain {
         }
     }
 
+    /// Starts a handover drain (see the module note).
+    pub fn start_handover(&self) {
+        self.handover.set(true);
+        self.start();
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.get()
+    }
+
+    /// A shutdown drain: a request that arrives now gets 503 (PCS.5030).
+    pub fn refuses_requests(&self) -> bool {
+        self.draining.get() && !self.handover.get()
+    }
+
+    pub fn is_handover(&self) -> bool {
+        self.draining.get() && self.handover.get()
     }
 
     pub fn in_flight(&self) -> usize {
@@ -39,6 +60,14 @@ impl Drain {
     /// Resolves once `start` has been called.
     pub fn started(self: &Rc<Self>) -> Started {
         Started(self.clone())
+    }
+
+    /// Resolves once a handover drain has started; never for a shutdown.
+    pub async fn handover_started(self: &Rc<Self>) {
+        self.started().await;
+        if !self.handover.get() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 

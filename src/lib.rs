@@ -28,4 +28,5 @@ pub mod runtime;
 pub mod sock;
 pub mod tls;
 pub mod trusted_proxies;
+pub mod upgrade;
 pub mod upstream;

@@ -181,21 +181,38 @@ pub fn adopt_listener(
 
 /// Process-wide shutdown request, set by the signal thread, polled by workers.
 pub static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+/// Set (before [`SHUTDOWN`]) when a new process has taken the listening
+/// sockets over: the drain then serves requests arriving on open
+/// connections (with `Connection: close`) instead of refusing them, closes
+/// idle keep-alive connections, and waits for every open connection.
+pub static HANDOVER: AtomicBool = AtomicBool::new(false);
+
+/// Stops accepting and drains because a new process accepts now.
+pub fn request_handover_drain() {
+    HANDOVER.store(true, Ordering::SeqCst);
+    SHUTDOWN.store(true, Ordering::SeqCst);
+}
 
 /// Moves signal handling onto a thread: SIGTERM/SIGINT set [`SHUTDOWN`],
-/// SIGHUP calls `on_reload` (there, not on a worker: reloading reads files).
-pub fn install_signal_handlers<R>(on_reload: R) -> io::Result<()>
+/// SIGHUP calls `on_reload` (there, not on a worker: reloading reads files),
+/// SIGUSR2 calls `on_upgrade` (start the new binary, which takes over).
+pub fn install_signal_handlers<R, U>(on_reload: R, on_upgrade: U) -> io::Result<()>
 where
     R: Fn() + Send + 'static,
+    U: Fn() + Send + 'static,
 {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR2])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             for sig in signals.forever() {
                 if sig == SIGHUP {
                     on_reload();
+                    continue;
+                }
+                if sig == SIGUSR2 {
+                    on_upgrade();
                     continue;
                 }
                 let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };

@@ -34,7 +34,7 @@ pub(super) fn cmd_echo(args: &[String]) -> Result<(), Failure> {
         runtime::driver_choice_from_env(DriverChoice::Auto).map_err(Failure::Config)?,
     )
     .map_err(Failure::Runtime)?;
-    runtime::install_signal_handlers(|| {}).map_err(|e| Failure::Runtime(e.to_string()))?;
+    runtime::install_signal_handlers(|| {}, || {}).map_err(|e| Failure::Runtime(e.to_string()))?;
     let tls = echo_tls(&flags)?;
     let (_, handles) =
         crate::echo::start(&addrs, workers, driver, tls).map_err(Failure::Runtime)?;

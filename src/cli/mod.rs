@@ -1,18 +1,20 @@
 //! Command line: the dispatch, the flag parser and how failures exit. Each
 //! command lives in its own file: `run`, `echo`, `certs`, `check` (also
-//! `reload`'s validation), `reload`; `doctor` is in `crate::doctor`.
+//! `reload`'s validation), `reload`, `upgrade`; `doctor` is in `crate::doctor`.
 
 mod certs;
 mod check;
 mod echo;
 mod reload;
 mod run;
+mod upgrade;
 
 use certs::cmd_certs;
 use check::cmd_check;
 use echo::cmd_echo;
 use reload::cmd_reload;
 use run::cmd_run;
+use upgrade::cmd_upgrade;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,11 +28,14 @@ const USAGE: &str = "\
 portcullis: thread-per-core mTLS API gateway
 
 USAGE:
-  portcullis run [--config FILE] [--listen ADDR]...
+  portcullis run [--config FILE] [--listen ADDR]... [--takeover SOCKET]
       With no --config: generate dev certificates once (in $PORTCULLIS_HOME/dev,
       default ~/.local/share/portcullis/dev), start the built-in echo backend,
       listen on 127.0.0.1:8443 and [::1]:8443 (or each --listen), and print a
       curl command that works.
+      --takeover SOCKET: take the listening sockets over from the gateway serving
+      that upgrade socket (its server.upgrade_socket); it drains and exits once
+      this process accepts. Exits 1 if it cannot (the running gateway is unaffected).
   portcullis echo --listen ADDR [--workers N] [--tls-cert PEM --tls-key PEM [--client-ca PEM]]
       The built-in echo backend (plain HTTP/1.1; over TLS with --tls-cert, demanding a
       client certificate from --client-ca when given).
@@ -51,6 +56,10 @@ USAGE:
   portcullis reload --config FILE [--pid PID]
       Validate FILE, then ask the running gateway (server.pid_file, or --pid) to reload
       it (SIGHUP): new connections get the new config, open ones finish on theirs.
+  portcullis upgrade --config FILE [--pid PID] [--timeout SECONDS]
+      Validate FILE, then ask the running gateway (server.pid_file, or --pid) to start
+      the binary now installed at its path (SIGUSR2), which takes its sockets over
+      (server.upgrade_socket); waits until the new process serves and the old exited.
   portcullis doctor [--config FILE]
       Check this host (io_uring, kernel TLS, limits, somaxconn, cores) and say how to fix what is missing.
 
@@ -74,6 +83,7 @@ pub fn main() -> ExitCode {
         "certs" => cmd_certs(rest),
         "check" => cmd_check(rest),
         "reload" => cmd_reload(rest),
+        "upgrade" => cmd_upgrade(rest),
         "doctor" => {
             let flags = match Flags::parse(rest, &[], &["--config"]) {
                 Ok(f) => f,

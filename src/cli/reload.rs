@@ -9,6 +9,22 @@ pub(super) fn cmd_reload(args: &[String]) -> Result<(), Failure> {
     let path = flags.required("--config")?;
     // Refuse here, where the operator is looking, what the gateway would refuse.
     let cfg = load_and_validate(Path::new(path))?;
+    let pid = running_pid(&flags, &cfg)?;
+    // SAFETY: kill(2) with a positive pid and a valid signal number has no
+    // memory effects; failure is reported through errno.
+    let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
+    if rc != 0 {
+        return Err(Failure::Runtime(format!(
+            "cannot signal process {pid}: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    println!("{path}: valid; asked process {pid} to reload it (its log says \"config reloaded\")");
+    Ok(())
+}
+
+/// The running gateway's process id: `--pid`, else `server.pid_file`.
+pub(super) fn running_pid(flags: &Flags, cfg: &Config) -> Result<i32, Failure> {
     let pid: i32 = match (flags.one("--pid"), &cfg.server.pid_file) {
         (Some(p), _) => p
             .parse()
@@ -33,15 +49,5 @@ pub(super) fn cmd_reload(args: &[String]) -> Result<(), Failure> {
     if pid <= 0 {
         return Err(Failure::Usage(format!("{pid} is not a process id")));
     }
-    // SAFETY: kill(2) with a positive pid and a valid signal number has no
-    // memory effects; failure is reported through errno.
-    let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
-    if rc != 0 {
-        return Err(Failure::Runtime(format!(
-            "cannot signal process {pid}: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    println!("{path}: valid; asked process {pid} to reload it (its log says \"config reloaded\")");
-    Ok(())
+    Ok(pid)
 }

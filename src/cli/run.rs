@@ -4,7 +4,11 @@
 use super::*;
 
 pub(super) fn cmd_run(args: &[String]) -> Result<(), Failure> {
-    let flags = Flags::parse(args, &[], &["--config", "--listen"])?;
+    let flags = Flags::parse(args, &[], &["--config", "--listen", "--takeover"])?;
+    let takeover = flags.one("--takeover").map(Path::new);
+    if takeover.is_some() && flags.one("--config").is_none() {
+        return Err(Failure::Usage("--takeover needs --config".into()));
+    }
     let listen: Vec<SocketAddr> = flags
         .all("--listen")
         .iter()
@@ -21,7 +25,7 @@ pub(super) fn cmd_run(args: &[String]) -> Result<(), Failure> {
             dev_default(listen)?
         }
     };
-    let prepared = gateway::prepare(config).map_err(Failure::Runtime)?;
+    let prepared = gateway::prepare(config, takeover).map_err(Failure::Runtime)?;
     gateway::run(prepared).map_err(Failure::Runtime)
 }
 

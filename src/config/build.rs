@@ -114,6 +114,7 @@ fn server(field: Field, base_dir: &Path) -> Result<ServerSettings, Problem> {
         "access_log",
         "drain_timeout",
         "pid_file",
+        "upgrade_socket",
         "max_connections",
         "max_handshakes",
     ])?;
@@ -176,6 +177,21 @@ fn server(field: Field, base_dir: &Path) -> Result<ServerSettings, Problem> {
             return Err(f.problem("empty file name".to_string()));
         }
         s.pid_file = Some(base_dir.join(written));
+    }
+    if let Some(f) = t.take("upgrade_socket") {
+        let written = f.string()?;
+        if written.is_empty() {
+            return Err(f.problem("empty file name".to_string()));
+        }
+        // sun_path holds 108 bytes with its terminating NUL.
+        let path = base_dir.join(written);
+        if path.as_os_str().len() > 107 {
+            return Err(f.problem(format!(
+                "{}: longer than a Unix socket path may be (107 bytes)",
+                path.display()
+            )));
+        }
+        s.upgrade_socket = Some(path);
     }
     if let Some(f) = t.take("max_connections") {
         s.max_connections = match &f.value {

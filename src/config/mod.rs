@@ -80,6 +80,9 @@ pub struct ServerSettings {
     pub drain_timeout: Duration,
     /// Where `run` writes its process id, for `portcullis reload`.
     pub pid_file: Option<PathBuf>,
+    /// Where `run` serves its listening sockets to a new process taking over
+    /// (`run --takeover`, SIGUSR2). None: no takeover is possible.
+    pub upgrade_socket: Option<PathBuf>,
     /// Client connections one worker serves at once; past it new ones are
     /// closed at accept. None = derived from RLIMIT_NOFILE and the workers.
     pub max_connections: Option<usize>,
@@ -507,6 +510,7 @@ impl Default for ServerSettings {
             access_log: false,
             drain_timeout: Duration::from_secs(10),
             pid_file: None,
+            upgrade_socket: None,
             max_connections: None,
             max_handshakes: 512,
         }

@@ -84,6 +84,7 @@ log_format = "json"
 log_level = "portcullis=debug,info"
 access_log = true
 drain_timeout = "2s"
+upgrade_socket = "upgrade.sock"
 
 [[listener]]
 address = "[::1]:8443"
@@ -144,6 +145,7 @@ backends = ["localhost:9002"]
             access_log: true,
             drain_timeout: Duration::from_secs(2),
             pid_file: None,
+            upgrade_socket: Some(fx.dir.join("upgrade.sock")),
             max_connections: None,
             max_handshakes: 512,
         }

@@ -1,15 +1,20 @@
 //! Assembles a running gateway from a validated config: TLS configs per core,
 //! SO_REUSEPORT listeners per core, workers, graceful drain. `reload` swaps
 //! in a new config generation on SIGHUP, `worker` is one core's runtime, and
-//! `accept` takes each connection from the listener to the request loop.
+//! `accept` takes each connection from the listener to the request loop;
+//! `sockets` maps the sockets of a takeover (`crate::upgrade`) to workers.
 
 mod accept;
 mod generations;
 mod reload;
+mod sockets;
 mod worker;
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tracing::info;
 
@@ -19,7 +24,8 @@ use crate::metrics::{self, Published};
 use crate::runtime::{self, Driver};
 use crate::tls::ktls::{self};
 
-use reload::{PidFile, Reloader};
+use crate::upgrade;
+use reload::{PidFile, Reloader, Successor};
 use worker::{worker_main, WorkerShared};
 
 /// A gateway whose sockets are bound and whose TLS material has loaded:
@@ -32,12 +38,20 @@ pub struct Prepared {
     nofile: u64,
     current: Arc<Current>,
     published: Arc<Published>,
-    /// listeners[worker] = that worker's socket for each configured listener.
-    listeners: Vec<Vec<TcpListener>>,
+    /// listeners[worker] = that worker's (listener index, socket) pairs.
+    listeners: Vec<Vec<(usize, TcpListener)>>,
+    /// The admin socket passed by the process taken over, if any.
+    admin: Option<TcpListener>,
+    /// The takeover still to be confirmed once the workers accept.
+    takeover: Option<upgrade::Pending>,
     pub bound: Vec<SocketAddr>,
 }
 
-pub fn prepare(config: Config) -> Result<Prepared, String> {
+/// Loads the config's TLS material and binds its sockets, or, with
+/// `takeover`, receives them from the running gateway serving that upgrade
+/// socket (the config and its certificates are loaded first, so a broken
+/// new config fails before the old process is asked for anything).
+pub fn prepare(config: Config, takeover: Option<&Path>) -> Result<Prepared, String> {
     let workers = match config.server.workers {
         Workers::Auto => runtime::available_cores(),
         Workers::Count(n) => n,
@@ -61,16 +75,23 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
             return Err(format!("ktls = \"on\" but kernel TLS unavailable: {why}"));
         }
     }
-    let mut listeners: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
-    let mut bound = Vec::new();
-    for l in &config.listeners {
-        let sockets = runtime::bind_reuseport(l.address, workers)
-            .map_err(|e| format!("cannot listen on {}: {e}", l.address))?;
-        if let Some(first) = sockets.first() {
-            bound.push(first.local_addr().map_err(|e| e.to_string())?);
+    let (listeners, admin, pending) = match takeover {
+        None => (bind_all(&config, workers)?, None, None),
+        Some(path) => {
+            let (received, pending) = upgrade::take(path)?;
+            let (listeners, admin) = sockets::adopt(&config, workers, driver, received)?;
+            (listeners, admin, Some(pending))
         }
-        for (w, s) in sockets.into_iter().enumerate() {
-            listeners[w].push(s);
+    };
+    let mut bound = Vec::new();
+    for l in 0..config.listeners.len() {
+        let socket = listeners
+            .iter()
+            .flatten()
+            .find(|(i, _)| *i == l)
+            .map(|(_, s)| s);
+        if let Some(socket) = socket {
+            bound.push(socket.local_addr().map_err(|e| e.to_string())?);
         }
     }
     Ok(Prepared {
@@ -82,8 +103,23 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         current: Current::new(first),
         published,
         listeners,
+        admin,
+        takeover: pending,
         bound,
     })
+}
+
+/// A fresh start: one SO_REUSEPORT socket per worker per listener.
+fn bind_all(config: &Config, workers: usize) -> Result<Vec<Vec<(usize, TcpListener)>>, String> {
+    let mut listeners: Vec<Vec<(usize, TcpListener)>> = (0..workers).map(|_| Vec::new()).collect();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let sockets = runtime::bind_reuseport(l.address, workers)
+            .map_err(|e| format!("cannot listen on {}: {e}", l.address))?;
+        for (w, s) in sockets.into_iter().enumerate() {
+            listeners[w].push((i, s));
+        }
+    }
+    Ok(listeners)
 }
 
 /// Runs until SIGTERM/SIGINT and the drain that follows. SIGHUP reloads.
@@ -97,6 +133,8 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
         current,
         published,
         listeners,
+        admin,
+        takeover,
         bound,
     } = prepared;
     let reloader = Reloader {
@@ -105,9 +143,20 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
         published: published.clone(),
         next_id: std::sync::atomic::AtomicU64::new(2),
     };
-    runtime::install_signal_handlers(move || reloader.reload())
+    let successor = Successor::new(&config);
+    runtime::install_signal_handlers(move || reloader.reload(), move || successor.start())
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let pid_file = PidFile::write(config.server.pid_file.as_deref())?;
+    // After a takeover the pid file is written once this process serves:
+    // until then `portcullis reload` must still reach the old one.
+    let mut pid_file = match takeover {
+        None => Some(PidFile::write(config.server.pid_file.as_deref())?),
+        Some(_) => None,
+    };
+    // Duplicates of every listening socket, for a later takeover.
+    let offer = match &config.server.upgrade_socket {
+        Some(_) => Some(sockets::offer(&config, &listeners)?),
+        None => None,
+    };
     for addr in &bound {
         info!(address = %addr, workers, driver = %driver.name(), "listening (mTLS; HTTP/1.1, and HTTP/2 where ALPN offers it)");
     }
@@ -134,15 +183,33 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
         open_file_limit = nofile,
         "per-worker caps: past them new connections are closed at accept"
     );
-    let admin_published = match config.admin {
-        Some(addr) => {
-            metrics::serve_admin(addr, published.clone())
-                .map_err(|e| format!("cannot start the admin listener on {addr}: {e}"))?;
+    // The admin socket: the one passed by a takeover if it is at the
+    // configured address, else bound now.
+    let admin_socket = match config.admin {
+        Some(addr) => Some(match admin.filter(|a| sockets::same_address(a, addr)) {
+            Some(passed) => passed,
+            None => TcpListener::bind(addr)
+                .map_err(|e| format!("cannot start the admin listener on {addr}: {e}"))?,
+        }),
+        None => None,
+    };
+    let mut offer = offer;
+    if let (Some(o), Some(a)) = (offer.as_mut(), &admin_socket) {
+        o.admin = Some(
+            a.try_clone()
+                .map_err(|e| format!("cannot duplicate the admin socket: {e}"))?,
+        );
+    }
+    let admin_published = match admin_socket {
+        Some(socket) => {
+            metrics::serve_admin_on(socket, published.clone())
+                .map_err(|e| format!("cannot start the admin listener: {e}"))?;
             Some(published)
         }
         None => None,
     };
     let shared = Arc::new(WorkerShared {
+        started: AtomicUsize::new(0),
         listeners: Mutex::new(listeners.into_iter().map(Some).collect()),
         listener_configs: config.listeners.clone(),
         current,
@@ -152,10 +219,41 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
         caps,
         published: admin_published,
     });
+    let spawned = shared.clone();
     let handles = runtime::spawn_workers("portcullis", driver, workers, move |index| {
-        worker_main(index, shared.clone())
+        worker_main(index, spawned.clone())
     })
     .map_err(|e| format!("cannot start worker threads: {e}"))?;
+    if let Some(pending) = takeover {
+        // Every worker accepts before the old process stops: not one
+        // moment without an acceptor on any socket.
+        let all = wait_until(Duration::from_secs(10), || {
+            shared.started.load(Ordering::SeqCst) >= workers
+        });
+        if !all {
+            runtime::SHUTDOWN.store(true, Ordering::SeqCst);
+            return Err("the workers did not start; the old process goes on serving".into());
+        }
+        let from = pending.from_pid;
+        if let Err(e) = pending.confirm() {
+            // The old process may or may not drain now; serve on regardless.
+            tracing::error!("takeover: {e}");
+        } else {
+            info!(old_pid = from, "took over the listening sockets; the old process drains and exits");
+        }
+        pid_file = Some(PidFile::write(config.server.pid_file.as_deref())?);
+    }
+    if let (Some(path), Some(offer)) = (&config.server.upgrade_socket, offer) {
+        upgrade::serve(path.clone(), offer, |pid| {
+            info!(new_pid = pid, "process {pid} accepts on the listening sockets: this one stops accepting and drains");
+            runtime::request_handover_drain();
+        })?;
+    }
+    // Under systemd (Type=notify): ready, and after a takeover this process
+    // is the service's main process now.
+    if let Err(e) = upgrade::notify::notify(&format!("MAINPID={}\nREADY=1", std::process::id())) {
+        tracing::warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
+    }
     for h in handles {
         let _ = h.join();
     }
@@ -169,4 +267,15 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
 pub(crate) struct ConnectionCaps {
     pub(crate) max_connections: usize,
     pub(crate) max_handshakes: usize,
+}
+
+fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
 }

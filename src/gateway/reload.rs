@@ -1,6 +1,6 @@
 //! SIGHUP: re-read the config, build a whole new generation off the worker
-//! cores, and swap it in only if every part of it loaded; and the pid file
-//! `portcullis reload` signals.
+//! cores, and swap it in only if every part of it loaded; the pid file
+//! `portcullis reload` signals; and SIGUSR2, which starts the new binary.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -94,7 +94,47 @@ impl PidFile {
 impl Drop for PidFile {
     fn drop(&mut self) {
         if let Some(p) = &self.0 {
-            let _ = std::fs::remove_file(p);
+            // After a takeover the file names the new process: leave it.
+            let ours = std::fs::read_to_string(p)
+                .map(|t| t.trim() == std::process::id().to_string())
+                .unwrap_or(false);
+            if ours {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+/// SIGUSR2: start the binary this process was started from (by then the
+/// upgraded one at the same path) as `run --takeover`, nginx-style.
+pub(super) struct Successor {
+    /// Resolved at start, while the path still names this binary's file:
+    /// later /proc/self/exe would name the replaced (deleted) one.
+    exe: Option<std::path::PathBuf>,
+    config: std::path::PathBuf,
+    socket: Option<std::path::PathBuf>,
+}
+
+impl Successor {
+    pub(super) fn new(config: &Config) -> Successor {
+        Successor {
+            exe: std::env::current_exe().ok(),
+            config: config.source.clone(),
+            socket: config.server.upgrade_socket.clone(),
+        }
+    }
+
+    pub(super) fn start(&self) {
+        let (Some(exe), Some(socket)) = (&self.exe, &self.socket) else {
+            tracing::error!(
+                "SIGUSR2: a binary upgrade needs server.upgrade_socket in the config (and a known binary path); nothing done"
+            );
+            return;
+        };
+        info!(binary = %exe.display(), config = %self.config.display(), "SIGUSR2: starting the new binary to take over the listening sockets");
+        match crate::upgrade::spawn_successor(exe, &self.config, socket) {
+            Ok(pid) => info!(new_pid = pid, "the new process started; this one serves until it accepts"),
+            Err(e) => tracing::error!("SIGUSR2: {e}; this process goes on serving"),
         }
     }
 }

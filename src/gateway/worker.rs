@@ -4,6 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::net::TcpListener;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,8 +25,11 @@ use super::ConnectionCaps;
 
 pub(super) struct WorkerShared {
     pub(super) caps: ConnectionCaps,
-    /// Taken once by each worker at start-up.
-    pub(super) listeners: Mutex<Vec<Option<Vec<TcpListener>>>>,
+    /// Taken once by each worker at start-up: (listener index, socket)
+    /// pairs; after a takeover by fewer workers, several of one listener.
+    pub(super) listeners: Mutex<Vec<Option<Vec<(usize, TcpListener)>>>>,
+    /// Workers whose accept loops are running (a takeover waits for all).
+    pub(super) started: AtomicUsize,
     pub(super) listener_configs: Vec<ListenerConfig>,
     pub(super) current: Arc<Current>,
     pub(super) pool: (usize, Duration),
@@ -76,11 +80,10 @@ pub(super) async fn worker_main(index: usize, shared: Arc<WorkerShared>) {
     if wants_ktls {
         log_ktls_support_once(&support);
     }
-    for (listener_index, (socket, listener_config)) in sockets
-        .into_iter()
-        .zip(&shared.listener_configs)
-        .enumerate()
-    {
+    for (listener_index, socket) in sockets {
+        let Some(listener_config) = shared.listener_configs.get(listener_index) else {
+            continue;
+        };
         match runtime::adopt_listener(socket, shared.driver) {
             Ok(listener) => {
                 monoio::spawn(accept_loop(
@@ -119,17 +122,31 @@ pub(super) async fn worker_main(index: usize, shared: Arc<WorkerShared>) {
         });
     }
     info!(worker = index, driver = %shared.driver.name(), "worker started");
+    shared.started.fetch_add(1, Ordering::SeqCst);
 
     runtime::shutdown_requested().await;
-    drain.start();
+    // A handover waits for every open connection, not only requests in
+    // flight: a connection accepted here just before the new process took
+    // over (in its handshake, or before its first request) must be served
+    // here, since its client never learns of the upgrade.
+    let handover = runtime::HANDOVER.load(Ordering::SeqCst);
+    let busy = |drain: &Drain| {
+        drain.in_flight() > 0 || (handover && ctx.metrics.open_connections().get() > 0)
+    };
+    if handover {
+        drain.start_handover();
+    } else {
+        drain.start();
+    }
     let deadline = Instant::now() + shared.drain_timeout;
-    while drain.in_flight() > 0 && Instant::now() < deadline {
+    while busy(&drain) && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
-    if drain.in_flight() > 0 {
+    if busy(&drain) {
         warn!(
             worker = index,
             in_flight = drain.in_flight(),
+            open_connections = ctx.metrics.open_connections().get(),
             "drain timeout reached; closing remaining requests"
         );
     }

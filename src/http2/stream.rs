@@ -116,7 +116,7 @@ fn plan_stream(
         peer: conn.peer,
         chain: &conn.identity.chain,
         cert: &conn.cert,
-        draining: conn.ctx.drain.is_draining(),
+        draining: conn.ctx.drain.refuses_requests(),
     };
     let mut scratch = Scratch::default();
     plan::plan(

@@ -17,7 +17,16 @@ use super::Published;
 /// served at once (more are closed at once) and each has
 /// [`ADMIN_DEADLINE`] in all to send its request and take the answer.
 pub fn serve_admin(addr: SocketAddr, published: Arc<Published>) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
+    serve_admin_on(TcpListener::bind(addr)?, published)
+}
+
+/// [`serve_admin`] on a socket already bound (or passed by a takeover).
+pub fn serve_admin_on(
+    listener: TcpListener,
+    published: Arc<Published>,
+) -> std::io::Result<SocketAddr> {
+    // A passed socket may be non-blocking; this thread blocks in accept.
+    listener.set_nonblocking(false)?;
     let bound = listener.local_addr()?;
     let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     std::thread::Builder::new()

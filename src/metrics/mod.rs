@@ -12,7 +12,7 @@
 mod admin;
 mod render;
 
-pub use admin::{serve_admin, ADMIN_DEADLINE, ADMIN_MAX_CONNECTIONS};
+pub use admin::{serve_admin, serve_admin_on, ADMIN_DEADLINE, ADMIN_MAX_CONNECTIONS};
 pub use render::Published;
 
 use std::cell::{Cell, RefCell};

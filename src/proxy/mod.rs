@@ -101,6 +101,10 @@ enum Next {
     Reject(Rejection),
 }
 
+/// How long an idle kept-alive connection is watched for a request already
+/// on its way when a handover starts, before it is closed.
+const HANDOVER_LOOK: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Serves one client connection until it closes, errs, or the worker drains.
 pub async fn serve<S: Transport>(
     io: S,
@@ -220,7 +224,29 @@ async fn read_request<S: Transport>(
             if c.scratch.target.capacity() > 1024 {
                 c.scratch.target = String::new();
             }
-            match monoio::time::timeout(wait, c.io.wait_readable()).await {
+            let readable = monoio::time::timeout(wait, c.io.wait_readable());
+            let outcome = if first {
+                readable.await
+            } else {
+                // Between requests of a kept-alive connection: a handover
+                // closes it now, so its client's next request goes to the new
+                // process (a request already on its way is served).
+                monoio::select! {
+                    r = readable => r,
+                    _ = ctx.drain.handover_started() => {
+                        // A request already in the socket is served: look
+                        // once more, briefly (both futures may have been ready).
+                        match monoio::time::timeout(HANDOVER_LOOK, c.io.wait_readable()).await {
+                            Ok(Ok(())) => Ok(Ok(())),
+                            _ => {
+                                debug!(peer = %c.peer, "idle keep-alive connection closed: another process took over");
+                                return Ok(None);
+                            }
+                        }
+                    }
+                }
+            };
+            match outcome {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     debug!(peer = %c.peer, error = %e, "client connection failed while idle");
@@ -280,7 +306,7 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
         peer: c.peer,
         chain: &c.identity.chain,
         cert: &c.cert,
-        draining: ctx.drain.is_draining(),
+        draining: ctx.drain.refuses_requests(),
     };
     let protocol = if req.minor_version == 0 {
         ClientProtocol::Http10

@@ -105,6 +105,16 @@ fn type_and_range_errors() {
             "must not be empty",
         ),
         (
+            "[server]\nupgrade_socket = \"\"\n",
+            "server.upgrade_socket",
+            "empty file name",
+        ),
+        (
+            &*Box::leak(format!("[server]\nupgrade_socket = \"/run/{}\"\n", "x".repeat(120)).into_boxed_str()),
+            "server.upgrade_socket",
+            "longer than a Unix socket path may be",
+        ),
+        (
             "[limits]\nmax_header_bytes = 100\n",
             "limits.max_header_bytes",
             "between 1KiB and 1MiB",

@@ -41,6 +41,8 @@ pub struct Connection<'a> {
     pub chain: &'a [CertificateDer<'static>],
     /// The client certificate, parsed on first need and kept for the connection.
     pub cert: &'a OnceCell<Option<ClientCert>>,
+    /// A shutdown drain: the request is refused with 503 (a handover drain
+    /// serves it, and the response closes the connection).
     pub draining: bool,
 }
 
