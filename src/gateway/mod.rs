@@ -235,6 +235,10 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
             return Err("the workers did not start; the old process goes on serving".into());
         }
         let from = pending.from_pid;
+        // Under systemd this process is the service's main one from here on:
+        // said before the old process may exit, so systemd never sees the
+        // service's main process gone.
+        notify_systemd(&format!("MAINPID={}", std::process::id()));
         if let Err(e) = pending.confirm() {
             // The old process may or may not drain now; serve on regardless.
             tracing::error!("takeover: {e}");
@@ -249,11 +253,8 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
             runtime::request_handover_drain();
         })?;
     }
-    // Under systemd (Type=notify): ready, and after a takeover this process
-    // is the service's main process now.
-    if let Err(e) = upgrade::notify::notify(&format!("MAINPID={}\nREADY=1", std::process::id())) {
-        tracing::warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
-    }
+    // Under systemd (Type=notify): accepting, and ready for a takeover.
+    notify_systemd(&format!("MAINPID={}\nREADY=1", std::process::id()));
     for h in handles {
         let _ = h.join();
     }
@@ -278,4 +279,10 @@ fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(5));
     }
     true
+}
+
+fn notify_systemd(state: &str) {
+    if let Err(e) = upgrade::notify::notify(state) {
+        tracing::warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
+    }
 }
