@@ -47,7 +47,9 @@ struct Purge;
 impl Drop for Purge {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all("/etc/portcullis/tls");
-        let _ = Command::new("dpkg").args(["--purge", "portcullis"]).output();
+        let _ = Command::new("dpkg")
+            .args(["--purge", "portcullis"])
+            .output();
         let _ = std::fs::remove_dir_all("/run/portcullis");
     }
 }
@@ -80,29 +82,56 @@ fn the_debian_package_builds_installs_serves_upgrades_and_purges_cleanly() {
         .arg("--fast"));
     let deb = PathBuf::from(out.stdout_str().lines().last().unwrap_or_default().trim());
     let name = deb.file_name().unwrap().to_string_lossy().to_string();
-    assert!(name.starts_with("portcullis_") && name.ends_with(".deb"), "{name}");
+    assert!(
+        name.starts_with("portcullis_") && name.ends_with(".deb"),
+        "{name}"
+    );
 
     // Contents and control fields.
     let contents = ok(Command::new("dpkg-deb").arg("-c").arg(&deb)).stdout_str();
     for (path, mode) in [
         ("./usr/bin/portcullis", "-rwxr-xr-x root/root"),
-        ("./lib/systemd/system/portcullis.service", "-rw-r--r-- root/root"),
+        (
+            "./lib/systemd/system/portcullis.service",
+            "-rw-r--r-- root/root",
+        ),
         ("./etc/portcullis/portcullis.toml", "-rw-r--r-- root/root"),
-        ("./usr/lib/sysctl.d/99-portcullis.conf", "-rw-r--r-- root/root"),
-        ("./usr/lib/modules-load.d/portcullis-tls.conf", "-rw-r--r-- root/root"),
-        ("./usr/share/man/man8/portcullis.8.gz", "-rw-r--r-- root/root"),
-        ("./usr/share/doc/portcullis/copyright", "-rw-r--r-- root/root"),
+        (
+            "./usr/lib/sysctl.d/99-portcullis.conf",
+            "-rw-r--r-- root/root",
+        ),
+        (
+            "./usr/lib/modules-load.d/portcullis-tls.conf",
+            "-rw-r--r-- root/root",
+        ),
+        (
+            "./usr/share/man/man8/portcullis.8.gz",
+            "-rw-r--r-- root/root",
+        ),
+        (
+            "./usr/share/doc/portcullis/copyright",
+            "-rw-r--r-- root/root",
+        ),
     ] {
         let line = contents.lines().find(|l| l.ends_with(&format!(" {path}")));
         let line = line.unwrap_or_else(|| panic!("{path} missing from the package:\n{contents}"));
         assert!(line.starts_with(mode), "{line}");
     }
     let info = ok(Command::new("dpkg-deb").arg("-I").arg(&deb)).stdout_str();
-    for field in ["Package: portcullis", "Depends: libc6", "adduser", "conffiles", "postinst", "postrm", "prerm"] {
+    for field in [
+        "Package: portcullis",
+        "Depends: libc6",
+        "adduser",
+        "conffiles",
+        "postinst",
+        "postrm",
+        "prerm",
+    ] {
         assert!(info.contains(field), "{field} not in dpkg-deb -I:\n{info}");
     }
-    let conffiles = ok(Command::new("dpkg-deb").arg("-f").arg(&deb).arg("Package")).stdout_str();
-    assert_eq!(conffiles.trim(), "portcullis");
+    let package_field =
+        ok(Command::new("dpkg-deb").arg("-f").arg(&deb).arg("Package")).stdout_str();
+    assert_eq!(package_field.trim(), "portcullis");
     let ctrl = td.join("control");
     ok(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&ctrl));
     assert_eq!(
@@ -110,11 +139,16 @@ fn the_debian_package_builds_installs_serves_upgrades_and_purges_cleanly() {
         "/etc/portcullis/portcullis.toml\n"
     );
     // The man page is the binary's --help.
-    let man = ok(Command::new("sh")
-        .arg("-c")
-        .arg(format!("dpkg-deb --fsys-tarfile {} | tar -xO ./usr/share/man/man8/portcullis.8.gz | gzip -d", deb.display())))
+    let man = ok(Command::new("sh").arg("-c").arg(format!(
+        "dpkg-deb --fsys-tarfile {} | tar -xO ./usr/share/man/man8/portcullis.8.gz | gzip -d",
+        deb.display()
+    )))
     .stdout_str();
-    for needle in ["portcullis upgrade --config FILE", "--takeover SOCKET", "/etc/portcullis/portcullis.toml"] {
+    for needle in [
+        "portcullis upgrade --config FILE",
+        "--takeover SOCKET",
+        "/etc/portcullis/portcullis.toml",
+    ] {
         assert!(man.contains(needle), "{needle} not in the man page");
     }
 
@@ -137,7 +171,11 @@ fn the_debian_package_builds_installs_serves_upgrades_and_purges_cleanly() {
             .filter(|l| !l.contains("Command 'man portcullis(8)' failed"))
             .filter(|l| !l.trim().is_empty())
             .collect();
-        assert!(complaints.is_empty(), "systemd-analyze verify:\n{}", out.stderr);
+        assert!(
+            complaints.is_empty(),
+            "systemd-analyze verify:\n{}",
+            out.stderr
+        );
     } else {
         eprintln!("systemd-analyze not installed: the unit was not verified");
     }
@@ -156,7 +194,12 @@ fn the_debian_package_builds_installs_serves_upgrades_and_purges_cleanly() {
     let (port, admin) = (free_port(), free_port());
     let conf = Path::new("/etc/portcullis/portcullis.toml");
     let text = std::fs::read_to_string(conf).unwrap();
-    for needle in ["0.0.0.0:8443", "127.0.0.1:9901", "127.0.0.1:8080", "upgrade_socket = \"/run/portcullis/upgrade.sock\""] {
+    for needle in [
+        "0.0.0.0:8443",
+        "127.0.0.1:9901",
+        "127.0.0.1:8080",
+        "upgrade_socket = \"/run/portcullis/upgrade.sock\"",
+    ] {
         assert!(text.contains(needle), "the default config lost {needle}");
     }
     let text = text
@@ -166,7 +209,16 @@ fn the_debian_package_builds_installs_serves_upgrades_and_purges_cleanly() {
     std::fs::write(conf, text).unwrap();
 
     // As the unit runs it: RuntimeDirectory=, User=, the one capability.
-    ok(Command::new("install").args(["-d", "-o", "portcullis", "-g", "portcullis", "-m", "0750", "/run/portcullis"]));
+    ok(Command::new("install").args([
+        "-d",
+        "-o",
+        "portcullis",
+        "-g",
+        "portcullis",
+        "-m",
+        "0750",
+        "/run/portcullis",
+    ]));
     let as_unit = |args: &[&str]| {
         let mut c = Command::new("setpriv");
         c.args([
@@ -182,7 +234,11 @@ fn the_debian_package_builds_installs_serves_upgrades_and_purges_cleanly() {
         .args(args);
         c
     };
-    ok(&mut as_unit(&["check", "--config", "/etc/portcullis/portcullis.toml"]));
+    ok(&mut as_unit(&[
+        "check",
+        "--config",
+        "/etc/portcullis/portcullis.toml",
+    ]));
     let mut gw = ChildGuard::spawn(
         "installed",
         as_unit(&["run", "--config", "/etc/portcullis/portcullis.toml"]),
@@ -208,10 +264,15 @@ fn the_debian_package_builds_installs_serves_upgrades_and_purges_cleanly() {
         .stdout_str()
     };
     assert_eq!(curl_tls("/installed"), "200", "{}", gw.stderr());
-    let health = sh(Command::new("curl").arg("-s").arg(format!("http://127.0.0.1:{admin}/healthz")));
+    let health = sh(Command::new("curl")
+        .arg("-s")
+        .arg(format!("http://127.0.0.1:{admin}/healthz")));
     assert_eq!(health.stdout_str().trim(), "ok");
     let pid_file = Path::new("/run/portcullis/portcullis.pid");
-    assert_eq!(std::fs::read_to_string(pid_file).unwrap().trim(), gw.pid().to_string());
+    assert_eq!(
+        std::fs::read_to_string(pid_file).unwrap().trim(),
+        gw.pid().to_string()
+    );
 
     // The documented upgrade (what postinst runs under systemd): the running
     // gateway starts /usr/bin/portcullis, which takes its sockets over.
@@ -221,18 +282,36 @@ fn the_debian_package_builds_installs_serves_upgrades_and_purges_cleanly() {
         "/etc/portcullis/portcullis.toml",
     ]));
     assert!(out.stdout_str().contains("upgraded:"), "{}", out.describe());
-    assert!(gw.wait_exit(Duration::from_secs(5)).is_some_and(|s| s.success()));
-    let new_pid: i32 = std::fs::read_to_string(pid_file).unwrap().trim().parse().unwrap();
+    assert!(gw
+        .wait_exit(Duration::from_secs(5))
+        .is_some_and(|s| s.success()));
+    let new_pid: i32 = std::fs::read_to_string(pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let _kill_new = KillOnDrop(new_pid);
     assert_eq!(curl_tls("/after-upgrade"), "200", "{}", gw.stderr());
     let owner = std::fs::read_to_string(format!("/proc/{new_pid}/status")).unwrap();
-    let uid_line = owner.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();
+    let uid_line = owner
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_string();
     let uid = ok(Command::new("id").args(["-u", "portcullis"])).stdout_str();
-    assert!(uid_line.contains(uid.trim()), "the new process runs as portcullis: {uid_line}");
+    assert!(
+        uid_line.contains(uid.trim()),
+        "the new process runs as portcullis: {uid_line}"
+    );
     // SAFETY: kill(2) takes two integers and touches none of our memory.
     unsafe { libc::kill(new_pid, libc::SIGTERM) };
-    assert!(wait_until(Duration::from_secs(15), || !Path::new(&format!("/proc/{new_pid}")).exists()
-        || std::fs::read_to_string(format!("/proc/{new_pid}/stat")).map(|s| s.contains(") Z")).unwrap_or(true)));
+    assert!(wait_until(Duration::from_secs(15), || !Path::new(
+        &format!("/proc/{new_pid}")
+    )
+    .exists()
+        || std::fs::read_to_string(format!("/proc/{new_pid}/stat"))
+            .map(|s| s.contains(") Z"))
+            .unwrap_or(true)));
 
     // Purge: the operator's certificates first (postrm keeps a non-empty /etc/portcullis).
     std::fs::remove_dir_all(tls).unwrap();
@@ -247,11 +326,25 @@ fn the_debian_package_builds_installs_serves_upgrades_and_purges_cleanly() {
         "/usr/share/doc/portcullis",
         "/run/portcullis",
     ] {
-        assert!(!Path::new(gone).exists(), "{gone} is left after dpkg --purge");
+        assert!(
+            !Path::new(gone).exists(),
+            "{gone} is left after dpkg --purge"
+        );
     }
-    assert_ne!(sh(Command::new("getent").args(["passwd", "portcullis"])).code(), Some(0), "user left");
-    assert_ne!(sh(Command::new("getent").args(["group", "portcullis"])).code(), Some(0), "group left");
-    assert_ne!(sh(Command::new("dpkg").args(["-s", "portcullis"])).code(), Some(0));
+    assert_ne!(
+        sh(Command::new("getent").args(["passwd", "portcullis"])).code(),
+        Some(0),
+        "user left"
+    );
+    assert_ne!(
+        sh(Command::new("getent").args(["group", "portcullis"])).code(),
+        Some(0),
+        "group left"
+    );
+    assert_ne!(
+        sh(Command::new("dpkg").args(["-s", "portcullis"])).code(),
+        Some(0)
+    );
 }
 
 struct KillOnDrop(i32);

@@ -47,9 +47,15 @@ fn backend() -> MiniBackend {
 fn upgrade_config(td: &TempDir, certs: &CertDir, backend: &MiniBackend) -> Config {
     Config::new(certs)
         .workers(2)
-        .server_line(&format!("upgrade_socket = {}", q_path(&td.join("upgrade.sock"))))
+        .server_line(&format!(
+            "upgrade_socket = {}",
+            q_path(&td.join("upgrade.sock"))
+        ))
         .server_line(&format!("pid_file = {}", q_path(&td.join("gateway.pid"))))
-        .route(RouteCfg::new("/", &[&format!("127.0.0.1:{}", backend.port)]))
+        .route(RouteCfg::new(
+            "/",
+            &[&format!("127.0.0.1:{}", backend.port)],
+        ))
 }
 
 fn q_path(p: &Path) -> String {
@@ -79,11 +85,13 @@ fn start_load(
                 let reused = conn.is_some();
                 let first = match conn.as_mut() {
                     Some(c) => c.get(&path, &[]),
-                    None => tls_connect(addr, cfg.clone()).map(HttpConn::new).and_then(|mut c| {
-                        let r = c.get(&path, &[]);
-                        conn = Some(c);
-                        r
-                    }),
+                    None => tls_connect(addr, cfg.clone())
+                        .map(HttpConn::new)
+                        .and_then(|mut c| {
+                            let r = c.get(&path, &[]);
+                            conn = Some(c);
+                            r
+                        }),
                 };
                 let result = match first {
                     Err(e) if reused => {
@@ -109,7 +117,11 @@ fn start_load(
                         }
                     }
                     Ok(r) => {
-                        tally.fail(format!("keep-alive {path}: status {} {}", r.status, r.text()));
+                        tally.fail(format!(
+                            "keep-alive {path}: status {} {}",
+                            r.status,
+                            r.text()
+                        ));
                         conn = None;
                     }
                     Err(e) => {
@@ -144,7 +156,9 @@ fn start_load(
 }
 
 fn wait_ok_above(tally: &Tally, n: u64, what: &str) {
-    let ok = wait_until(Duration::from_secs(10), || tally.ok.load(Ordering::SeqCst) > n);
+    let ok = wait_until(Duration::from_secs(10), || {
+        tally.ok.load(Ordering::SeqCst) > n
+    });
     assert!(ok, "no request answered {what} (answered so far: {n})");
 }
 
@@ -164,7 +178,12 @@ fn stop_load(stop: &AtomicBool, threads: Vec<thread::JoinHandle<()>>, tally: &Ta
         failures.is_empty(),
         "{} requests failed during the upgrade, e.g.:\n  {}",
         failures.len(),
-        failures.iter().take(10).cloned().collect::<Vec<_>>().join("\n  ")
+        failures
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n  ")
     );
 }
 
@@ -226,18 +245,26 @@ fn takeover_under_load_drops_nothing_and_the_old_process_drains_and_exits() {
         .arg("--takeover")
         .arg(td.join("upgrade.sock"));
     let mut b = ChildGuard::spawn("gateway-b", cmd, td.path());
-    let took = b.wait_log_line(&["took over the listening sockets"], Duration::from_secs(20));
+    let took = b.wait_log_line(
+        &["took over the listening sockets"],
+        Duration::from_secs(20),
+    );
     if took.is_none() {
         b.fail("the new process did not take over within 20 s");
     }
     let before = tally.ok.load(Ordering::SeqCst);
 
     // The old process finishes its in-flight request, then exits 0.
-    let r = slow
-        .read_final()
-        .unwrap_or_else(|e| a.fail(&format!("the in-flight request was lost in the takeover: {e}")));
+    let r = slow.read_final().unwrap_or_else(|e| {
+        a.fail(&format!(
+            "the in-flight request was lost in the takeover: {e}"
+        ))
+    });
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(r.connection_close(), "the old process closes the connection after its last response");
+    assert!(
+        r.connection_close(),
+        "the old process closes the connection after its last response"
+    );
     drop(slow);
     let status = a
         .proc
@@ -249,14 +276,26 @@ fn takeover_under_load_drops_nothing_and_the_old_process_drains_and_exits() {
     assert_eq!(a.proc.count_log_lines(&["drain timeout reached"]), 0);
 
     // The new process serves everything afterwards.
-    wait_ok_above(&tally, before + 50, "by the new process after the old one exited");
+    wait_ok_above(
+        &tally,
+        before + 50,
+        "by the new process after the old one exited",
+    );
     stop_load(&stop, load, &tally);
     assert!(b.try_exit().is_none(), "the new process exited");
-    assert_eq!(read_pid(&pid_file), Some(b.pid()), "the pid file names the new process");
-    let mut c = HttpConn::new(tls_connect(addr, client_config(&certs, ClientAuth::Default, &[])).unwrap());
+    assert_eq!(
+        read_pid(&pid_file),
+        Some(b.pid()),
+        "the pid file names the new process"
+    );
+    let mut c =
+        HttpConn::new(tls_connect(addr, client_config(&certs, ClientAuth::Default, &[])).unwrap());
     assert_eq!(c.get("/after", &[]).unwrap().status, 200);
     assert_eq!(b.count_log_lines(&["worker started"]), 2);
-    assert_eq!(b.count_log_lines(&["takeover: received the listening sockets", "sockets=2"]), 1);
+    assert_eq!(
+        b.count_log_lines(&["takeover: received the listening sockets", "sockets=2"]),
+        1
+    );
 }
 
 #[test]
@@ -278,7 +317,12 @@ fn fewer_workers_take_over_every_socket() {
         .arg("--takeover")
         .arg(td.join("upgrade.sock"));
     let b = ChildGuard::spawn("gateway-b", cmd, td.path());
-    if b.wait_log_line(&["took over the listening sockets"], Duration::from_secs(20)).is_none() {
+    if b.wait_log_line(
+        &["took over the listening sockets"],
+        Duration::from_secs(20),
+    )
+    .is_none()
+    {
         b.fail("the new process did not take over");
     }
     a.proc
@@ -297,7 +341,14 @@ fn fewer_workers_take_over_every_socket() {
             .unwrap_or_else(|e| b.fail(&format!("connection {i} was not served: {e}")));
         assert_eq!(r.status, 200);
     }
-    assert_eq!(b.count_log_lines(&["takeover: received the listening sockets", "sockets=3", "workers=1"]), 1);
+    assert_eq!(
+        b.count_log_lines(&[
+            "takeover: received the listening sockets",
+            "sockets=3",
+            "workers=1"
+        ]),
+        1
+    );
 }
 
 #[test]
@@ -311,7 +362,10 @@ fn a_takeover_that_cannot_connect_fails_loudly_and_leaves_the_old_process_servin
     // A socket path nobody serves, and a stale socket file nobody listens on.
     let stale = td.join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
-    for (path, why) in [(td.join("absent.sock"), "No such file"), (stale, "Connection refused")] {
+    for (path, why) in [
+        (td.join("absent.sock"), "No such file"),
+        (stale, "Connection refused"),
+    ] {
         let out = run_cmd(
             portcullis()
                 .arg("run")
@@ -325,10 +379,14 @@ fn a_takeover_that_cannot_connect_fails_loudly_and_leaves_the_old_process_servin
         assert_eq!(out.code(), Some(1), "{}", out.describe());
         let stderr = out.stderr.clone();
         assert!(
-            stderr.contains(&format!("cannot take over from {}", path.display())) && stderr.contains(why),
+            stderr.contains(&format!("cannot take over from {}", path.display()))
+                && stderr.contains(why),
             "{stderr}"
         );
-        assert!(stderr.contains("server.upgrade_socket"), "the error says what to check: {stderr}");
+        assert!(
+            stderr.contains("server.upgrade_socket"),
+            "the error says what to check: {stderr}"
+        );
     }
     // The old process noticed nothing and serves on.
     assert!(a.proc.try_exit().is_none(), "the old process exited");
@@ -370,9 +428,18 @@ fn a_new_process_that_dies_before_accepting_leaves_the_old_one_serving() {
         return;
     }
     assert_eq!(out.code(), Some(1), "{}", out.describe());
-    assert!(stderr.contains("a takeover needs the same driver"), "{stderr}");
-    let logged = a.proc.wait_log_line(&["takeover attempt failed"], Duration::from_secs(10));
-    assert!(logged.is_some(), "the old process logs the failed attempt:\n{}", a.proc.stderr());
+    assert!(
+        stderr.contains("a takeover needs the same driver"),
+        "{stderr}"
+    );
+    let logged = a
+        .proc
+        .wait_log_line(&["takeover attempt failed"], Duration::from_secs(10));
+    assert!(
+        logged.is_some(),
+        "the old process logs the failed attempt:\n{}",
+        a.proc.stderr()
+    );
     assert!(a.proc.try_exit().is_none());
     assert_eq!(a.curl("/still", &[]).code, 200);
     // And a good takeover still works afterwards: the socket is served again.
@@ -384,7 +451,12 @@ fn a_new_process_that_dies_before_accepting_leaves_the_old_one_serving() {
         .arg("--takeover")
         .arg(td.join("upgrade.sock"));
     let b = ChildGuard::spawn("gateway-b", cmd, td.path());
-    if b.wait_log_line(&["took over the listening sockets"], Duration::from_secs(20)).is_none() {
+    if b.wait_log_line(
+        &["took over the listening sockets"],
+        Duration::from_secs(20),
+    )
+    .is_none()
+    {
         b.fail("the second attempt did not take over");
     }
     a.proc
@@ -413,7 +485,9 @@ fn sigusr2_upgrade_runs_the_binary_now_at_the_path() {
     wait_accept(cfg.listeners[0].socket_addr(), &mut a);
     let addr = cfg.listeners[0].socket_addr();
     let old_pid = a.pid();
-    assert!(wait_until(Duration::from_secs(10), || read_pid(&td.join("gateway.pid")) == Some(old_pid)));
+    assert!(wait_until(Duration::from_secs(10), || read_pid(
+        &td.join("gateway.pid")
+    ) == Some(old_pid)));
 
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
@@ -425,17 +499,34 @@ fn sigusr2_upgrade_runs_the_binary_now_at_the_path() {
     std::fs::rename(&staged, &installed).unwrap();
 
     let out = run_cmd(
-        portcullis().arg("upgrade").arg("--config").arg(&config_path),
+        portcullis()
+            .arg("upgrade")
+            .arg("--config")
+            .arg(&config_path),
         None,
         Duration::from_secs(60),
     );
     let new_pid = read_pid(&td.join("gateway.pid"));
     let _guard = new_pid.map(PidGuard);
-    assert_eq!(out.code(), Some(0), "{}\n--- gateway log ---\n{}", out.describe(), a.stderr());
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "{}\n--- gateway log ---\n{}",
+        out.describe(),
+        a.stderr()
+    );
     let new_pid = new_pid.expect("the new process wrote the pid file");
     assert_ne!(new_pid, old_pid);
-    assert!(out.stdout_str().contains(&format!("upgraded: process {old_pid} exited after draining; process {new_pid} serves")), "{}", out.describe());
-    let status = a.wait_exit(Duration::from_secs(5)).expect("old process gone");
+    assert!(
+        out.stdout_str().contains(&format!(
+            "upgraded: process {old_pid} exited after draining; process {new_pid} serves"
+        )),
+        "{}",
+        out.describe()
+    );
+    let status = a
+        .wait_exit(Duration::from_secs(5))
+        .expect("old process gone");
     assert!(status.success(), "{status}");
     assert!(alive(new_pid));
     // The new process runs the file now at the path, not the replaced one.
@@ -445,5 +536,82 @@ fn sigusr2_upgrade_runs_the_binary_now_at_the_path() {
     let before = tally.ok.load(Ordering::SeqCst);
     wait_ok_above(&tally, before + 20, "by the new process");
     stop_load(&stop, load, &tally);
-    assert!(a.stderr().contains("SIGUSR2: starting the new binary"), "{}", a.stderr());
+    assert!(
+        a.stderr().contains("SIGUSR2: starting the new binary"),
+        "{}",
+        a.stderr()
+    );
+}
+
+#[test]
+fn connections_the_old_process_accepted_are_served_by_it_after_the_takeover() {
+    // One connection accepted before the takeover that has not begun its
+    // TLS handshake, and one past its handshake that has sent no request:
+    // their clients never learn of the upgrade, so the old process must
+    // wait for them (within drain_timeout), not only for requests in flight.
+    let td = TempDir::new("upgrade_accepted");
+    let certs = certs_init(&td.join("certs"), &[]);
+    let backend = backend();
+    let mut a = Gateway::start(&td, &certs, upgrade_config(&td, &certs, &backend));
+    let addr = a.addr();
+    let cfg = client_config(&certs, ClientAuth::Default, &[]);
+    let tcp_only = std::net::TcpStream::connect(addr).unwrap();
+    tcp_only
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut handshaken = HttpConn::new(tls_connect(addr, cfg.clone()).unwrap());
+    // Let the old process's accept loops take both connections.
+    thread::sleep(Duration::from_millis(300));
+
+    let mut cmd = portcullis();
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&a.config_path)
+        .arg("--takeover")
+        .arg(td.join("upgrade.sock"));
+    let b = ChildGuard::spawn("gateway-b", cmd, td.path());
+    if b.wait_log_line(
+        &["took over the listening sockets"],
+        Duration::from_secs(20),
+    )
+    .is_none()
+    {
+        b.fail("the new process did not take over");
+    }
+    // Long past the moment a drain that waits only for requests would end.
+    thread::sleep(Duration::from_millis(700));
+    assert!(
+        a.proc.try_exit().is_none(),
+        "the old process exited with connections it accepted still open"
+    );
+
+    let r = handshaken
+        .get("/after-handshake", &[])
+        .unwrap_or_else(|e| a.fail(&format!("a handshaken connection was dropped: {e}")));
+    assert_eq!(r.status, 200);
+    assert!(r.connection_close());
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(cfg, name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp_only);
+    let mut late = HttpConn::new({
+        while tls.conn.is_handshaking() {
+            if let Err(e) = tls.conn.complete_io(&mut tls.sock) {
+                a.fail(&format!(
+                    "a connection accepted before the takeover lost its handshake: {e}"
+                ));
+            }
+        }
+        tls
+    });
+    let r = late.get("/after-connect", &[]).unwrap_or_else(|e| {
+        a.fail(&format!(
+            "a connection accepted before the takeover was dropped: {e}"
+        ))
+    });
+    assert_eq!(r.status, 200);
+    let status = a
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .unwrap_or_else(|| a.fail("the old process did not exit once its connections closed"));
+    assert!(status.success());
 }

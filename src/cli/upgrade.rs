@@ -19,14 +19,14 @@ pub(super) fn cmd_upgrade(args: &[String]) -> Result<(), Failure> {
         )));
     }
     let pid = running_pid(&flags, &cfg)?;
-    let timeout = match flags.one("--timeout") {
-        Some(t) => Duration::from_secs(
-            t.parse()
-                .map_err(|_| Failure::Usage(format!("--timeout {t:?} is not a number of seconds")))?,
-        ),
-        // The old process drains for at most drain_timeout after the new one accepts.
-        None => cfg.server.drain_timeout + Duration::from_secs(30),
-    };
+    let timeout =
+        match flags.one("--timeout") {
+            Some(t) => Duration::from_secs(t.parse().map_err(|_| {
+                Failure::Usage(format!("--timeout {t:?} is not a number of seconds"))
+            })?),
+            // The old process drains for at most drain_timeout after the new one accepts.
+            None => cfg.server.drain_timeout + Duration::from_secs(30),
+        };
     // SAFETY: kill(2) with a positive pid and a valid signal number has no
     // memory effects; failure is reported through errno.
     if unsafe { libc::kill(pid, libc::SIGUSR2) } != 0 {

@@ -243,7 +243,10 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
             // The old process may or may not drain now; serve on regardless.
             tracing::error!("takeover: {e}");
         } else {
-            info!(old_pid = from, "took over the listening sockets; the old process drains and exits");
+            info!(
+                old_pid = from,
+                "took over the listening sockets; the old process drains and exits"
+            );
         }
         pid_file = Some(PidFile::write(config.server.pid_file.as_deref())?);
     }

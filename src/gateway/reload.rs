@@ -133,7 +133,10 @@ impl Successor {
         };
         info!(binary = %exe.display(), config = %self.config.display(), "SIGUSR2: starting the new binary to take over the listening sockets");
         match crate::upgrade::spawn_successor(exe, &self.config, socket) {
-            Ok(pid) => info!(new_pid = pid, "the new process started; this one serves until it accepts"),
+            Ok(pid) => info!(
+                new_pid = pid,
+                "the new process started; this one serves until it accepts"
+            ),
             Err(e) => tracing::error!("SIGUSR2: {e}; this process goes on serving"),
         }
     }

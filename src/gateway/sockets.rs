@@ -27,10 +27,14 @@ pub(super) fn adopt(
     // it off, epoll on, and flipping it under the old process's accept loop
     // would stall it (epoll) or make it spin (io_uring). Same driver only.
     for (configured, socket) in &received.listeners {
-        let nonblocking = socket2::SockRef::from(socket)
-            .nonblocking()
-            .map_err(|e| format!("takeover: cannot read the flags of the socket for {configured}: {e}"))?;
-        let theirs = if nonblocking { Driver::Epoll } else { Driver::IoUring };
+        let nonblocking = socket2::SockRef::from(socket).nonblocking().map_err(|e| {
+            format!("takeover: cannot read the flags of the socket for {configured}: {e}")
+        })?;
+        let theirs = if nonblocking {
+            Driver::Epoll
+        } else {
+            Driver::IoUring
+        };
         if theirs != driver {
             return Err(format!(
                 "takeover: the running gateway uses the {} driver and this one would use {}; a takeover needs the same driver (set server.driver or PORTCULLIS_DRIVER alike, or restart)",
@@ -57,7 +61,8 @@ pub(super) fn adopt(
     // the config resolved by the old process), for joining their group.
     let mut bound_of: Vec<Option<SocketAddr>> = vec![None; wanted.len()];
     let mut fresh: Vec<Option<Vec<TcpListener>>> = (0..wanted.len()).map(|_| None).collect();
-    let mut out: Vec<Vec<(usize, TcpListener)>> = (0..plan.per_worker.len()).map(|_| Vec::new()).collect();
+    let mut out: Vec<Vec<(usize, TcpListener)>> =
+        (0..plan.per_worker.len()).map(|_| Vec::new()).collect();
     for (w, sources) in plan.per_worker.iter().enumerate() {
         for &(l, source) in sources {
             let socket = match source {
@@ -94,7 +99,11 @@ pub(super) fn adopt(
     let taken = configured.len() - plan.unused.len();
     info!(
         sockets = taken,
-        old_workers_per_listener = if wanted.is_empty() { 0 } else { taken / wanted.len().max(1) },
+        old_workers_per_listener = if wanted.is_empty() {
+            0
+        } else {
+            taken / wanted.len().max(1)
+        },
         workers,
         "takeover: received the listening sockets"
     );
@@ -118,7 +127,10 @@ fn join_group(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Duplicates of every worker's socket of every listener, with the address
 /// the config named, for the process that takes over next.
-pub(super) fn offer(config: &Config, listeners: &[Vec<(usize, TcpListener)>]) -> Result<Offer, String> {
+pub(super) fn offer(
+    config: &Config,
+    listeners: &[Vec<(usize, TcpListener)>],
+) -> Result<Offer, String> {
     let mut out = Vec::new();
     for worker in listeners {
         for (l, socket) in worker {

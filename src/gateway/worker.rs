@@ -23,11 +23,14 @@ use super::accept::{accept_loop, Accepting};
 use super::generations::WorkerGenerations;
 use super::ConnectionCaps;
 
+/// One worker's (listener index, socket) pairs.
+pub(super) type WorkerSockets = Vec<(usize, TcpListener)>;
+
 pub(super) struct WorkerShared {
     pub(super) caps: ConnectionCaps,
     /// Taken once by each worker at start-up: (listener index, socket)
     /// pairs; after a takeover by fewer workers, several of one listener.
-    pub(super) listeners: Mutex<Vec<Option<Vec<(usize, TcpListener)>>>>,
+    pub(super) listeners: Mutex<Vec<Option<WorkerSockets>>>,
     /// Workers whose accept loops are running (a takeover waits for all).
     pub(super) started: AtomicUsize,
     pub(super) listener_configs: Vec<ListenerConfig>,

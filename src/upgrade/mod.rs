@@ -51,8 +51,12 @@ pub fn serve<F>(path: PathBuf, offer: Offer, on_handover: F) -> Result<(), Strin
 where
     F: FnOnce(u32) + Send + 'static,
 {
-    let listener = fds::listen(&path)
-        .map_err(|e| format!("{}: cannot listen on the upgrade socket: {e}", path.display()))?;
+    let listener = fds::listen(&path).map_err(|e| {
+        format!(
+            "{}: cannot listen on the upgrade socket: {e}",
+            path.display()
+        )
+    })?;
     info!(socket = %path.display(), "upgrade socket: a new process may take over the listening sockets (portcullis run --takeover)");
     std::thread::Builder::new()
         .name("upgrade".into())
@@ -104,7 +108,10 @@ fn hand_over(conn: &Socket, offer: &Offer) -> Result<u32, String> {
         }
         (other, _) => return Err(format!("expected a takeover request, got {other:?}")),
     };
-    info!(new_pid = pid, "takeover requested: handing over the listening sockets");
+    info!(
+        new_pid = pid,
+        "takeover requested: handing over the listening sockets"
+    );
     let count = offer.listeners.len() + usize::from(offer.admin.is_some());
     fds::send(
         conn,
@@ -171,7 +178,14 @@ pub fn take(path: &Path) -> Result<(Received, Pending), String> {
     )
     .map_err(|e| ctx(e.to_string()))?;
     let (from_pid, count) = match fds::recv(&conn).map_err(|e| ctx(e.to_string()))? {
-        (Message::Sockets { version, pid, count }, None) if version == VERSION => (pid, count),
+        (
+            Message::Sockets {
+                version,
+                pid,
+                count,
+            },
+            None,
+        ) if version == VERSION => (pid, count),
         (Message::Refused(why), _) => return Err(ctx(format!("the old process refused: {why}"))),
         (other, _) => return Err(ctx(format!("unexpected answer {other:?}"))),
     };
@@ -214,7 +228,9 @@ impl Pending {
             .map_err(|e| format!("cannot tell process {pid} to drain: {e}"))?;
         match fds::recv(&self.conn) {
             Ok((Message::Draining, _)) => Ok(()),
-            Ok((other, _)) => Err(format!("process {pid} answered {other:?} instead of draining")),
+            Ok((other, _)) => Err(format!(
+                "process {pid} answered {other:?} instead of draining"
+            )),
             Err(e) => Err(format!("process {pid} did not confirm its drain: {e}")),
         }
     }

@@ -55,7 +55,8 @@ mod tests {
     fn an_abstract_socket_is_reached_by_its_at_name() {
         use std::os::linux::net::SocketAddrExt;
         let name = format!("pcs-notify-test-{}", std::process::id());
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("addr");
+        let addr =
+            std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("addr");
         let rx = UnixDatagram::bind_addr(&addr).expect("bind");
         notify_to(OsStr::new(&format!("@{name}")), "READY=1").expect("send");
         let mut buf = [0u8; 16];

@@ -24,14 +24,26 @@ pub const MAX_MESSAGE: usize = 512;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
-    Takeover { version: u32, pid: u32 },
-    Sockets { version: u32, pid: u32, count: usize },
+    Takeover {
+        version: u32,
+        pid: u32,
+    },
+    Sockets {
+        version: u32,
+        pid: u32,
+        count: usize,
+    },
     Refused(String),
     /// A `[[listener]]` socket: the address the old config named (port 0
     /// included, so the new config is matched on what the operator wrote)
     /// and the address it is bound to.
-    Listener { configured: SocketAddr, bound: SocketAddr },
-    Admin { bound: SocketAddr },
+    Listener {
+        configured: SocketAddr,
+        bound: SocketAddr,
+    },
+    Admin {
+        bound: SocketAddr,
+    },
     Accepting,
     Draining,
 }
@@ -63,7 +75,8 @@ impl Message {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Message, String> {
-        let text = std::str::from_utf8(bytes).map_err(|_| "a message that is not UTF-8".to_string())?;
+        let text =
+            std::str::from_utf8(bytes).map_err(|_| "a message that is not UTF-8".to_string())?;
         let Some(line) = text.strip_suffix('\n') else {
             return Err(format!("a message without its line end: {text:?}"));
         };

@@ -110,7 +110,10 @@ fn type_and_range_errors() {
             "empty file name",
         ),
         (
-            &*Box::leak(format!("[server]\nupgrade_socket = \"/run/{}\"\n", "x".repeat(120)).into_boxed_str()),
+            &*Box::leak(
+                format!("[server]\nupgrade_socket = \"/run/{}\"\n", "x".repeat(120))
+                    .into_boxed_str(),
+            ),
             "server.upgrade_socket",
             "longer than a Unix socket path may be",
         ),

@@ -10,7 +10,10 @@ fn a(s: &str) -> SocketAddr {
 #[test]
 fn every_message_round_trips_as_one_line() {
     let all = [
-        Message::Takeover { version: 1, pid: 42 },
+        Message::Takeover {
+            version: 1,
+            pid: 42,
+        },
         Message::Sockets {
             version: 1,
             pid: 7,
@@ -43,7 +46,11 @@ fn every_message_round_trips_as_one_line() {
 #[test]
 fn the_exact_bytes_are_stable() {
     assert_eq!(
-        Message::Takeover { version: 1, pid: 42 }.encode(),
+        Message::Takeover {
+            version: 1,
+            pid: 42
+        }
+        .encode(),
         b"takeover 1 pid=42\n"
     );
     assert_eq!(
@@ -93,7 +100,11 @@ fn malformed_messages_are_errors_not_panics() {
         b"hello\n",
         b"\xff\xfe\n",
     ] {
-        assert!(Message::decode(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        assert!(
+            Message::decode(bad).is_err(),
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
     }
 }
 
@@ -151,8 +162,16 @@ fn listeners_are_matched_by_configured_address() {
     assert_eq!(
         plan.per_worker,
         vec![
-            vec![(0, Source::Passed(2)), (1, Source::Fresh), (2, Source::Passed(0))],
-            vec![(0, Source::Passed(5)), (1, Source::Fresh), (2, Source::Passed(3))],
+            vec![
+                (0, Source::Passed(2)),
+                (1, Source::Fresh),
+                (2, Source::Passed(0))
+            ],
+            vec![
+                (0, Source::Passed(5)),
+                (1, Source::Fresh),
+                (2, Source::Passed(3))
+            ],
         ]
     );
     assert_eq!(plan.unused, vec![1, 4]);
