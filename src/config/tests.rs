@@ -188,6 +188,7 @@ backends = ["localhost:9002"]
                     tls13: true
                 },
                 alpn: AppProtocol::default_alpn(),
+                ocsp: None,
             },
             SiteConfig {
                 name: "listener[1]".into(),
@@ -201,6 +202,7 @@ backends = ["localhost:9002"]
                 crls: Vec::new(),
                 tls_versions: TlsVersions::default(),
                 alpn: AppProtocol::default_alpn(),
+                ocsp: None,
             },
         ]
     );

@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use hdrhistogram::Histogram;
 
+use crate::ocsp::Stapler;
+
 use super::{unreachable_histogram, HandshakeReason, Snapshot, STATUS_SLOTS};
 
 /// One slot per worker; each written only by its worker, read by the admin thread.
@@ -14,6 +16,10 @@ pub struct Published {
     /// Route labels by metric slot; slot 0 is "none". Only grows: a route
     /// kept across a reload keeps its slot and its counts.
     route_labels: Mutex<Vec<String>>,
+    /// The process's OCSP stapling registry: config loads register sites in
+    /// it, its thread fetches, and the scrape reads its state. Here because
+    /// this is the one object every config load and the admin thread share.
+    ocsp: Arc<Stapler>,
 }
 
 impl Published {
@@ -21,7 +27,13 @@ impl Published {
         Arc::new(Published {
             slots: (0..workers).map(|_| Mutex::new(None)).collect(),
             route_labels: Mutex::new(vec!["none".to_string()]),
+            ocsp: Arc::new(Stapler::default()),
         })
+    }
+
+    /// OCSP stapling (see the field).
+    pub fn ocsp(&self) -> &Arc<Stapler> {
+        &self.ocsp
     }
 
     /// The metric slot of a route label (allocated on first sight, at config load).
@@ -210,6 +222,7 @@ impl Published {
             "portcullis_request_duration_seconds_count {}",
             merged.len()
         );
+        super::ocsp::render(&mut out, &self.ocsp.status());
         out
     }
 }
@@ -229,7 +242,7 @@ fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
     );
 }
 
-fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
