@@ -178,7 +178,59 @@ impl CertPair {
 /// Certificates for the unit tests of this module and of `verify`.
 #[cfg(test)]
 pub(super) mod tests_support {
-    use rcgen::{BasicConstraints, CertificateParams, CustomExtension, DnType, IsCa, KeyPair};
+    use rcgen::{
+        BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair,
+    };
+
+    /// A CA, a leaf it issued, and their keys (PKCS#8 DER).
+    pub(in crate::ocsp) struct Pki {
+        pub ca: Vec<u8>,
+        pub ca_key: Vec<u8>,
+        pub leaf: Vec<u8>,
+        ca_params: CertificateParams,
+        ca_pair: KeyPair,
+    }
+
+    impl Pki {
+        pub(in crate::ocsp) fn new(ocsp_url: Option<&str>) -> Pki {
+            let ca_pair = KeyPair::generate().unwrap();
+            let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca.distinguished_name.push(DnType::CommonName, "Test CA");
+            ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let ca_cert = ca.clone().self_signed(&ca_pair).unwrap();
+            let leaf_key = KeyPair::generate().unwrap();
+            let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+            leaf.distinguished_name.push(DnType::CommonName, "leaf");
+            leaf.serial_number = Some(vec![0x01, 0x23, 0x45].into());
+            if let Some(url) = ocsp_url {
+                leaf.custom_extensions.push(CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 5, 5, 7, 1, 1],
+                    aia_der(url),
+                ));
+            }
+            let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_pair).unwrap();
+            Pki {
+                ca: ca_cert.der().to_vec(),
+                ca_key: ca_pair.serialize_der(),
+                leaf: leaf_cert.der().to_vec(),
+                ca_params: ca,
+                ca_pair,
+            }
+        }
+
+        /// A certificate this CA issued, with these extended key usages:
+        /// (DER, PKCS#8 key).
+        pub(in crate::ocsp) fn issue(&self, cn: &str, ekus: Vec<ExtendedKeyUsagePurpose>) -> (Vec<u8>, Vec<u8>) {
+            let issuer = self.ca_params.clone().self_signed(&self.ca_pair).unwrap();
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.extended_key_usages = ekus;
+            let cert = p.signed_by(&key, &issuer, &self.ca_pair).unwrap();
+            (cert.der().to_vec(), key.serialize_der())
+        }
+    }
 
     pub(in crate::ocsp) fn ca_and_leaf() -> (Vec<u8>, Vec<u8>) {
         ca_and_leaf_with(None)
@@ -186,24 +238,8 @@ pub(super) mod tests_support {
 
     /// A CA and a leaf issued by it, the leaf with an AIA OCSP URL when given.
     pub(in crate::ocsp) fn ca_and_leaf_with(ocsp_url: Option<&str>) -> (Vec<u8>, Vec<u8>) {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.distinguished_name.push(DnType::CommonName, "Test CA");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let leaf_key = KeyPair::generate().unwrap();
-        let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        leaf.distinguished_name.push(DnType::CommonName, "leaf");
-        leaf.serial_number = Some(vec![0x01, 0x23, 0x45].into());
-        if let Some(url) = ocsp_url {
-            leaf.custom_extensions
-                .push(CustomExtension::from_oid_content(
-                    &[1, 3, 6, 1, 5, 5, 7, 1, 1],
-                    aia_der(url),
-                ));
-        }
-        let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_key).unwrap();
-        (leaf_cert.der().to_vec(), ca_cert.der().to_vec())
+        let pki = Pki::new(ocsp_url);
+        (pki.leaf, pki.ca)
     }
 
     /// AuthorityInfoAccessSyntax with one id-ad-ocsp URI, by hand.
@@ -218,7 +254,6 @@ pub(super) mod tests_support {
         out.extend_from_slice(&desc);
         out
     }
-
 }
 
 #[cfg(test)]
@@ -243,12 +278,13 @@ mod tests {
         let (_, other_ca) = ca_and_leaf(None);
         let e = cert_pair(&[&leaf]).err().unwrap();
         assert!(e.contains("no issuer certificate"), "{e}");
-        // A CA with the same name but not the issuer's key would still be
-        // picked by name here; the response signature check catches it.
         let e = cert_pair(&[&leaf, b"not der"]).err().unwrap();
         assert!(e.contains("no issuer certificate"), "{e}");
         assert!(cert_pair(&[]).is_err());
-        let _ = other_ca;
+        // Another CA with the same name is taken by name here; the response
+        // signature check (verify) is what refuses a stranger's key.
+        let pair = cert_pair(&[&leaf, &other_ca]).unwrap();
+        assert_eq!(pair.issuer_der, other_ca);
     }
 
     #[test]

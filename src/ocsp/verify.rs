@@ -208,21 +208,227 @@ fn content_of(der: &[u8]) -> Result<&[u8], String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::request::tests_support::Pki;
+    use super::super::request::{cert_pair, CertPair};
     use super::*;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+    use rcgen::ExtendedKeyUsagePurpose;
+    use x509_cert::der::asn1::{BitString, GeneralizedTime, OctetString};
+    use x509_cert::name::Name;
+    use x509_cert::spki::AlgorithmIdentifierOwned;
+    use x509_cert::Certificate;
+    use x509_ocsp::{
+        OcspGeneralizedTime, ResponderId, ResponseBytes, ResponseData, RevokedInfo,
+        SingleResponse, Version,
+    };
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn algs() -> &'static [&'static dyn SignatureVerificationAlgorithm] {
+        rustls::crypto::aws_lc_rs::default_provider()
+            .signature_verification_algorithms
+            .all
+    }
+
+    fn time(secs: u64) -> OcspGeneralizedTime {
+        OcspGeneralizedTime(
+            GeneralizedTime::from_unix_duration(std::time::Duration::from_secs(secs)).unwrap(),
+        )
+    }
+
+    /// What one test response says, and who signs it.
+    struct Spec<'a> {
+        status: CertStatus,
+        this_update: u64,
+        next_update: Option<u64>,
+        signer_key: &'a [u8],
+        certs: Vec<Vec<u8>>,
+        pair: &'a CertPair,
+    }
+
+    impl<'a> Spec<'a> {
+        fn good(pair: &'a CertPair, signer_key: &'a [u8]) -> Spec<'a> {
+            Spec {
+                status: CertStatus::good(),
+                this_update: NOW - 60,
+                next_update: Some(NOW + 3600),
+                signer_key,
+                certs: Vec::new(),
+                pair,
+            }
+        }
+
+        /// The DER OCSPResponse, ECDSA P-256 signed by `signer_key`.
+        fn build(&self) -> Vec<u8> {
+            let data = ResponseData {
+                version: Version::V1,
+                responder_id: ResponderId::ByName(Name::from_der(&self.pair.issuer_name).unwrap()),
+                produced_at: time(self.this_update),
+                responses: vec![SingleResponse {
+                    cert_id: self.pair.cert_id().unwrap(),
+                    cert_status: self.status,
+                    this_update: time(self.this_update),
+                    next_update: self.next_update.map(time),
+                    single_extensions: None,
+                }],
+                response_extensions: None,
+            };
+            let tbs = data.to_der().unwrap();
+            let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, self.signer_key)
+                .unwrap();
+            let sig = key.sign(&SystemRandom::new(), &tbs).unwrap();
+            let basic = BasicOcspResponse {
+                tbs_response_data: data,
+                signature_algorithm: AlgorithmIdentifierOwned {
+                    oid: ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2"),
+                    parameters: None,
+                },
+                signature: BitString::from_bytes(sig.as_ref()).unwrap(),
+                certs: if self.certs.is_empty() {
+                    None
+                } else {
+                    Some(
+                        self.certs
+                            .iter()
+                            .map(|c| Certificate::from_der(c).unwrap())
+                            .collect(),
+                    )
+                },
+            };
+            OcspResponse {
+                response_status: OcspResponseStatus::Successful,
+                response_bytes: Some(ResponseBytes {
+                    response_type: OCSP_BASIC,
+                    response: OctetString::new(basic.to_der().unwrap()).unwrap(),
+                }),
+            }
+            .to_der()
+            .unwrap()
+        }
+    }
+
+    fn setup() -> (Pki, CertPair) {
+        let pki = Pki::new(None);
+        let pair = cert_pair(&[&pki.leaf, &pki.ca]).unwrap();
+        (pki, pair)
+    }
+
+    #[test]
+    fn good_signed_by_the_issuer() {
+        let (pki, pair) = setup();
+        let v = verify(&Spec::good(&pair, &pki.ca_key).build(), &pair, NOW, algs()).unwrap();
+        assert_eq!(v.status, Status::Good);
+        assert_eq!((v.this_update, v.next_update), (NOW - 60, Some(NOW + 3600)));
+        assert_eq!(v.signer, "issuer");
+    }
+
+    #[test]
+    fn revoked_is_reported_with_its_time() {
+        let (pki, pair) = setup();
+        let mut spec = Spec::good(&pair, &pki.ca_key);
+        spec.status = CertStatus::Revoked(RevokedInfo {
+            revocation_time: time(NOW - 500),
+            revocation_reason: None,
+        });
+        let v = verify(&spec.build(), &pair, NOW, algs()).unwrap();
+        assert_eq!(v.status, Status::Revoked { at: NOW - 500 });
+    }
+
+    #[test]
+    fn a_delegated_responder_needs_the_ocsp_signing_usage_from_the_issuer() {
+        let (pki, pair) = setup();
+        let (responder, responder_key) =
+            pki.issue("responder", vec![ExtendedKeyUsagePurpose::OcspSigning]);
+        let mut spec = Spec::good(&pair, &responder_key);
+        spec.certs = vec![responder.clone()];
+        // (rcgen's default validity, 1975 to 4096, covers NOW.)
+        let now = NOW;
+        let v = verify(&spec.build(), &pair, now, algs()).unwrap();
+        assert_eq!(v.signer, "CN=responder");
+
+        // Without id-kp-OCSPSigning: refused.
+        let (plain, plain_key) = pki.issue("plain", vec![ExtendedKeyUsagePurpose::ServerAuth]);
+        spec.signer_key = &plain_key;
+        spec.certs = vec![plain];
+        let e = verify(&spec.build(), &pair, now, algs()).unwrap_err();
+        assert!(e.contains("not an OCSP signer"), "{e}");
+
+        // An OCSP signer from another CA: refused.
+        let other = Pki::new(None);
+        let (stranger, stranger_key) =
+            other.issue("stranger", vec![ExtendedKeyUsagePurpose::OcspSigning]);
+        spec.signer_key = &stranger_key;
+        spec.certs = vec![stranger];
+        let e = verify(&spec.build(), &pair, now, algs()).unwrap_err();
+        assert!(e.contains("not an OCSP signer"), "{e}");
+
+        // The right certificate attached, but signed by another key.
+        spec.certs = vec![responder];
+        let e = verify(&spec.build(), &pair, now, algs()).unwrap_err();
+        assert!(e.contains("does not verify"), "{e}");
+    }
+
+    #[test]
+    fn a_response_signed_by_another_ca_or_altered_is_refused() {
+        let (_, pair) = setup();
+        let other = Pki::new(None);
+        let e = verify(&Spec::good(&pair, &other.ca_key).build(), &pair, NOW, algs()).unwrap_err();
+        assert!(e.contains("not trusted"), "{e}");
+
+        let (pki, pair) = setup();
+        let mut der = Spec::good(&pair, &pki.ca_key).build();
+        // Flip the last byte of the serial inside the signed data.
+        let at = der
+            .windows(3)
+            .position(|w| w == [0x01, 0x23, 0x45])
+            .unwrap();
+        der[at + 2] ^= 1;
+        assert!(verify(&der, &pair, NOW, algs()).is_err());
+    }
+
+    #[test]
+    fn a_response_about_another_certificate_is_refused() {
+        let (pki, pair) = setup();
+        let der = Spec::good(&pair, &pki.ca_key).build();
+        let mut other = pair.clone();
+        other.serial = vec![0x09];
+        let e = verify(&der, &other, NOW, algs()).unwrap_err();
+        assert!(e.contains("not about this certificate"), "{e}");
+    }
+
+    #[test]
+    fn times_must_be_sane() {
+        let (pki, pair) = setup();
+        let mut spec = Spec::good(&pair, &pki.ca_key);
+        spec.next_update = Some(NOW);
+        let e = verify(&spec.build(), &pair, NOW, algs()).unwrap_err();
+        assert!(e.contains("expired"), "{e}");
+        spec.this_update = NOW + CLOCK_SKEW_SECS + 10;
+        spec.next_update = Some(NOW + 7200);
+        let e = verify(&spec.build(), &pair, NOW, algs()).unwrap_err();
+        assert!(e.contains("in the future"), "{e}");
+        // Within the skew is fine; no nextUpdate is fine.
+        spec.this_update = NOW + 60;
+        spec.next_update = None;
+        let v = verify(&spec.build(), &pair, NOW, algs()).unwrap();
+        assert_eq!(v.next_update, None);
+        spec.this_update = NOW - 10;
+        spec.next_update = Some(NOW - 20);
+        assert!(verify(&spec.build(), &pair, NOW, algs()).is_err());
+    }
 
     #[test]
     fn garbage_and_error_statuses_are_refused() {
-        let (leaf, ca) = super::super::request::tests_support::ca_and_leaf();
-        let pair = super::super::request::cert_pair(&[&leaf, &ca]).unwrap();
-        let algs = rustls::crypto::aws_lc_rs::default_provider()
-            .signature_verification_algorithms
-            .all;
-        assert!(verify(b"", &pair, 0, algs).unwrap_err().contains("not an OCSP response"));
+        let (_, pair) = setup();
+        assert!(verify(b"", &pair, 0, algs())
+            .unwrap_err()
+            .contains("not an OCSP response"));
         // OCSPResponse { responseStatus tryLater (3) }
-        let e = verify(&[0x30, 0x03, 0x0a, 0x01, 0x03], &pair, 0, algs).unwrap_err();
+        let e = verify(&[0x30, 0x03, 0x0a, 0x01, 0x03], &pair, 0, algs()).unwrap_err();
         assert!(e.contains("TryLater"), "{e}");
         // successful (0) without responseBytes
-        let e = verify(&[0x30, 0x03, 0x0a, 0x01, 0x00], &pair, 0, algs).unwrap_err();
+        let e = verify(&[0x30, 0x03, 0x0a, 0x01, 0x00], &pair, 0, algs()).unwrap_err();
         assert!(e.contains("without a body"), "{e}");
     }
 
