@@ -18,7 +18,13 @@ struct Responder {
 }
 
 impl Responder {
-    fn start(td: &TempDir, port: u16, index: &Path, signer: (&Path, &Path), ca: &Path) -> Responder {
+    fn start(
+        td: &TempDir,
+        port: u16,
+        index: &Path,
+        signer: (&Path, &Path),
+        ca: &Path,
+    ) -> Responder {
         let mut cmd = Command::new("openssl");
         cmd.arg("ocsp")
             .arg("-index")
@@ -41,7 +47,10 @@ impl Responder {
         // connection that closes without a request (the probe). It says
         // this on stderr once its socket listens.
         if proc
-            .wait_log_line(&["waiting for OCSP client connections"], Duration::from_secs(10))
+            .wait_log_line(
+                &["waiting for OCSP client connections"],
+                Duration::from_secs(10),
+            )
             .is_none()
         {
             proc.fail("openssl ocsp did not start listening");
@@ -91,21 +100,47 @@ fn openssl_leaf(certs: &CertDir, stem: &str, cn: &str, ext: &str) -> (PathBuf, P
     fs::write(dir.join(format!("{stem}.ext")), ext).unwrap();
     openssl(
         &[
-            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", &format!("{stem}.key"), "-subj", &format!("/CN={cn}"), "-out",
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{stem}.key"),
+            "-subj",
+            &format!("/CN={cn}"),
+            "-out",
             &format!("{stem}.csr"),
         ],
         dir,
     );
     openssl(
         &[
-            "x509", "-req", "-in", &format!("{stem}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-set_serial", &format!("0x{:x}", 0x5ca1ab1e_u64 + stem.len() as u64), "-days", "30",
-            "-extfile", &format!("{stem}.ext"), "-out", &format!("{stem}-leaf.pem"),
+            "x509",
+            "-req",
+            "-in",
+            &format!("{stem}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            &format!("0x{:x}", 0x5ca1ab1e_u64 + stem.len() as u64),
+            "-days",
+            "30",
+            "-extfile",
+            &format!("{stem}.ext"),
+            "-out",
+            &format!("{stem}-leaf.pem"),
         ],
         dir,
     );
-    (dir.join(format!("{stem}-leaf.pem")), dir.join(format!("{stem}.key")))
+    (
+        dir.join(format!("{stem}-leaf.pem")),
+        dir.join(format!("{stem}.key")),
+    )
 }
 
 /// What `openssl s_client -status` saw stapled on a full mTLS handshake
@@ -155,7 +190,9 @@ fn wait_stapled(gw: &Gateway, want: &str, within: Duration) {
         last = stapled(gw);
         last == want
     }) {
-        gw.fail(&format!("staple never became {want:?} (last seen {last:?})"));
+        gw.fail(&format!(
+            "staple never became {want:?} (last seen {last:?})"
+        ));
     }
 }
 
@@ -221,19 +258,43 @@ fn staples_good_from_the_aia_responder_via_a_delegated_signer_then_revoked() {
     // certificate entry: both.
     assert_eq!(stapled_with(&gw, &["-tls1_2"]), "good");
     assert_eq!(stapled_with(&gw, &["-tls1_3"]), "good");
-    assert!(gw
-        .proc
-        .wait_log_line(&["OCSP response stapled", "status good", "signed by CN=OCSP responder"], Duration::from_secs(5))
-        .is_some(), "no stapling log line naming the delegated signer:\n{}", gw.proc.output());
+    assert!(
+        gw.proc
+            .wait_log_line(
+                &[
+                    "OCSP response stapled",
+                    "status good",
+                    "signed by CN=OCSP responder"
+                ],
+                Duration::from_secs(5)
+            )
+            .is_some(),
+        "no stapling log line naming the delegated signer:\n{}",
+        gw.proc.output()
+    );
     let m = admin_metrics(&admin);
     assert_eq!(
-        metric(&m, "portcullis_ocsp_staple_status{site=\"listener[0]\",status=\"good\"}"),
+        metric(
+            &m,
+            "portcullis_ocsp_staple_status{site=\"listener[0]\",status=\"good\"}"
+        ),
         Some(1.0),
         "{m}"
     );
-    let age = metric(&m, "portcullis_ocsp_staple_age_seconds{site=\"listener[0]\"}").unwrap_or(-1.0);
+    let age = metric(
+        &m,
+        "portcullis_ocsp_staple_age_seconds{site=\"listener[0]\"}",
+    )
+    .unwrap_or(-1.0);
     assert!((0.0..60.0).contains(&age), "staple age {age}:\n{m}");
-    assert!(metric(&m, "portcullis_ocsp_staple_next_update_timestamp_seconds{site=\"listener[0]\"}").is_some(), "{m}");
+    assert!(
+        metric(
+            &m,
+            "portcullis_ocsp_staple_next_update_timestamp_seconds{site=\"listener[0]\"}"
+        )
+        .is_some(),
+        "{m}"
+    );
 
     // The CA revokes the certificate: the next refresh staples "revoked"
     // (and the good response held before is not served any more).
@@ -245,7 +306,10 @@ fn staples_good_from_the_aia_responder_via_a_delegated_signer_then_revoked() {
         .is_some());
     let m = admin_metrics(&admin);
     assert_eq!(
-        metric(&m, "portcullis_ocsp_staple_status{site=\"listener[0]\",status=\"revoked\"}"),
+        metric(
+            &m,
+            "portcullis_ocsp_staple_status{site=\"listener[0]\",status=\"revoked\"}"
+        ),
         Some(1.0),
         "{m}"
     );
@@ -271,10 +335,16 @@ fn responder_down_at_start_then_up_and_the_staple_survives_its_loss_and_a_reload
     );
 
     // Nothing listens at the responder's address: handshakes go on unstapled.
-    assert!(gw
-        .proc
-        .wait_log_line(&["OCSP fetch failed", "handshakes go out without a staple"], Duration::from_secs(10))
-        .is_some(), "{}", gw.proc.output());
+    assert!(
+        gw.proc
+            .wait_log_line(
+                &["OCSP fetch failed", "handshakes go out without a staple"],
+                Duration::from_secs(10)
+            )
+            .is_some(),
+        "{}",
+        gw.proc.output()
+    );
     assert_eq!(stapled(&gw), "none");
     let failed = format!(
         "portcullis_ocsp_fetches_total{{site=\"listener[0]\",responder=\"{url}\",result=\"failed\"}}"
@@ -282,29 +352,44 @@ fn responder_down_at_start_then_up_and_the_staple_survives_its_loss_and_a_reload
     let m = admin_metrics(&admin);
     assert!(metric(&m, &failed).unwrap_or(0.0) >= 1.0, "{m}");
     assert_eq!(
-        metric(&m, "portcullis_ocsp_staple_status{site=\"listener[0]\",status=\"none\"}"),
+        metric(
+            &m,
+            "portcullis_ocsp_staple_status{site=\"listener[0]\",status=\"none\"}"
+        ),
         Some(1.0),
         "{m}"
     );
 
     // The responder comes up (signing as the CA itself): the staple appears.
-    let responder = Responder::start(&td, port, &index, (&certs.ca(), &certs.ca_key()), &certs.ca());
+    let responder = Responder::start(
+        &td,
+        port,
+        &index,
+        (&certs.ca(), &certs.ca_key()),
+        &certs.ca(),
+    );
     wait_stapled(&gw, "good", Duration::from_secs(15));
 
     // It goes away again, and the config is reloaded: the response in hand
     // is kept (same certificate), fetch failures are logged meanwhile.
     drop(responder);
-    let failures_before = gw.proc.count_log_lines(&["OCSP fetch failed", "keeping the good response"]);
+    let failures_before = gw
+        .proc
+        .count_log_lines(&["OCSP fetch failed", "keeping the good response"]);
     let reloads = gw.proc.count_log_lines(&["config reloaded"]);
     gw.proc.signal(libc::SIGHUP);
     assert!(wait_until(Duration::from_secs(10), || {
         gw.proc.count_log_lines(&["config reloaded"]) > reloads
     }));
-    assert!(wait_until(Duration::from_secs(10), || {
-        gw.proc
-            .count_log_lines(&["OCSP fetch failed", "keeping the good response"])
-            > failures_before
-    }), "{}", gw.proc.output());
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            gw.proc
+                .count_log_lines(&["OCSP fetch failed", "keeping the good response"])
+                > failures_before
+        }),
+        "{}",
+        gw.proc.output()
+    );
     assert_eq!(stapled(&gw), "good");
 }
 
@@ -326,11 +411,20 @@ fn config_refuses_stapling_it_cannot_do() {
     };
     // `certs init` certificates name no responder.
     let (ok, out, _) = check("ocsp_stapling = \"on\"");
-    assert!(!ok && out.contains("names no OCSP responder") && out.contains("set ocsp_url"), "{out}");
-    let (ok, out, text) = check("ocsp_stapling = \"on\"\nocsp_url = \"https://ocsp.example/\"");
-    assert!(!ok && out.contains("ocsp_url") && out.contains("not an http:// URL"), "{out}");
     assert!(
-        out.contains(&format!(":{}: listener[0].ocsp_url", line_of(&text, "ocsp_url"))),
+        !ok && out.contains("names no OCSP responder") && out.contains("set ocsp_url"),
+        "{out}"
+    );
+    let (ok, out, text) = check("ocsp_stapling = \"on\"\nocsp_url = \"https://ocsp.example/\"");
+    assert!(
+        !ok && out.contains("ocsp_url") && out.contains("not an http:// URL"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            ":{}: listener[0].ocsp_url",
+            line_of(&text, "ocsp_url")
+        )),
         "{out}"
     );
     let (ok, out, _) = check("ocsp_url = \"http://127.0.0.1:1/\"");

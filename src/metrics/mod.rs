@@ -8,10 +8,9 @@
 //! most ~1 s stale, and recording a metric never takes a lock or writes a
 //! cache line another core reads. A new metric: a field and a method here, a
 //! field in [`Snapshot`], a line in `render`. OCSP stapling's gauges come
-//! from its own thread's registry at scrape time (`ocsp`).
+//! from its own thread's registry at scrape time (`render`).
 
 mod admin;
-mod ocsp;
 mod render;
 
 pub use admin::{serve_admin, ADMIN_DEADLINE, ADMIN_MAX_CONNECTIONS};

@@ -69,10 +69,7 @@ pub fn post(url: &HttpUrl, request: &[u8], limits: Limits) -> Result<Vec<u8>, St
     let mut chunk = [0u8; 8192];
     loop {
         if left().is_zero() {
-            return Err(format!(
-                "no complete answer within {:?}",
-                limits.deadline
-            ));
+            return Err(format!("no complete answer within {:?}", limits.deadline));
         }
         timeout(&stream).map_err(|e| e.to_string())?;
         match stream.read(&mut chunk) {
@@ -80,7 +77,10 @@ pub fn post(url: &HttpUrl, request: &[u8], limits: Limits) -> Result<Vec<u8>, St
             Ok(n) => {
                 answer.extend_from_slice(&chunk[..n]);
                 if answer.len() > limits.max_bytes {
-                    return Err(format!("the answer is larger than {} bytes", limits.max_bytes));
+                    return Err(format!(
+                        "the answer is larger than {} bytes",
+                        limits.max_bytes
+                    ));
                 }
                 if let Some(body) = complete_body(&answer)? {
                     return Ok(body);
@@ -170,7 +170,9 @@ mod tests {
         for cut in 0..a.len() {
             assert_eq!(complete_body(&a[..cut]).unwrap(), None, "cut {cut}");
         }
-        assert!(body_to_close(&a[..a.len() - 1]).unwrap_err().contains("3-byte body"));
+        assert!(body_to_close(&a[..a.len() - 1])
+            .unwrap_err()
+            .contains("3-byte body"));
         // extra bytes past the length are not part of the body
         let mut more = a.to_vec();
         more.extend_from_slice(b"zz");
@@ -182,11 +184,16 @@ mod tests {
         let a = b"HTTP/1.1 200 OK\r\n\r\nxyz";
         assert_eq!(complete_body(a).unwrap(), None);
         assert_eq!(body_to_close(a).unwrap(), b"xyz");
-        assert!(body_to_close(b"HTTP/1.1 200 OK\r\n").unwrap_err().contains("head"));
+        assert!(body_to_close(b"HTTP/1.1 200 OK\r\n")
+            .unwrap_err()
+            .contains("head"));
         let e = complete_body(b"HTTP/1.1 404 Not Found\r\n\r\n").unwrap_err();
         assert!(e.contains("404 Not Found"), "{e}");
         assert!(complete_body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").is_err());
-        assert!(complete_body(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").is_err());
+        assert!(complete_body(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+        )
+        .is_err());
         assert!(complete_body(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
         assert!(complete_body(b"garbage\r\n\r\n").is_err());
     }

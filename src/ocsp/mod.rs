@@ -123,7 +123,12 @@ impl Stapler {
     /// leaf for `site`. Fails when the chain lacks the issuer or no
     /// responder is known: the config asked for stapling, so that is an error
     /// at start and reload, not a silent no-op.
-    pub fn register(&self, site: &str, chain: &[&[u8]], want: &Want) -> Result<Arc<Staple>, String> {
+    pub fn register(
+        &self,
+        site: &str,
+        chain: &[&[u8]],
+        want: &Want,
+    ) -> Result<Arc<Staple>, String> {
         let pair = request::cert_pair(chain)?;
         let url = match (&want.url, &pair.aia_ocsp_url) {
             (Some(u), _) => u.clone(),
@@ -131,13 +136,18 @@ impl Stapler {
                 format!("the certificate's OCSP responder (Authority Information Access) {e}; set ocsp_url")
             })?,
             (None, None) => {
-                return Err("ocsp_stapling is on but the certificate names no OCSP responder (no Authority Information Access OCSP URL); set ocsp_url".into())
+                return Err("on, but the certificate names no OCSP responder (no Authority Information Access OCSP URL); set ocsp_url".into())
             }
         };
         let request = pair.request_der()?;
         let key = {
             let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-            for part in [site.as_bytes(), &pair.leaf_der, &pair.issuer_der, url.text.as_bytes()] {
+            for part in [
+                site.as_bytes(),
+                &pair.leaf_der,
+                &pair.issuer_der,
+                url.text.as_bytes(),
+            ] {
                 h.update(&(part.len() as u64).to_be_bytes());
                 h.update(part);
             }
@@ -238,7 +248,8 @@ impl Stapler {
                         "OCSP: the responder says the site's certificate is REVOKED; stapling the revoked response (clients that check it will refuse the certificate): replace the certificate"
                     ),
                     _ => {
-                        let changed = state.held.as_ref().map(|h| &h.status) != Some(&verified.status);
+                        let changed =
+                            state.held.as_ref().map(|h| &h.status) != Some(&verified.status);
                         let line = format!(
                             "OCSP response stapled: status {} (signed by {}), thisUpdate {}, nextUpdate {}; next fetch in {wait}s",
                             verified.status.label(),
@@ -261,7 +272,9 @@ impl Stapler {
             }
             other => {
                 let why = match other {
-                    Ok(_) => "the responder does not know this certificate (status unknown)".to_string(),
+                    Ok(_) => {
+                        "the responder does not know this certificate (status unknown)".to_string()
+                    }
                     Err(e) => e,
                 };
                 state.failed += 1;

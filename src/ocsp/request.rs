@@ -110,13 +110,13 @@ fn aia_ocsp_url(cert: &Certificate) -> Option<String> {
 /// The hash of `data` under a CertID hash algorithm we know.
 pub fn digest(algorithm: &ObjectIdentifier, data: &[u8]) -> Option<Vec<u8>> {
     use aws_lc_rs::digest;
-    let alg = match *algorithm {
-        a if a == SHA1 => &digest::SHA1_FOR_LEGACY_USE_ONLY,
-        a if a == SHA256 => &digest::SHA256,
-        a if a == SHA384 => &digest::SHA384,
-        a if a == SHA512 => &digest::SHA512,
-        _ => return None,
-    };
+    let known = [
+        (SHA1, &digest::SHA1_FOR_LEGACY_USE_ONLY),
+        (SHA256, &digest::SHA256),
+        (SHA384, &digest::SHA384),
+        (SHA512, &digest::SHA512),
+    ];
+    let (_, alg) = known.iter().find(|(oid, _)| oid == algorithm)?;
     Some(digest::digest(alg, data).as_ref().to_vec())
 }
 
@@ -204,10 +204,11 @@ pub(super) mod tests_support {
             leaf.distinguished_name.push(DnType::CommonName, "leaf");
             leaf.serial_number = Some(vec![0x01, 0x23, 0x45].into());
             if let Some(url) = ocsp_url {
-                leaf.custom_extensions.push(CustomExtension::from_oid_content(
-                    &[1, 3, 6, 1, 5, 5, 7, 1, 1],
-                    aia_der(url),
-                ));
+                leaf.custom_extensions
+                    .push(CustomExtension::from_oid_content(
+                        &[1, 3, 6, 1, 5, 5, 7, 1, 1],
+                        aia_der(url),
+                    ));
             }
             let leaf_cert = leaf.signed_by(&leaf_key, &ca_cert, &ca_pair).unwrap();
             Pki {
@@ -221,7 +222,11 @@ pub(super) mod tests_support {
 
         /// A certificate this CA issued, with these extended key usages:
         /// (DER, PKCS#8 key).
-        pub(in crate::ocsp) fn issue(&self, cn: &str, ekus: Vec<ExtendedKeyUsagePurpose>) -> (Vec<u8>, Vec<u8>) {
+        pub(in crate::ocsp) fn issue(
+            &self,
+            cn: &str,
+            ekus: Vec<ExtendedKeyUsagePurpose>,
+        ) -> (Vec<u8>, Vec<u8>) {
             let issuer = self.ca_params.clone().self_signed(&self.ca_pair).unwrap();
             let key = KeyPair::generate().unwrap();
             let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -230,10 +235,6 @@ pub(super) mod tests_support {
             let cert = p.signed_by(&key, &issuer, &self.ca_pair).unwrap();
             (cert.der().to_vec(), key.serialize_der())
         }
-    }
-
-    pub(in crate::ocsp) fn ca_and_leaf() -> (Vec<u8>, Vec<u8>) {
-        ca_and_leaf_with(None)
     }
 
     /// A CA and a leaf issued by it, the leaf with an AIA OCSP URL when given.
@@ -266,7 +267,10 @@ mod tests {
         let (leaf, ca) = ca_and_leaf(Some("http://127.0.0.1:2560/ocsp"));
         let pair = cert_pair(&[&leaf, &ca]).unwrap();
         assert_eq!(pair.serial, vec![0x01, 0x23, 0x45]);
-        assert_eq!(pair.aia_ocsp_url.as_deref(), Some("http://127.0.0.1:2560/ocsp"));
+        assert_eq!(
+            pair.aia_ocsp_url.as_deref(),
+            Some("http://127.0.0.1:2560/ocsp")
+        );
         assert_eq!(pair.issuer_der, ca);
         let (leaf, ca) = ca_and_leaf(None);
         assert_eq!(cert_pair(&[&leaf, &ca]).unwrap().aia_ocsp_url, None);
@@ -300,8 +304,10 @@ mod tests {
         // The same leaf named with SHA-256 hashes also matches.
         let mut id256 = id.clone();
         id256.hash_algorithm.oid = SHA256;
-        id256.issuer_name_hash = OctetString::new(digest(&SHA256, &pair.issuer_name).unwrap()).unwrap();
-        id256.issuer_key_hash = OctetString::new(digest(&SHA256, &pair.issuer_key).unwrap()).unwrap();
+        id256.issuer_name_hash =
+            OctetString::new(digest(&SHA256, &pair.issuer_name).unwrap()).unwrap();
+        id256.issuer_key_hash =
+            OctetString::new(digest(&SHA256, &pair.issuer_key).unwrap()).unwrap();
         assert!(pair.matches(&id256));
         // Another serial, or another issuer key, does not.
         let mut other = id.clone();

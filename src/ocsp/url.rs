@@ -111,9 +111,15 @@ mod tests {
         );
         assert_eq!(u.authority(), "ocsp.example.com:8080");
         let u = parse("HTTP://Ocsp.Example.com").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("ocsp.example.com", 80, "/"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("ocsp.example.com", 80, "/")
+        );
         let u = parse("http://127.0.0.1:9/?q").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("127.0.0.1", 9, "/?q"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("127.0.0.1", 9, "/?q")
+        );
         let u = parse("http://[::1]:2560").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 2560));
         assert_eq!(u.authority(), "[::1]:2560");

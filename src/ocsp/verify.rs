@@ -24,7 +24,9 @@ pub const CLOCK_SKEW_SECS: u64 = 300;
 pub enum Status {
     Good,
     /// Revoked at this time (seconds since the epoch).
-    Revoked { at: u64 },
+    Revoked {
+        at: u64,
+    },
     Unknown,
 }
 
@@ -110,7 +112,10 @@ pub fn verify(
             return Err("nextUpdate is before thisUpdate".into());
         }
         if next <= now {
-            return Err(format!("the response expired {}s ago (nextUpdate)", now - next));
+            return Err(format!(
+                "the response expired {}s ago (nextUpdate)",
+                now - next
+            ));
         }
     }
     let status = match &single.cert_status {
@@ -147,7 +152,8 @@ fn signer(
     }
     let anchor = webpki::anchor_from_trusted_cert(&issuer_der)
         .map_err(|e| format!("the issuer certificate: {e}"))?;
-    let mut why = String::from("not signed by the issuer, and the response carries no responder certificate");
+    let mut why =
+        String::from("not signed by the issuer, and the response carries no responder certificate");
     for cert in basic.certs.iter().flatten() {
         let Ok(der) = cert.to_der() else { continue };
         let der = CertificateDer::from(der);
@@ -193,7 +199,8 @@ fn first_element(der: &[u8]) -> Result<&[u8], String> {
     let mut r = SliceReader::new(der).map_err(|e| e.to_string())?;
     Header::decode(&mut r).map_err(|e| e.to_string())?;
     let h = r.peek_header().map_err(|e| e.to_string())?;
-    let len = (h.encoded_len().map_err(|e| e.to_string())? + h.length).map_err(|e| e.to_string())?;
+    let len =
+        (h.encoded_len().map_err(|e| e.to_string())? + h.length).map_err(|e| e.to_string())?;
     r.read_slice(len).map_err(|e| e.to_string())
 }
 
@@ -201,8 +208,8 @@ fn first_element(der: &[u8]) -> Result<&[u8], String> {
 fn content_of(der: &[u8]) -> Result<&[u8], String> {
     let mut r = SliceReader::new(der).map_err(|e| e.to_string())?;
     let h = Header::decode(&mut r).map_err(|e| e.to_string())?;
-    let start = usize::try_from(h.encoded_len().map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
+    let start =
+        usize::try_from(h.encoded_len().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     der.get(start..).ok_or_else(|| "truncated".to_string())
 }
 
@@ -219,8 +226,8 @@ mod tests {
     use x509_cert::spki::AlgorithmIdentifierOwned;
     use x509_cert::Certificate;
     use x509_ocsp::{
-        OcspGeneralizedTime, ResponderId, ResponseBytes, ResponseData, RevokedInfo,
-        SingleResponse, Version,
+        OcspGeneralizedTime, ResponderId, ResponseBytes, ResponseData, RevokedInfo, SingleResponse,
+        Version,
     };
 
     const NOW: u64 = 1_800_000_000;
@@ -275,8 +282,8 @@ mod tests {
                 response_extensions: None,
             };
             let tbs = data.to_der().unwrap();
-            let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, self.signer_key)
-                .unwrap();
+            let key =
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, self.signer_key).unwrap();
             let sig = key.sign(&SystemRandom::new(), &tbs).unwrap();
             let basic = BasicOcspResponse {
                 tbs_response_data: data,
@@ -373,7 +380,13 @@ mod tests {
     fn a_response_signed_by_another_ca_or_altered_is_refused() {
         let (_, pair) = setup();
         let other = Pki::new(None);
-        let e = verify(&Spec::good(&pair, &other.ca_key).build(), &pair, NOW, algs()).unwrap_err();
+        let e = verify(
+            &Spec::good(&pair, &other.ca_key).build(),
+            &pair,
+            NOW,
+            algs(),
+        )
+        .unwrap_err();
         assert!(e.contains("not trusted"), "{e}");
 
         let (pki, pair) = setup();
@@ -436,7 +449,10 @@ mod tests {
     fn first_element_and_content() {
         // SEQUENCE { SEQUENCE { INTEGER 5 }, NULL }
         let der = [0x30, 0x07, 0x30, 0x03, 0x02, 0x01, 0x05, 0x05, 0x00];
-        assert_eq!(first_element(&der).unwrap(), &[0x30, 0x03, 0x02, 0x01, 0x05]);
+        assert_eq!(
+            first_element(&der).unwrap(),
+            &[0x30, 0x03, 0x02, 0x01, 0x05]
+        );
         assert_eq!(content_of(&der[2..7]).unwrap(), &[0x02, 0x01, 0x05]);
         assert!(first_element(&[0x30, 0x05, 0x30]).is_err());
     }

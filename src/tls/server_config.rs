@@ -6,12 +6,12 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::{ProducesTickets, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
 use super::client_verifier;
 use super::signature_failure::NoteSignatureFailures;
 use super::staple::StapledCert;
-use rustls::sign::CertifiedKey;
 use crate::config::{AppProtocol, MtlsMode, TlsVersions};
 
 /// The ALPN identifier of HTTP/2 (RFC 9113 section 3.2): a connection that
