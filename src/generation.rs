@@ -145,6 +145,20 @@ impl Generation {
                 material::load_ca_bundle(&s.client_ca).map_err(context)?
             };
             let crls = material::load_crls(&s.crls).map_err(context)?;
+            // Registered (or found again, when a reload kept the certificate
+            // and its response) before the TLS configs are built with it.
+            let ocsp = match &s.ocsp {
+                None => None,
+                Some(want) => {
+                    let chain: Vec<&[u8]> = identity.chain.iter().map(|c| c.as_ref()).collect();
+                    Some(
+                        published
+                            .ocsp()
+                            .register(&s.name, &chain, want)
+                            .map_err(|e| format!("site \"{}\": ocsp_stapling: {e}", s.name))?,
+                    )
+                }
+            };
             let tls = SiteTls {
                 name: s.name.clone(),
                 chain: identity.chain,
@@ -155,6 +169,7 @@ impl Generation {
                 versions: s.tls_versions,
                 verified_chain_cache: config.tls.verified_chain_cache,
                 alpn: s.alpn.clone(),
+                ocsp,
             };
             let ticketer = server_config::site_ticketer().map_err(|e| {
                 format!("site \"{}\": cannot create the TLS ticket key: {e}", s.name)

@@ -21,6 +21,7 @@ pub mod identity;
 pub mod io;
 pub mod logging;
 pub mod metrics;
+pub mod ocsp;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod router;

@@ -87,6 +87,7 @@ fn echo_tls(flags: &Flags) -> Result<Option<std::sync::Arc<rustls::ServerConfig>
         verified_chain_cache: config::TlsSettings::default().verified_chain_cache,
         // The echo backend speaks HTTP/1.1 only.
         alpn: vec![config::AppProtocol::Http11],
+        ocsp: None,
     };
     let ticketer =
         crate::tls::server_config::site_ticketer().map_err(|e| Failure::Runtime(e.to_string()))?;

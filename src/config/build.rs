@@ -239,6 +239,7 @@ fn listener(
             "alpn",
         ][..],
         &sites::IDENTITY_FIELDS,
+        &sites::OCSP_FIELDS,
     ]
     .concat();
     let mut t = field.table(&known)?;
@@ -312,6 +313,7 @@ fn listener(
         None => AppProtocol::default_alpn(),
         Some(f) => sites::alpn(f)?,
     };
+    let ocsp = sites::ocsp_stapling(&mut t)?;
     sites.push(SiteConfig {
         name: format!("listener[{index}]"),
         server_names: Vec::new(),
@@ -321,6 +323,7 @@ fn listener(
         crls: Vec::new(),
         tls_versions,
         alpn,
+        ocsp,
     });
     let own = sites.len() - 1;
     Ok(ListenerConfig {

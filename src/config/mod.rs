@@ -152,6 +152,8 @@ pub struct SiteConfig {
     /// (non-empty, no repeats); a client offering none of them is refused
     /// with `no_application_protocol`.
     pub alpn: Vec<AppProtocol>,
+    /// `ocsp_stapling = "on"` and its options; None = off (the default).
+    pub ocsp: Option<crate::ocsp::Want>,
 }
 
 /// An application protocol a site speaks over TLS (ALPN, RFC 7301).

@@ -55,6 +55,7 @@ fn site(
             "alpn",
         ][..],
         &IDENTITY_FIELDS,
+        &OCSP_FIELDS,
     ]
     .concat();
     let mut t = field.table(&known)?;
@@ -124,6 +125,7 @@ fn site(
         None => false,
         Some(f) => f.boolean()?,
     };
+    let ocsp = ocsp_stapling(&mut t)?;
     Ok((
         SiteConfig {
             name,
@@ -134,6 +136,7 @@ fn site(
             crls,
             tls_versions,
             alpn,
+            ocsp,
         },
         is_default,
     ))
@@ -153,6 +156,50 @@ pub(super) fn alpn(field: Field) -> Result<Vec<AppProtocol>, Problem> {
         out.push(p);
     }
     Ok(out)
+}
+
+/// The OCSP stapling fields of a site or of a listener with its own certificate.
+pub(super) const OCSP_FIELDS: [&str; 3] = ["ocsp_stapling", "ocsp_url", "ocsp_refresh"];
+
+/// The longest wait between two fetches of a staple, unless set: a
+/// response usually lives for days, and an hourly fetch notices a
+/// revocation within the hour.
+pub const DEFAULT_OCSP_REFRESH: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `ocsp_stapling = "off" | "on"` (default "off"), `ocsp_url` (default: the
+/// certificate's Authority Information Access responder) and
+/// `ocsp_refresh` (default 1h). Off by default: stapling makes the gateway
+/// open outbound connections to a responder, which an edge node's firewall
+/// may not expect, and a client that checks OCSP itself loses nothing.
+/// The URL and refresh without stapling on are refused rather than ignored.
+pub(super) fn ocsp_stapling(t: &mut Fields) -> Result<Option<crate::ocsp::Want>, Problem> {
+    let on = match t.take("ocsp_stapling") {
+        None => false,
+        Some(f) => f.choice(&["off", "on"])? == "on",
+    };
+    let url = t.take("ocsp_url");
+    let refresh = t.take("ocsp_refresh");
+    if !on {
+        if let Some(f) = url.or(refresh) {
+            return Err(f.problem("only with ocsp_stapling = \"on\"".to_string()));
+        }
+        return Ok(None);
+    }
+    let url = match url {
+        None => None,
+        Some(f) => Some(crate::ocsp::url::parse(f.string()?).map_err(|why| f.problem(why))?),
+    };
+    let refresh = match refresh {
+        None => DEFAULT_OCSP_REFRESH,
+        Some(f) => {
+            let d = f.duration()?;
+            if d < std::time::Duration::from_secs(1) {
+                return Err(f.problem("at least 1s".to_string()));
+            }
+            d
+        }
+    };
+    Ok(Some(crate::ocsp::Want { url, refresh }))
 }
 
 /// The fields a TLS identity is written with, wherever one is configured.

@@ -190,6 +190,7 @@ backends = ["localhost:9002"]
                     tls13: true
                 },
                 alpn: AppProtocol::default_alpn(),
+                ocsp: None,
             },
             SiteConfig {
                 name: "listener[1]".into(),
@@ -203,6 +204,7 @@ backends = ["localhost:9002"]
                 crls: Vec::new(),
                 tls_versions: TlsVersions::default(),
                 alpn: AppProtocol::default_alpn(),
+                ocsp: None,
             },
         ]
     );

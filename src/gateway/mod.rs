@@ -183,6 +183,12 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
         open_file_limit = nofile,
         "per-worker caps: past them new connections are closed at accept"
     );
+    // OCSP stapling's thread, when a site asked for it (a reload that adds
+    // the first such site starts it then).
+    published
+        .ocsp()
+        .start_if_needed()
+        .map_err(|e| format!("cannot start the OCSP stapling thread: {e}"))?;
     // The admin socket: the one passed by a takeover if it is at the
     // configured address, else bound now.
     let admin_socket = match config.admin {

@@ -47,6 +47,11 @@ impl Reloader {
             Ok(generation) => {
                 let (sites, routes) = (generation.sites.len(), generation.settings.routes.len());
                 self.current.replace(generation);
+                if let Err(e) = self.published.ocsp().start_if_needed() {
+                    tracing::error!(
+                        "cannot start the OCSP stapling thread: {e}; no site gets a staple"
+                    );
+                }
                 info!(
                     config = %path.display(),
                     generation = id,

@@ -7,7 +7,8 @@
 //! scraped and renders Prometheus text (`render`). A scrape is therefore at
 //! most ~1 s stale, and recording a metric never takes a lock or writes a
 //! cache line another core reads. A new metric: a field and a method here, a
-//! field in [`Snapshot`], a line in `render`.
+//! field in [`Snapshot`], a line in `render`. OCSP stapling's gauges come
+//! from its own thread's registry at scrape time (`render`).
 
 mod admin;
 mod render;

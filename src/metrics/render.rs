@@ -1,10 +1,13 @@
 //! The admin endpoint's view: every worker's last snapshot merged and
-//! rendered as Prometheus text.
+//! rendered as Prometheus text, with OCSP stapling's state per site.
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
+
+use crate::ocsp::Stapler;
 
 use super::{unreachable_histogram, HandshakeReason, Snapshot, STATUS_SLOTS};
 
@@ -14,6 +17,10 @@ pub struct Published {
     /// Route labels by metric slot; slot 0 is "none". Only grows: a route
     /// kept across a reload keeps its slot and its counts.
     route_labels: Mutex<Vec<String>>,
+    /// The process's OCSP stapling registry: config loads register sites in
+    /// it, its thread fetches, and the scrape reads its state. Here because
+    /// this is the one object every config load and the admin thread share.
+    ocsp: Arc<Stapler>,
 }
 
 impl Published {
@@ -21,7 +28,13 @@ impl Published {
         Arc::new(Published {
             slots: (0..workers).map(|_| Mutex::new(None)).collect(),
             route_labels: Mutex::new(vec!["none".to_string()]),
+            ocsp: Arc::new(Stapler::default()),
         })
+    }
+
+    /// OCSP stapling (see the field).
+    pub fn ocsp(&self) -> &Arc<Stapler> {
+        &self.ocsp
     }
 
     /// The metric slot of a route label (allocated on first sight, at config load).
@@ -210,7 +223,63 @@ impl Published {
             "portcullis_request_duration_seconds_count {}",
             merged.len()
         );
+        render_ocsp(&mut out, &self.ocsp.status());
         out
+    }
+}
+
+/// The OCSP stapling lines, per site: what is stapled, how old it is, when
+/// it expires, how fetches went (read from the stapling thread's registry
+/// at scrape time, not from the workers' snapshots).
+fn render_ocsp(out: &mut String, sites: &[crate::ocsp::SiteStatus]) {
+    if sites.is_empty() {
+        return;
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    out.push_str("# HELP portcullis_ocsp_staple_status The OCSP response stapled now, per site (1 for the current state: good, revoked or none).\n# TYPE portcullis_ocsp_staple_status gauge\n");
+    for s in sites {
+        for state in ["good", "revoked", "none"] {
+            let _ = writeln!(
+                out,
+                "portcullis_ocsp_staple_status{{site=\"{}\",status=\"{state}\"}} {}",
+                escape(&s.site),
+                u8::from(s.stapled == state)
+            );
+        }
+    }
+    out.push_str("# HELP portcullis_ocsp_staple_age_seconds Seconds since the stapled response's thisUpdate.\n# TYPE portcullis_ocsp_staple_age_seconds gauge\n");
+    for s in sites {
+        if let Some(t) = s.this_update {
+            let _ = writeln!(
+                out,
+                "portcullis_ocsp_staple_age_seconds{{site=\"{}\"}} {}",
+                escape(&s.site),
+                now as i64 - t as i64
+            );
+        }
+    }
+    out.push_str("# HELP portcullis_ocsp_staple_next_update_timestamp_seconds The stapled response's nextUpdate (Unix time).\n# TYPE portcullis_ocsp_staple_next_update_timestamp_seconds gauge\n");
+    for s in sites {
+        if let Some(t) = s.next_update {
+            let _ = writeln!(
+                out,
+                "portcullis_ocsp_staple_next_update_timestamp_seconds{{site=\"{}\"}} {t}",
+                escape(&s.site)
+            );
+        }
+    }
+    out.push_str("# HELP portcullis_ocsp_fetches_total OCSP fetches per site: ok (verified and stapled) or failed (no answer, not verified, or status unknown).\n# TYPE portcullis_ocsp_fetches_total counter\n");
+    for s in sites {
+        for (result, n) in [("ok", s.fetched), ("failed", s.failed)] {
+            let _ = writeln!(
+                out,
+                "portcullis_ocsp_fetches_total{{site=\"{}\",responder=\"{}\",result=\"{result}\"}} {n}",
+                escape(&s.site),
+                escape(&s.url)
+            );
+        }
     }
 }
 

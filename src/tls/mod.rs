@@ -2,7 +2,8 @@
 //! us) is the files at this level: server configs per site, the ClientHello
 //! reader, the client-certificate verifier, the record-exact handshake and
 //! the userspace stream, resumption checks, the kernel-TLS handover (`ktls`)
-//! and handshake failure reasons. The client side (us connecting to TLS
+//! and handshake failure reasons, and the resolver that staples OCSP
+//! responses (`staple`). The client side (us connecting to TLS
 //! backends) is `client`. `material` (PEM, PKCS#12, CA bundles, CRLs) serves
 //! both.
 
@@ -17,6 +18,7 @@ pub mod reason;
 pub mod resumption;
 pub mod server_config;
 pub mod signature_failure;
+pub mod staple;
 mod steps;
 pub mod stream;
 

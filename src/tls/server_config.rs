@@ -6,10 +6,12 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::{ProducesTickets, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
 use super::client_verifier;
 use super::signature_failure::NoteSignatureFailures;
+use super::staple::StapledCert;
 use crate::config::{AppProtocol, MtlsMode, TlsVersions};
 
 /// The ALPN identifier of HTTP/2 (RFC 9113 section 3.2): a connection that
@@ -52,6 +54,9 @@ pub struct SiteTls {
     /// offers ALPN but none of these is refused (`no_application_protocol`)
     /// rather than spoken to in a protocol it did not ask for.
     pub alpn: Vec<AppProtocol>,
+    /// `ocsp_stapling = "on"`: the response to staple, kept fresh by the
+    /// stapling thread; None staples nothing.
+    pub ocsp: Option<Arc<crate::ocsp::Staple>>,
 }
 
 /// One config per site per core: the session cache inside it (TLS 1.2
@@ -84,17 +89,29 @@ pub fn build(
     if site.versions.tls12 {
         versions.push(&rustls::version::TLS12);
     }
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let key_problem = |e: &rustls::Error| {
+        fail(
+            "the private key does not match the certificate or is unsupported",
+            e,
+        )
+    };
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
         .map_err(|e| fail("TLS versions", &e))?
-        .with_client_cert_verifier(Arc::new(NoteSignatureFailures(verifier)))
-        .with_single_cert(site.chain.clone(), site.key.clone_key())
-        .map_err(|e| {
-            fail(
-                "the private key does not match the certificate or is unsupported",
-                &e,
-            )
-        })?;
+        .with_client_cert_verifier(Arc::new(NoteSignatureFailures(verifier)));
+    let mut config = match &site.ocsp {
+        None => builder
+            .with_single_cert(site.chain.clone(), site.key.clone_key())
+            .map_err(|e| key_problem(&e))?,
+        Some(staple) => {
+            // The same checks with_single_cert makes, then a resolver that
+            // adds the current OCSP response (tls::staple).
+            let key = CertifiedKey::from_der(site.chain.clone(), site.key.clone_key(), &provider)
+                .map_err(|e| key_problem(&e))?;
+            key.keys_match().map_err(|e| key_problem(&e))?;
+            builder.with_cert_resolver(Arc::new(StapledCert::new(key, staple.clone())))
+        }
+    };
     config.alpn_protocols = site.alpn.iter().map(|p| p.id().to_vec()).collect();
     // Our suite order (the provider's: AES-256-GCM, AES-128-GCM, ChaCha20),
     // not whatever the client lists first.

@@ -208,3 +208,91 @@ fn body_deadlines_and_connection_caps() {
     assert_eq!(line, MINIMAL.lines().count() + 5);
     assert!(problem.contains("at least 1"), "{problem}");
 }
+
+#[test]
+fn ocsp_stapling_is_off_unless_asked_and_its_options_are_checked() {
+    let fx = Fixture::new();
+    let c = fx.parse(SITES).unwrap();
+    assert_eq!(c.sites[0].ocsp, None, "off by default");
+    let on = SITES.replacen(
+        "default = true",
+        "default = true\nocsp_stapling = \"on\"\nocsp_url = \"http://127.0.0.1:2560/ocsp\"\nocsp_refresh = \"10m\"",
+        1,
+    );
+    let c = fx.parse(&on).unwrap();
+    let want = c.sites[0].ocsp.as_ref().unwrap();
+    assert_eq!(want.refresh, std::time::Duration::from_secs(600));
+    let url = want.url.as_ref().unwrap();
+    assert_eq!(
+        (url.host.as_str(), url.port, url.path.as_str()),
+        ("127.0.0.1", 2560, "/ocsp")
+    );
+    // On without a URL: the certificate's AIA (checked when it loads), 1 h.
+    let c = fx
+        .parse(&SITES.replacen(
+            "default = true",
+            "default = true\nocsp_stapling = \"on\"",
+            1,
+        ))
+        .unwrap();
+    assert_eq!(
+        c.sites[0].ocsp,
+        Some(crate::ocsp::Want {
+            url: None,
+            refresh: super::super::sites::DEFAULT_OCSP_REFRESH
+        })
+    );
+    // A listener with its own certificate takes the same fields.
+    let c = fx
+        .parse(&MINIMAL.replacen("client_ca", "ocsp_stapling = \"on\"\nclient_ca", 1))
+        .unwrap();
+    assert!(c.sites[0].ocsp.is_some());
+
+    for (add, field, problem) in [
+        (
+            "ocsp_stapling = \"yes\"",
+            "site[0].ocsp_stapling",
+            "is not one of",
+        ),
+        (
+            "ocsp_url = \"http://127.0.0.1/\"",
+            "site[0].ocsp_url",
+            "only with ocsp_stapling",
+        ),
+        (
+            "ocsp_refresh = \"1h\"",
+            "site[0].ocsp_refresh",
+            "only with ocsp_stapling",
+        ),
+        (
+            "ocsp_stapling = \"on\"\nocsp_url = \"https://ocsp.example/\"",
+            "site[0].ocsp_url",
+            "not an http:// URL",
+        ),
+        (
+            "ocsp_stapling = \"on\"\nocsp_refresh = \"500ms\"",
+            "site[0].ocsp_refresh",
+            "at least 1s",
+        ),
+    ] {
+        let text = SITES.replacen("default = true", &format!("default = true\n{add}"), 1);
+        let (line, f, p) = fx.error(&text);
+        let key = format!("{} =", field.rsplit('.').next().unwrap());
+        let at = text.lines().position(|l| l.starts_with(&key)).unwrap() + 1;
+        assert_eq!(line, at, "{add}");
+        assert_eq!(f, field, "{add}");
+        assert!(p.contains(problem), "{add}: {p}");
+    }
+    // A listener that serves [[site]] tables has no certificate to staple.
+    let text = SITES.replacen(
+        "address = \"127.0.0.1:8443\"",
+        "address = \"127.0.0.1:8443\"\nocsp_stapling = \"on\"",
+        1,
+    );
+    let (_, f, p) = fx.error(&text);
+    assert_eq!(f, "listener[0].ocsp_stapling");
+    assert!(
+        p.contains("only with the listener's own certificate"),
+        "{p}"
+    );
+}
