@@ -376,7 +376,9 @@ fn a_broken_identity_stops_the_tool_before_it_connects() {
     thread_sleep_for_publish();
     let before = connections(&admin_get(&admin, "/metrics").1);
     let missing = st.td.join("no-such-client.pem");
-    let cases: [(&str, Vec<(&str, Option<PathBuf>)>, &str); 3] = [
+    // (tool, environment changes: a value set or removed, the line wanted)
+    type EnvChange = (&'static str, Option<PathBuf>);
+    let cases: [(&str, Vec<EnvChange>, &str); 3] = [
         (
             "wrk",
             vec![("PCL_CLIENT_CERT", Some(missing.clone()))],
