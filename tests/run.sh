@@ -9,10 +9,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for tool in curl openssl python3 haproxy nghttp; do
-  # nghttp is Debian's nghttp2-client.
-  command -v "$tool" >/dev/null || { echo "tests/run.sh: $tool is required (apt-get install $tool; nghttp: nghttp2-client)" >&2; exit 2; }
+for tool in curl openssl python3 haproxy nghttp h2load wrk make gcc; do
+  # nghttp and h2load are Debian's nghttp2-client.
+  command -v "$tool" >/dev/null || { echo "tests/run.sh: $tool is required (apt-get install $tool; nghttp, h2load: nghttp2-client)" >&2; exit 2; }
 done
+# tests/load_tools.rs builds bench/mtls-preload against OpenSSL's headers.
+echo '#include <openssl/ssl.h>' | gcc -E -x c - >/dev/null 2>&1 ||
+  { echo "tests/run.sh: OpenSSL headers are required to build bench/mtls-preload (apt-get install libssl-dev)" >&2; exit 2; }
 # tests/tls_conformance.rs drives tlslite-ng clients (.ci/run installs them).
 python3 -c 'import tlslite, ecdsa' 2>/dev/null ||
   { echo "tests/run.sh: python3 needs tlslite-ng and ecdsa: python3 -m pip install tlslite-ng==0.8.2 ecdsa==0.19.2" >&2; exit 2; }
