@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub const USAGE: &str = "\
-pcl-load: HTTP/1.1 load generator that presents TLS client certificates (mTLS)
+pcl-load: HTTP/1.1 and HTTP/2 load generator that presents TLS client certificates (mTLS)
 
 Usage: pcl-load [OPTIONS] URL
 
@@ -23,6 +23,14 @@ Options:
                           scheduled send time (coordinated-omission correction, as
                           wrk2); one that is on time is timed from its actual send
       --new-conn          a new TCP+TLS connection (full mTLS handshake) per request
+      --http2             HTTP/2 (ALPN h2 only: a server that does not choose h2 is
+                          a tls_handshake error); with --streams, -c connections
+                          each carry that many streams at once (closed loop per
+                          stream, or -R spread over connections x streams)
+      --streams M         with --http2: concurrent streams per connection (default 1)
+      --h2-window BYTES   with --http2: the stream flow-control window we grant
+                          (default 4194304; the connection's is 16 times it, at
+                          most 2^31-1); received DATA is released at once
       --resume            with --new-conn: TLS session resumption (tickets / session
                           cache in the client config, shared per thread)
       --cert FILE         client certificate chain (PEM; may also hold the key)
@@ -49,7 +57,8 @@ Options:
   -h, --help              print this help
 
 Closed loop (default): each connection sends its next request as soon as the
-previous response is complete. HTTP/1.1 keep-alive, no pipelining. Without
+previous response is complete. HTTP/1.1 keep-alive, no pipelining; with
+--http2 each stream slot of each connection is such a loop. Without
 --new-conn, every connection is opened and carries one unrecorded request
 before the clock starts (warm-up, at most 2 s), so the run measures the
 steady state. Wall time is at most warm-up + duration + 2 s.
@@ -105,6 +114,12 @@ pub struct Args {
     pub rate: Option<f64>,
     pub new_conn: bool,
     pub resume: bool,
+    /// HTTP/2 (ALPN h2) instead of HTTP/1.1.
+    pub http2: bool,
+    /// HTTP/2: concurrent streams per connection (1 for HTTP/1.1).
+    pub streams: usize,
+    /// HTTP/2: the stream window granted to the server.
+    pub h2_window: u32,
     pub identity: Identity,
     pub cacert: Option<PathBuf>,
     pub insecure: bool,
@@ -133,6 +148,9 @@ pub fn parse(argv: &[String]) -> Result<Parsed, String> {
     let mut rate = None;
     let mut new_conn = false;
     let mut resume = false;
+    let mut http2 = false;
+    let mut streams: Option<usize> = None;
+    let mut h2_window: Option<u32> = None;
     let mut cert: Option<String> = None;
     let mut key: Option<PathBuf> = None;
     let mut cert_type = String::from("PEM");
@@ -199,6 +217,9 @@ pub fn parse(argv: &[String]) -> Result<Parsed, String> {
             }
             "--new-conn" => new_conn = true,
             "--resume" => resume = true,
+            "--http2" | "--h2" => http2 = true,
+            "--streams" => streams = Some(number(&flag, &value(&flag)?)?),
+            "--h2-window" => h2_window = Some(number(&flag, &value(&flag)?)?),
             "--cert" | "-E" => cert = Some(value(&flag)?),
             "--key" => key = Some(PathBuf::from(value(&flag)?)),
             "--client-certs" => client_certs = Some(PathBuf::from(value(&flag)?)),
@@ -280,6 +301,36 @@ pub fn parse(argv: &[String]) -> Result<Parsed, String> {
     if resume && !new_conn {
         return Err("--resume only makes sense with --new-conn".into());
     }
+    if !http2 && (streams.is_some() || h2_window.is_some()) {
+        return Err("--streams and --h2-window need --http2".into());
+    }
+    if http2 && new_conn {
+        return Err(
+            "--http2 with --new-conn is not supported (measure handshakes over HTTP/1.1)".into(),
+        );
+    }
+    if http2 && plain {
+        return Err("--http2 needs TLS (h2 by ALPN); cleartext h2c is not supported".into());
+    }
+    let streams = streams.unwrap_or(1);
+    if streams == 0 {
+        return Err("--streams must be at least 1".into());
+    }
+    // RFC 9113 6.9.2: a window is at most 2^31-1; below 65535 h2 would
+    // only slow the server down for nothing.
+    let h2_window = h2_window.unwrap_or(4 << 20);
+    if !(65_535..=0x7fff_ffff).contains(&h2_window) {
+        return Err("--h2-window must be 65535..=2147483647".into());
+    }
+    if http2 {
+        for (k, _) in &headers {
+            if crate::http2::request::connection_specific(k) {
+                return Err(format!(
+                    "-H {k}: a connection-specific header, not allowed in HTTP/2 (RFC 9113 8.2.2)"
+                ));
+            }
+        }
+    }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -345,6 +396,9 @@ pub fn parse(argv: &[String]) -> Result<Parsed, String> {
         rate,
         new_conn,
         resume,
+        http2,
+        streams,
+        h2_window,
         identity,
         cacert,
         insecure,
@@ -539,6 +593,34 @@ mod tests {
         assert!(both.unwrap_err().contains("give one"));
         let key = run(&["--insecure", "--client-certs", "d", "--key", "k", url]);
         assert!(key.unwrap_err().contains("--key is not used"));
+    }
+
+    #[test]
+    fn http2_options() {
+        let url = "https://127.0.0.1:8443/";
+        let run = |rest: &[&str]| match parse(&argv(rest)) {
+            Ok(Parsed::Run(a)) => Ok(a),
+            Ok(Parsed::Help) => Err("help".to_string()),
+            Err(e) => Err(e),
+        };
+        let a = run(&["--insecure", "--http2", "-c", "8", "--streams", "32", url]).unwrap();
+        assert!(a.http2);
+        assert_eq!((a.connections, a.streams, a.h2_window), (8, 32, 4 << 20));
+        let a = run(&["--insecure", url]).unwrap();
+        assert!(!a.http2);
+        assert_eq!(a.streams, 1);
+        let e = run(&["--insecure", "--streams", "4", url]).unwrap_err();
+        assert!(e.contains("need --http2"), "{e}");
+        let e = run(&["--insecure", "--http2", "--new-conn", url]).unwrap_err();
+        assert!(e.contains("--new-conn"), "{e}");
+        let e = run(&["--insecure", "--http2", "--streams", "0", url]).unwrap_err();
+        assert!(e.contains("at least 1"), "{e}");
+        let e = run(&["--insecure", "--http2", "--h2-window", "100", url]).unwrap_err();
+        assert!(e.contains("65535"), "{e}");
+        let e = run(&["--insecure", "--http2", "-H", "Connection: close", url]).unwrap_err();
+        assert!(e.contains("connection-specific"), "{e}");
+        let e = run(&["--plain", "--http2", "http://127.0.0.1:8080/"]).unwrap_err();
+        assert!(e.contains("h2c"), "{e}");
     }
 
     #[test]
