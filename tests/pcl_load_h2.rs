@@ -58,7 +58,13 @@ fn n(v: &Value, path: &[&str]) -> u64 {
 fn pcl_load_http2_gets_only_200s_with_whole_bodies() {
     let st = Stack::start("pcl-load-h2", |c, _| c);
     // Many small requests on few connections, several streams at once.
-    let (code, v) = load(&st.gw, &st.td, "small", true, &["-c", "2", "--streams", "8"]);
+    let (code, v) = load(
+        &st.gw,
+        &st.td,
+        "small",
+        true,
+        &["-c", "2", "--streams", "8"],
+    );
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["protocol"], "h2", "{v}");
     assert_eq!(v["tls"]["alpn"], "h2", "{v}");
@@ -66,7 +72,11 @@ fn pcl_load_http2_gets_only_200s_with_whole_bodies() {
     assert_eq!(n(&v, &["errors_total"]), 0, "{v}");
     let done = n(&v, &["requests"]) + n(&v, &["requests_in_grace"]);
     assert!(done > 50, "{v}");
-    assert_eq!(n(&v, &["responses", "2xx"]), done, "every response a 2xx: {v}");
+    assert_eq!(
+        n(&v, &["responses", "2xx"]),
+        done,
+        "every response a 2xx: {v}"
+    );
     assert_eq!(n(&v, &["connections_opened"]), 2, "{v}");
 
     // 1 MiB downloads: every byte of every body was read.
@@ -90,7 +100,18 @@ fn pcl_load_http2_gets_only_200s_with_whole_bodies() {
         &st.td,
         "rate",
         true,
-        &["-c", "2", "--streams", "4", "-R", "200", "-m", "POST", "--body-size", "100000"],
+        &[
+            "-c",
+            "2",
+            "--streams",
+            "4",
+            "-R",
+            "200",
+            "-m",
+            "POST",
+            "--body-size",
+            "100000",
+        ],
     );
     assert_eq!(code, 0, "{v}");
     assert_eq!(n(&v, &["errors_total"]), 0, "{v}");
