@@ -116,11 +116,7 @@ pub enum Scope {
 /// and what it ended.
 pub fn classify(e: &h2::Error) -> (&'static str, String, Scope) {
     if let Some(io) = e.get_io() {
-        let text = io.to_string();
-        if let Some(refused) = text.strip_prefix(REFUSED_BEFORE_DATA) {
-            return ("tls_handshake", refused.to_string(), Scope::Connection);
-        }
-        return ("read", first_words(&text), Scope::Connection);
+        return classify_io(io);
     }
     let reason = e
         .reason()
@@ -146,6 +142,16 @@ pub fn classify(e: &h2::Error) -> (&'static str, String, Scope) {
         // connection is gone: nothing more will work on it.
         ("http2", reason, Scope::Connection)
     }
+}
+
+/// An I/O failure under h2 (it keeps only the kind and the text): a TLS
+/// refusal before any data (see `io::REFUSED_BEFORE_DATA`), else a read error.
+fn classify_io(io: &std::io::Error) -> (&'static str, String, Scope) {
+    let text = io.to_string();
+    if let Some(refused) = text.strip_prefix(REFUSED_BEFORE_DATA) {
+        return ("tls_handshake", refused.to_string(), Scope::Connection);
+    }
+    ("read", first_words(&text), Scope::Connection)
 }
 
 #[cfg(test)]
@@ -245,13 +251,13 @@ mod tests {
         );
         assert!(detail.contains("REFUSED_STREAM"), "{detail}");
         let io_err = io::Error::new(io::ErrorKind::ConnectionReset, "reset by peer");
-        let (kind, _, scope) = classify(&h2::Error::from(io_err));
+        let (kind, _, scope) = classify_io(&io_err);
         assert_eq!((kind, scope), ("read", Scope::Connection));
         let refused = io::Error::new(
             io::ErrorKind::InvalidData,
             format!("{REFUSED_BEFORE_DATA}received fatal alert: CertificateRequired"),
         );
-        let (kind, detail, scope) = classify(&h2::Error::from(refused));
+        let (kind, detail, scope) = classify_io(&refused);
         assert_eq!((kind, scope), ("tls_handshake", Scope::Connection));
         assert_eq!(detail, "received fatal alert: CertificateRequired");
     }
