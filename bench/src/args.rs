@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub const USAGE: &str = "\
-pcl-load: HTTP/1.1 load generator that presents TLS client certificates (mTLS)
+pcl-load: HTTP/1.1 and HTTP/2 load generator that presents TLS client certificates (mTLS)
 
 Usage: pcl-load [OPTIONS] URL
 
@@ -23,6 +23,14 @@ Options:
                           scheduled send time (coordinated-omission correction, as
                           wrk2); one that is on time is timed from its actual send
       --new-conn          a new TCP+TLS connection (full mTLS handshake) per request
+      --http2             HTTP/2 (ALPN h2 only: a server that does not choose h2 is
+                          a tls_handshake error); with --streams, -c connections
+                          each carry that many streams at once (closed loop per
+                          stream, or -R spread over connections x streams)
+      --streams M         with --http2: concurrent streams per connection (default 1)
+      --h2-window BYTES   with --http2: the stream flow-control window we grant
+                          (default 4194304; the connection's is 16 times it, at
+                          most 2^31-1); received DATA is released at once
       --resume            with --new-conn: TLS session resumption (tickets / session
                           cache in the client config, shared per thread)
       --cert FILE         client certificate chain (PEM; may also hold the key)
@@ -49,7 +57,8 @@ Options:
   -h, --help              print this help
 
 Closed loop (default): each connection sends its next request as soon as the
-previous response is complete. HTTP/1.1 keep-alive, no pipelining. Without
+previous response is complete. HTTP/1.1 keep-alive, no pipelining; with
+--http2 each stream slot of each connection is such a loop. Without
 --new-conn, every connection is opened and carries one unrecorded request
 before the clock starts (warm-up, at most 2 s), so the run measures the
 steady state. Wall time is at most warm-up + duration + 2 s.
@@ -105,6 +114,12 @@ pub struct Args {
     pub rate: Option<f64>,
     pub new_conn: bool,
     pub resume: bool,
+    /// HTTP/2 (ALPN h2) instead of HTTP/1.1.
+    pub http2: bool,
+    /// HTTP/2: concurrent streams per connection (1 for HTTP/1.1).
+    pub streams: usize,
+    /// HTTP/2: the stream window granted to the server.
+    pub h2_window: u32,
     pub identity: Identity,
     pub cacert: Option<PathBuf>,
     pub insecure: bool,
@@ -133,6 +148,9 @@ pub fn parse(argv: &[String]) -> Result<Parsed, String> {
     let mut rate = None;
     let mut new_conn = false;
     let mut resume = false;
+    let mut http2 = false;
+    let mut streams: Option<usize> = None;
+    let mut h2_window: Option<u32> = None;
     let mut cert: Option<String> = None;
     let mut key: Option<PathBuf> = None;
     let mut cert_type = String::from("PEM");
@@ -199,6 +217,9 @@ pub fn parse(argv: &[String]) -> Result<Parsed, String> {
             }
             "--new-conn" => new_conn = true,
             "--resume" => resume = true,
+            "--http2" | "--h2" => http2 = true,
+            "--streams" => streams = Some(number(&flag, &value(&flag)?)?),
+            "--h2-window" => h2_window = Some(number(&flag, &value(&flag)?)?),
             "--cert" | "-E" => cert = Some(value(&flag)?),
             "--key" => key = Some(PathBuf::from(value(&flag)?)),
             "--client-certs" => client_certs = Some(PathBuf::from(value(&flag)?)),
@@ -280,6 +301,36 @@ pub fn parse(argv: &[String]) -> Result<Parsed, String> {
     if resume && !new_conn {
         return Err("--resume only makes sense with --new-conn".into());
     }
+    if !http2 && (streams.is_some() || h2_window.is_some()) {
+        return Err("--streams and --h2-window need --http2".into());
+    }
+    if http2 && new_conn {
+        return Err(
+            "--http2 with --new-conn is not supported (measure handshakes over HTTP/1.1)".into(),
+        );
+    }
+    if http2 && plain {
+        return Err("--http2 needs TLS (h2 by ALPN); cleartext h2c is not supported".into());
+    }
+    let streams = streams.unwrap_or(1);
+    if streams == 0 {
+        return Err("--streams must be at least 1".into());
+    }
+    // RFC 9113 6.9.2: a window is at most 2^31-1; below 65535 h2 would
+    // only slow the server down for nothing.
+    let h2_window = h2_window.unwrap_or(4 << 20);
+    if !(65_535..=0x7fff_ffff).contains(&h2_window) {
+        return Err("--h2-window must be 65535..=2147483647".into());
+    }
+    if http2 {
+        for (k, _) in &headers {
+            if crate::http2::request::connection_specific(k) {
+                return Err(format!(
+                    "-H {k}: a connection-specific header, not allowed in HTTP/2 (RFC 9113 8.2.2)"
+                ));
+            }
+        }
+    }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -345,6 +396,9 @@ pub fn parse(argv: &[String]) -> Result<Parsed, String> {
         rate,
         new_conn,
         resume,
+        http2,
+        streams,
+        h2_window,
         identity,
         cacert,
         insecure,
@@ -482,79 +536,4 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
-        assert!(parse_duration("3x").is_err());
-    }
-
-    #[test]
-    fn urls() {
-        let t = parse_url("https://127.0.0.1:8443/a/b?c=1").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.addr.port(), t.path.as_str()),
-            ("127.0.0.1", 8443, "/a/b?c=1")
-        );
-        assert_eq!(t.authority, "127.0.0.1:8443");
-        let t = parse_url("http://[::1]:8080").unwrap();
-        assert_eq!(
-            (t.host.as_str(), t.addr.port(), t.path.as_str()),
-            ("::1", 8080, "/")
-        );
-        assert_eq!(t.authority, "[::1]:8080");
-        let t = parse_url("https://127.0.0.1?x").unwrap();
-        assert_eq!(
-            (t.addr.port(), t.path.as_str(), t.authority.as_str()),
-            (443, "/?x", "127.0.0.1")
-        );
-    }
-
-    fn argv(rest: &[&str]) -> Vec<String> {
-        std::iter::once("pcl-load")
-            .chain(rest.iter().copied())
-            .map(String::from)
-            .collect()
-    }
-
-    #[test]
-    fn client_certs_dir_instead_of_one_certificate() {
-        let run = |rest: &[&str]| match parse(&argv(rest)) {
-            Ok(Parsed::Run(a)) => Ok(a.identity),
-            Ok(Parsed::Help) => Err("help".to_string()),
-            Err(e) => Err(e),
-        };
-        let url = "https://127.0.0.1:8443/";
-        assert!(matches!(
-            run(&["--insecure", "--client-certs", "clients", url]),
-            Ok(Identity::Dir(d)) if d == Path::new("clients")
-        ));
-        let both = run(&["--insecure", "--client-certs", "d", "--cert", "c.pem", url]);
-        assert!(both.unwrap_err().contains("give one"));
-        let key = run(&["--insecure", "--client-certs", "d", "--key", "k", url]);
-        assert!(key.unwrap_err().contains("--key is not used"));
-    }
-
-    #[test]
-    fn p12_password() {
-        assert_eq!(
-            split_cert_password("a.p12:pw"),
-            ("a.p12".into(), "pw".into())
-        );
-        assert_eq!(
-            split_cert_password("a.p12:p:w"),
-            ("a.p12".into(), "p:w".into())
-        );
-        assert_eq!(
-            split_cert_password("c\\:x.p12:pw"),
-            ("c:x.p12".into(), "pw".into())
-        );
-        assert_eq!(split_cert_password("a.p12"), ("a.p12".into(), "".into()));
-    }
-}
+mod tests;

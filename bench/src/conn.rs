@@ -159,6 +159,15 @@ impl Conn {
         self.tls.as_mut().expect("TLS connection")
     }
 
+    /// The socket, the TLS connection after its handshake, and the
+    /// plaintext already decrypted and not consumed (an HTTP/2 server's
+    /// SETTINGS may come with its last handshake flight): for `http2::io`,
+    /// which drives them in readiness mode.
+    pub fn into_parts(mut self) -> (TcpStream, Option<Box<ClientConnection>>, Vec<u8>) {
+        let plain = self.plain.split_off(self.ppos);
+        (self.tcp, self.tls, plain)
+    }
+
     /// Negotiated parameters, for the report.
     pub fn tls_info(&self) -> Option<TlsInfo> {
         let c = self.tls.as_ref()?;

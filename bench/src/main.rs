@@ -1,4 +1,4 @@
-//! pcl-load: an HTTP/1.1 load generator that presents TLS client
+//! pcl-load: an HTTP/1.1 and HTTP/2 load generator that presents TLS client
 //! certificates, for benchmarking Portcullis (wrk and h2load cannot do mTLS).
 //!
 //! Thread-per-core like the gateway: each worker thread runs its own monoio
@@ -8,6 +8,7 @@
 mod args;
 mod conn;
 mod http;
+mod http2;
 mod report;
 mod stats;
 mod tls;
@@ -67,6 +68,10 @@ fn run(argv: &[String], args: Arc<args::Args>) -> Result<ExitCode, String> {
         (DriverChoice::Auto, false) => Driver::Epoll,
     };
     let request: Arc<[u8]> = Arc::from(http::build_request(&args));
+    if args.http2 {
+        // The HTTP/2 form of the request: refused here, before any thread.
+        http2::request::Template::from_args(&args)?;
+    }
 
     report::print_banner(&args, driver, tls.as_ref());
 

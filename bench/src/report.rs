@@ -22,6 +22,8 @@ pub struct Summary {
     pub bytes_out_per_s: f64,
     pub handshakes_per_s: f64,
     pub insecure: bool,
+    pub http2: bool,
+    pub streams: usize,
 }
 
 fn url(args: &Args) -> String {
@@ -38,15 +40,23 @@ fn mode(args: &Args) -> String {
         Some(r) => format!("open loop at {r} req/s (coordinated-omission corrected)"),
         None => "closed loop".to_string(),
     };
-    m.push_str(if args.new_conn {
-        if args.resume {
-            ", new connection per request with session resumption"
-        } else {
-            ", new connection per request (full handshake)"
-        }
+    if args.http2 {
+        m.push_str(&format!(
+            ", HTTP/2, {} stream{} per connection",
+            args.streams,
+            if args.streams == 1 { "" } else { "s" }
+        ));
     } else {
-        ", keep-alive"
-    });
+        m.push_str(if args.new_conn {
+            if args.resume {
+                ", new connection per request with session resumption"
+            } else {
+                ", new connection per request (full handshake)"
+            }
+        } else {
+            ", keep-alive"
+        });
+    }
     if args.plain {
         m.push_str(", plain HTTP");
     } else {
@@ -100,6 +110,8 @@ impl Summary {
             bytes_out_per_s: s.bytes_out as f64 / secs,
             handshakes_per_s: s.handshakes as f64 / secs,
             insecure: args.insecure,
+            http2: args.http2,
+            streams: args.streams,
         }
     }
 }
@@ -158,9 +170,14 @@ pub fn print_human(sum: &Summary, s: &Stats) {
     );
     println!("  req/s         {:.1}", sum.req_per_s);
     println!(
-        "  bytes/s       {} in, {} out  (HTTP bytes)",
+        "  bytes/s       {} in, {} out  ({})",
         rate_bytes(sum.bytes_in_per_s),
-        rate_bytes(sum.bytes_out_per_s)
+        rate_bytes(sum.bytes_out_per_s),
+        if sum.http2 {
+            "HTTP/2 DATA payload"
+        } else {
+            "HTTP bytes"
+        }
     );
     println!(
         "  responses     1xx {}  2xx {}  3xx {}  4xx {}  5xx {}{}",
@@ -271,6 +288,8 @@ pub fn json(sum: &Summary, s: &Stats, argv: &[String]) -> Value {
         "timestamp": rfc3339_now(),
         "url": sum.url,
         "mode": sum.mode,
+        "protocol": if sum.http2 { "h2" } else { "http/1.1" },
+        "streams_per_connection": sum.streams,
         "driver": sum.driver,
         "identity": sum.identity,
         "insecure": sum.insecure,

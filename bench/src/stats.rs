@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 /// Highest latency the histograms hold (µs); larger values saturate.
 const MAX_MICROS: u64 = 3_600_000_000;
 
-pub const ERROR_KINDS: [&str; 7] = [
+pub const ERROR_KINDS: [&str; 8] = [
     "connect",
     "tls_handshake",
     "read",
@@ -16,6 +16,8 @@ pub const ERROR_KINDS: [&str; 7] = [
     "timeout",
     "http_parse",
     "status_non_2xx",
+    // --http2: GOAWAY, RST_STREAM from the server, a protocol error.
+    "http2",
 ];
 
 pub struct Stats {

@@ -89,7 +89,13 @@ impl TlsSetup {
                 ),
             },
         };
-        base.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // One protocol offered, so the server cannot pick another: a run
+        // measures exactly the protocol asked for.
+        base.alpn_protocols = vec![if args.http2 {
+            b"h2".to_vec()
+        } else {
+            b"http/1.1".to_vec()
+        }];
         base.resumption = Resumption::disabled();
 
         let name = args.sni.clone().unwrap_or_else(|| args.target.host.clone());

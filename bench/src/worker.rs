@@ -14,7 +14,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, HandshakeKind};
 
 use crate::args::Args;
-use crate::conn::{Conn, Failure};
+use crate::conn::{Conn, Failure, TlsInfo};
 use crate::http::{Parser, Progress, Response};
 use crate::stats::{micros, Stats};
 use crate::tls::TlsSetup;
@@ -27,12 +27,12 @@ pub const GRACE: Duration = Duration::from_secs(2);
 pub const WARMUP_MAX: Duration = Duration::from_secs(2);
 /// Pause after a failed TCP connect before the next attempt, so a refused
 /// port does not turn into a busy loop through the ephemeral port range.
-const CONNECT_BACKOFF: Duration = Duration::from_millis(10);
+pub(crate) const CONNECT_BACKOFF: Duration = Duration::from_millis(10);
 /// Longest wait for close_notify to be written at the end.
-const CLOSE_WAIT: Duration = Duration::from_millis(100);
+pub(crate) const CLOSE_WAIT: Duration = Duration::from_millis(100);
 /// Open loop: a send that wakes this much after its slot means the client
 /// itself is too busy to hold the rate (reported, since it skews results).
-const TIMER_LAG_WARN: Duration = Duration::from_millis(5);
+pub(crate) const TIMER_LAG_WARN: Duration = Duration::from_millis(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Driver {
@@ -98,6 +98,14 @@ pub fn run_thread(
     let runtime = runtime?;
     if abort.load(Ordering::SeqCst) {
         return Ok(Stats::default());
+    }
+    if args.http2 {
+        let tls = tls.ok_or_else(|| io::Error::other("--http2 needs TLS"))?;
+        let run = crate::http2::run(plan.slots, args, tls, barrier);
+        return Ok(match runtime {
+            Runtime::IoUring(mut rt) => rt.block_on(run),
+            Runtime::Epoll(mut rt) => rt.block_on(run),
+        });
     }
     let run = async move {
         let mut stats = Stats::default();
@@ -200,59 +208,81 @@ fn build_runtime(driver: Driver, entries: u32) -> io::Result<Runtime> {
     })
 }
 
-fn mono(t: Instant) -> monoio::time::Instant {
+pub(crate) fn mono(t: Instant) -> monoio::time::Instant {
     monoio::time::Instant::from_std(t)
+}
+
+/// Open loop: the first send of request slot `index` of `slots`, and the
+/// interval between its sends (slots together send at evenly spaced
+/// instants). None in closed loop.
+pub(crate) fn schedule(
+    args: &Args,
+    start: Instant,
+    index: usize,
+    slots: usize,
+) -> (Option<Instant>, Duration) {
+    match args.rate {
+        Some(rate) => (
+            Some(start + Duration::from_secs_f64(index as f64 / rate)),
+            Duration::from_secs_f64(slots as f64 / rate),
+        ),
+        None => (None, Duration::ZERO),
+    }
+}
+
+/// When the next request of a slot starts, for its latency: now (closed
+/// loop), or per the open-loop schedule `next_send` (advanced by
+/// `interval`). None when the run is over for this slot.
+pub(crate) async fn next_start(
+    next_send: &mut Option<Instant>,
+    interval: Duration,
+    deadline: Instant,
+    stats: &RefCell<Stats>,
+) -> Option<Instant> {
+    let now = Instant::now();
+    if now >= deadline {
+        return None;
+    }
+    let Some(t) = next_send.as_mut() else {
+        return Some(now);
+    };
+    let scheduled = *t;
+    *t += interval;
+    if scheduled >= deadline {
+        return None;
+    }
+    if scheduled > now {
+        // Idle until our slot: nothing the server did delays this
+        // request, so it is timed from the actual send. The runtime's
+        // timer has 1 ms granularity, and its lateness is ours, not the
+        // server's.
+        sleep_until(mono(scheduled)).await;
+        let woke = Instant::now();
+        if woke > scheduled + TIMER_LAG_WARN {
+            stats.borrow_mut().lagged_sends += 1;
+        }
+        Some(woke)
+    } else {
+        // Behind schedule because earlier responses came late: the wait is
+        // part of this request's latency (coordinated-omission correction,
+        // as wrk2).
+        Some(scheduled)
+    }
 }
 
 /// One connection slot: sends requests until the deadline, reopening the
 /// connection whenever it breaks (or after every request with --new-conn).
 async fn connection_loop(sh: Rc<Shared>, global_index: usize, initial: Option<Conn>) {
     let args = &sh.args;
-    let total_conns = args.connections as f64;
-    // Open loop: this slot's share of the rate, phase-shifted so the slots
-    // together send at evenly spaced instants.
-    let (mut next_send, interval) = match args.rate {
-        Some(rate) => (
-            Some(sh.start + Duration::from_secs_f64(global_index as f64 / rate)),
-            Duration::from_secs_f64(total_conns / rate),
-        ),
-        None => (None, Duration::ZERO),
-    };
+    let (mut next_send, interval) = schedule(args, sh.start, global_index, args.connections);
     let mut conn: Option<Conn> = initial;
     let mut parser = Parser::new(sh.head_request);
     let mut broke = false;
 
     loop {
-        let now = Instant::now();
-        if now >= sh.deadline {
+        let Some(started) = next_start(&mut next_send, interval, sh.deadline, &sh.stats).await
+        else {
             break;
-        }
-        let started = match next_send.as_mut() {
-            Some(t) => {
-                let scheduled = *t;
-                *t += interval;
-                if scheduled >= sh.deadline {
-                    break;
-                }
-                if scheduled > now {
-                    // Idle until our slot: nothing the server did delays this
-                    // request, so it is timed from the actual send. The
-                    // runtime's timer has 1 ms granularity, and its lateness
-                    // is ours, not the server's.
-                    sleep_until(mono(scheduled)).await;
-                    let woke = Instant::now();
-                    if woke > scheduled + TIMER_LAG_WARN {
-                        sh.stats.borrow_mut().lagged_sends += 1;
-                    }
-                    woke
-                } else {
-                    // Behind schedule because earlier responses came late:
-                    // the wait is part of this request's latency
-                    // (coordinated-omission correction, as wrk2).
-                    scheduled
-                }
-            }
-            None => now,
         };
         let request_deadline = (Instant::now() + args.timeout).min(sh.hard_deadline);
 
@@ -360,9 +390,21 @@ async fn warm_up(
 /// Counts an established connection; `count_handshake` when it completed
 /// inside the measured window (or during the warm-up).
 fn record_open(st: &mut Stats, c: &Conn, t0: Instant, done: Instant, count_handshake: bool) {
+    record_tls(st, c.tls_info(), t0, done, count_handshake);
+}
+
+/// `record_open` from the TLS parameters (HTTP/2 takes them before the
+/// connection becomes a readiness-mode stream).
+pub(crate) fn record_tls(
+    st: &mut Stats,
+    info: Option<TlsInfo>,
+    t0: Instant,
+    done: Instant,
+    count_handshake: bool,
+) {
     st.connections += 1;
     let _ = st.handshake.record(micros(done - t0).max(1));
-    if let Some(info) = c.tls_info() {
+    if let Some(info) = info {
         if count_handshake {
             st.handshakes += 1;
             match info.kind {
@@ -394,17 +436,7 @@ fn record_outcome(
     match res {
         Ok(Ok(resp)) => {
             st.bytes_out += sh.request.len() as u64;
-            let _ = st.latency.record(micros(done - started).max(1));
-            if done <= sh.deadline {
-                st.requests += 1;
-            } else {
-                st.requests_in_grace += 1;
-            }
-            let class = (resp.status / 100) as usize;
-            st.status[if (1..=5).contains(&class) { class } else { 0 }] += 1;
-            if class != 2 {
-                st.error("status_non_2xx", &resp.status.to_string());
-            }
+            record_response(&mut st, resp.status, started, done, sh.deadline);
             if !resp.keep_alive && !sh.args.new_conn {
                 st.server_closes += 1;
             }
@@ -425,6 +457,28 @@ fn record_outcome(
             *broke = true;
             true
         }
+    }
+}
+
+/// Counts one complete response: its latency, whether it came before the
+/// deadline, its status class; anything but 2xx is an error.
+pub(crate) fn record_response(
+    st: &mut Stats,
+    status: u16,
+    started: Instant,
+    done: Instant,
+    deadline: Instant,
+) {
+    let _ = st.latency.record(micros(done - started).max(1));
+    if done <= deadline {
+        st.requests += 1;
+    } else {
+        st.requests_in_grace += 1;
+    }
+    let class = (status / 100) as usize;
+    st.status[if (1..=5).contains(&class) { class } else { 0 }] += 1;
+    if class != 2 {
+        st.error("status_non_2xx", &status.to_string());
     }
 }
 
