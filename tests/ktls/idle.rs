@@ -1,0 +1,85 @@
+//! Idle memory once the kernel holds the keys (issue 13): the gateway's RSS
+//! growth per idle kTLS connection (full mTLS handshake, one request, then
+//! silence), for HTTP/1.1 and for HTTP/2. A measurement: it fails only if
+//! the connections cannot be opened; the figure and the goal are printed.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ClientConfig;
+
+use super::{connect, request, Suite, Tls, GATEWAY};
+
+/// Connections per measurement: enough to see past allocator noise, few
+/// enough for an emulated CPU (each is a full handshake).
+const N: usize = 200;
+/// The issue's goal once the kernel holds the keys.
+const GOAL_KIB: f64 = 4.0;
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Opens N connections with `open`, waits for the gateway to settle, and
+/// returns the RSS growth per connection (KiB); the connections are closed
+/// after.
+fn per_connection(pid: u32, open: impl Fn(usize) -> Result<Tls, String>) -> Result<f64, String> {
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rss_kib(pid);
+    let mut held = Vec::with_capacity(N);
+    for i in 0..N {
+        held.push(open(i)?);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let after = rss_kib(pid);
+    drop(held);
+    Ok((after.saturating_sub(before)) as f64 / N as f64)
+}
+
+pub fn checks(suite: &mut Suite, pid: u32, tls13: &Arc<ClientConfig>, h2cfg: &Arc<ClientConfig>) {
+    suite.check(
+        &format!("idle memory: RSS per idle kTLS connection, HTTP/1.1 ({N} connections)"),
+        || {
+            let kib = per_connection(pid, |i| {
+                let mut tls = connect(GATEWAY, tls13)?;
+                let path = format!("/idle/{i}");
+                let (status, _) = request(&mut tls, &path, &[], None)?;
+                if status != 200 {
+                    return Err(format!("{path}: status {status}"));
+                }
+                Ok(tls)
+            })?;
+            println!(
+                "  RSS per idle kTLS HTTP/1.1 connection: {kib:.1} KiB (goal <= {GOAL_KIB} KiB: {})",
+                if kib <= GOAL_KIB { "met" } else { "not met" }
+            );
+            Ok(())
+        },
+    );
+    suite.check(
+        &format!("idle memory: RSS per idle kTLS connection, HTTP/2 ({N} connections)"),
+        || {
+            let kib = per_connection(pid, |_| {
+                let mut tls = connect(GATEWAY, h2cfg)?;
+                // The preface and an empty SETTINGS: the connection is
+                // served and then idles in h2's accept.
+                let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+                hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+                tls.write_all(&hello).map_err(|e| e.to_string())?;
+                tls.flush().map_err(|e| e.to_string())?;
+                Ok(tls)
+            })?;
+            println!(
+                "  RSS per idle kTLS HTTP/2 connection: {kib:.1} KiB (goal <= {GOAL_KIB} KiB: {})",
+                if kib <= GOAL_KIB { "met" } else { "not met" }
+            );
+            Ok(())
+        },
+    );
+}
