@@ -41,6 +41,9 @@ struct ClientTls {
     sent: usize,
     /// Set when the server's close_notify arrived.
     close_notify: Rc<Cell<bool>>,
+    /// Ciphertext read and not yet taken by rustls: it is fed only while
+    /// no plaintext waits, so rustls's received-plaintext limit holds.
+    incoming: Vec<u8>,
 }
 
 impl ClientTls {
@@ -94,22 +97,27 @@ impl AsyncRead for ClientTls {
             if let Poll::Ready(Err(e)) = this.poll_send(cx) {
                 return Poll::Ready(Err(e));
             }
-            let mut chunk = [0u8; 16 * 1024];
-            let mut rb = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut this.tcp).poll_read(cx, &mut rb) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+            if this.incoming.is_empty() {
+                let mut chunk = [0u8; 16 * 1024];
+                let mut rb = ReadBuf::new(&mut chunk);
+                match Pin::new(&mut this.tcp).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
+                }
+                if rb.filled().is_empty() {
+                    // EOF: rustls tells a clean one (close_notify) from not.
+                    let mut conn = this.conn.borrow_mut();
+                    conn.read_tls(&mut &[][..])?;
+                    conn.process_new_packets().map_err(io::Error::other)?;
+                    continue;
+                }
+                this.incoming.extend_from_slice(rb.filled());
             }
-            let mut got = rb.filled();
             let mut conn = this.conn.borrow_mut();
-            if got.is_empty() {
-                conn.read_tls(&mut got)?; // EOF: rustls tells clean from not
-            }
-            while !got.is_empty() {
-                conn.read_tls(&mut got)?;
-                conn.process_new_packets().map_err(io::Error::other)?;
-            }
+            let mut rest = &this.incoming[..];
+            let taken = conn.read_tls(&mut rest)?;
+            this.incoming.drain(..taken);
             conn.process_new_packets().map_err(io::Error::other)?;
         }
     }
@@ -177,6 +185,7 @@ async fn h2_connect(cfg: &Arc<ClientConfig>) -> Result<H2, String> {
         out: Vec::new(),
         sent: 0,
         close_notify: close_notify.clone(),
+        incoming: Vec::new(),
     };
     let (send, connection) = h2::client::Builder::new()
         .initial_window_size(8 << 20)
