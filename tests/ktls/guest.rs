@@ -304,7 +304,7 @@ fn main() {
     // HTTP/2 over kernel TLS (tests/ktls/h2.rs).
     h2::checks(&mut suite, &pki, &tls13, &gw_log);
     // Idle memory per kTLS connection, both protocols (tests/ktls/idle.rs).
-    idle::checks(&mut suite, gw.id(), &tls13, &h2::h2_only(&tls13));
+    idle::checks(&mut suite, &bin, &work, &tls13, &h2::h2_only(&tls13));
 
     let after = tls_stat();
     println!("tls_stat after: {}", fmt_stat(&after));
