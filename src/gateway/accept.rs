@@ -208,7 +208,12 @@ pub(super) async fn handle_connection(
         site: site.get(),
     };
     if identity.h2 {
-        return serve_http2(stream, peer, identity, session, &accepting, ctx).await;
+        // Boxed: an h2 connection's state is large, and inline it would size
+        // every connection's task (HTTP/1.1 ones included) to fit it.
+        return Box::pin(serve_http2(
+            stream, peer, identity, session, &accepting, ctx,
+        ))
+        .await;
     }
     if accepting.mode == KtlsMode::Off {
         ctx.metrics.connection_served(TlsMode::Userspace);
