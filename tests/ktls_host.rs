@@ -134,3 +134,38 @@ fn ktls_off_never_probes() {
         .to_string();
     assert_eq!(field_u64(&line, "userspace"), Some(1), "{line}");
 }
+
+/// HTTP/2 on an `auto` listener takes the same handover as HTTP/1.1: here
+/// (no kTLS) it is served over userspace TLS and counted so; on a kTLS host
+/// it goes to the kernel. (The kTLS side itself is in the VM suite.)
+#[test]
+fn http2_on_an_auto_listener_is_counted_by_the_tls_mode_it_got() {
+    let admin = format!("127.0.0.1:{}", free_port());
+    let mut st = Stack::start("ktls_auto_h2", |c, _| {
+        let mut c = c.workers(1);
+        c.admin = Some(admin.clone());
+        for l in &mut c.listeners {
+            l.ktls = Some("auto".into());
+        }
+        c
+    });
+    for i in 0..3 {
+        let r = st.gw.curl(&format!("/h2auto{i}"), &["--http2"]);
+        assert_eq!(r.code, 200, "{}", r.describe());
+        assert!(r.headers.starts_with("HTTP/2 200"), "{}", r.describe());
+    }
+    let (want, other) = match host_has_ktls() {
+        Ok(()) => ("ktls", "userspace"),
+        Err(_) => ("userspace", "ktls"),
+    };
+    let name = |mode: &str| format!("portcullis_http2_connections_total{{tls_mode=\"{mode}\"}}");
+    let counted = wait_until(Duration::from_secs(5), || {
+        let (_, text) = admin_get(&admin, "/metrics");
+        metric(&text, &name(want)).unwrap_or(0.0) >= 3.0
+    });
+    let (_, text) = admin_get(&admin, "/metrics");
+    assert!(counted, "{text}");
+    assert_eq!(metric(&text, &name(other)), Some(0.0), "{text}");
+    let status = st.gw.terminate(Duration::from_secs(15));
+    assert!(status.success(), "exit status {status}");
+}

@@ -17,9 +17,9 @@ use crate::http2;
 use crate::metrics::{Cap, HandshakeReason, TlsMode, WorkerMetrics};
 use crate::proxy::{self, Session, WorkerContext};
 use crate::proxy_protocol;
-use crate::tls::ktls::{self, Handover, KtlsSupport};
+use crate::tls::ktls::{self, Handover, KtlsSupport, PollKtls};
 use crate::tls::poll::PollTls;
-use crate::tls::{reason, HandshakeFailure, TlsStream};
+use crate::tls::{reason, HandshakeFailure, PeerIdentity, TlsStream};
 
 use super::generations::WorkerGenerations;
 use super::ConnectionCaps;
@@ -208,17 +208,12 @@ pub(super) async fn handle_connection(
         site: site.get(),
     };
     if identity.h2 {
-        // HTTP/2 stays on userspace TLS even where kernel TLS is on: `h2`
-        // needs a readiness-mode stream, which only `tls::poll` provides
-        // (said once at start, see `gateway::prepare`).
-        ctx.metrics.connection_served(TlsMode::Userspace);
-        ctx.metrics.http2_connection();
-        return match PollTls::new(stream) {
-            Ok(io) => http2::serve(io, peer, identity, session, ctx).await,
-            Err(e) => {
-                warn!(peer = %peer, error = %e, "cannot serve HTTP/2 on this socket; closing it")
-            }
-        };
+        // Boxed: an h2 connection's state is large, and inline it would size
+        // every connection's task (HTTP/1.1 ones included) to fit it.
+        return Box::pin(serve_http2(
+            stream, peer, identity, session, &accepting, ctx,
+        ))
+        .await;
     }
     if accepting.mode == KtlsMode::Off {
         ctx.metrics.connection_served(TlsMode::Userspace);
@@ -237,6 +232,59 @@ pub(super) async fn handle_connection(
         Handover::Failed(e) => {
             ctx.metrics.connection_served(TlsMode::Failed);
             warn!(peer = %peer, error = %e, "kernel TLS handover failed after the point of no return; closing the connection");
+        }
+    }
+}
+
+/// An HTTP/2 connection: over kernel TLS where the listener has it and the
+/// handover succeeds (the same handover as HTTP/1.1's), else over userspace
+/// TLS; either way `h2` gets a readiness-mode stream.
+async fn serve_http2(
+    stream: TlsStream,
+    peer: SocketAddr,
+    identity: PeerIdentity,
+    session: Session,
+    accepting: &Accepting,
+    ctx: Rc<WorkerContext>,
+) {
+    let stream = if accepting.mode == KtlsMode::Off {
+        stream
+    } else {
+        match ktls::handover(stream, &accepting.support) {
+            Handover::Kernel(kernel) => {
+                return match PollKtls::new(kernel) {
+                    Ok(io) => {
+                        ctx.metrics.connection_served(TlsMode::Kernel);
+                        ctx.metrics.http2_connection(TlsMode::Kernel);
+                        http2::serve(io, peer, identity, session, ctx).await
+                    }
+                    Err(e) => {
+                        // Past the point of no return: nothing to fall back to.
+                        ctx.metrics.connection_served(TlsMode::Failed);
+                        warn!(peer = %peer, error = %e, "cannot serve HTTP/2 on this kernel TLS socket; closing it")
+                    }
+                };
+            }
+            Handover::Userspace(stream, why) => {
+                debug!(peer = %peer, reason = why, "serving this connection over userspace TLS");
+                stream
+            }
+            Handover::Failed(e) => {
+                ctx.metrics.connection_served(TlsMode::Failed);
+                warn!(peer = %peer, error = %e, "kernel TLS handover failed after the point of no return; closing the connection");
+                return;
+            }
+        }
+    };
+    match PollTls::new(stream) {
+        Ok(io) => {
+            ctx.metrics.connection_served(TlsMode::Userspace);
+            ctx.metrics.http2_connection(TlsMode::Userspace);
+            http2::serve(io, peer, identity, session, ctx).await
+        }
+        Err(e) => {
+            ctx.metrics.connection_served(TlsMode::Failed);
+            warn!(peer = %peer, error = %e, "cannot serve HTTP/2 on this socket; closing it")
         }
     }
 }

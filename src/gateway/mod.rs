@@ -171,9 +171,10 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
             })
             .count();
         if h2_sites > 0 {
-            info!(address = %addr, sites = h2_sites, "HTTP/2 offered by ALPN (alpn); its connections are served over userspace TLS");
-            if l.ktls != crate::config::KtlsMode::Off {
-                info!(address = %addr, "kernel TLS serves this listener's HTTP/1.1 connections only: HTTP/2 connections stay on userspace TLS (counted in portcullis_http2_connections_total)");
+            if l.ktls == crate::config::KtlsMode::Off {
+                info!(address = %addr, sites = h2_sites, "HTTP/2 offered by ALPN (alpn)");
+            } else {
+                info!(address = %addr, sites = h2_sites, "HTTP/2 offered by ALPN (alpn); its connections go to kernel TLS as HTTP/1.1's do (counted by TLS mode in portcullis_http2_connections_total)");
             }
         }
     }

@@ -193,8 +193,8 @@ pub struct WorkerMetrics {
     refused: [Cell<u64>; 2],
     body_spliced: Cell<u64>,
     body_copied: Cell<u64>,
-    /// Client connections served over HTTP/2 (all on userspace TLS).
-    http2: Cell<u64>,
+    /// Client connections served over HTTP/2, by `TlsMode` (kernel, userspace).
+    http2: [Cell<u64>; 2],
 }
 
 impl Default for WorkerMetrics {
@@ -216,7 +216,7 @@ impl WorkerMetrics {
             refused: Default::default(),
             body_spliced: Cell::new(0),
             body_copied: Cell::new(0),
-            http2: Cell::new(0),
+            http2: Default::default(),
         }
     }
 
@@ -275,8 +275,11 @@ impl WorkerMetrics {
     }
 
     /// A connection chose HTTP/2 by ALPN (also counted by its TLS mode).
-    pub fn http2_connection(&self) {
-        bump(&self.http2, 1);
+    /// An HTTP/2 connection, served over kernel or userspace TLS.
+    pub fn http2_connection(&self, mode: TlsMode) {
+        if let Some(c) = self.http2.get(mode as usize) {
+            bump(c, 1);
+        }
     }
 
     /// What the worker logs when it stops.
@@ -305,7 +308,8 @@ impl WorkerMetrics {
             pool,
             body_bytes_spliced: self.body_spliced.get(),
             body_bytes_copied: self.body_copied.get(),
-            connections_http2: self.http2.get(),
+            connections_http2_ktls: self.http2[TlsMode::Kernel as usize].get(),
+            connections_http2_userspace: self.http2[TlsMode::Userspace as usize].get(),
             open_connections: self.open.get() as u64,
             handshakes_in_progress: self.handshaking.get() as u64,
             refused_max_connections: self.refused[Cap::Connections as usize].get(),
@@ -340,8 +344,9 @@ pub struct Snapshot {
     pub pool: PoolCounts,
     pub body_bytes_spliced: u64,
     pub body_bytes_copied: u64,
-    /// Client connections served over HTTP/2.
-    pub connections_http2: u64,
+    /// Client connections served over HTTP/2, over kernel and userspace TLS.
+    pub connections_http2_ktls: u64,
+    pub connections_http2_userspace: u64,
     /// Client connections open now, and handshakes in progress now.
     pub open_connections: u64,
     pub handshakes_in_progress: u64,

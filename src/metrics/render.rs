@@ -127,8 +127,17 @@ impl Published {
         counter_family(
             &mut out,
             "portcullis_http2_connections_total",
-            "Client connections that chose HTTP/2 by ALPN (served over userspace TLS, also where kernel TLS is on).",
-            &[("tls_mode=\"userspace\"".into(), sum(|s| s.connections_http2))],
+            "Client connections that chose HTTP/2 by ALPN, by TLS mode.",
+            &[
+                (
+                    "tls_mode=\"ktls\"".into(),
+                    sum(|s| s.connections_http2_ktls),
+                ),
+                (
+                    "tls_mode=\"userspace\"".into(),
+                    sum(|s| s.connections_http2_userspace),
+                ),
+            ],
         );
         counter_family(
             &mut out,

@@ -90,6 +90,8 @@ impl TlsStream {
     /// record boundary: nothing unread, unwritten or undelivered on either
     /// side (a partial record left behind would make the kernel decode from
     /// the middle of it).
+    // The Err gives the stream back, once per connection, to stay in userspace.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn into_parts(self) -> Result<(TcpStream, UnbufferedServerConnection), Self> {
         let clean = !self.conn.is_handshaking()
             && self.incoming.is_empty()

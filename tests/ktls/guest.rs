@@ -1,10 +1,14 @@
 //! The kernel-TLS suite, run inside the QEMU guest (tests/ktls/run.sh) whose
 //! kernel has the `tls` module. It starts the real gateway (ktls = "on") and
-//! the real echo backend over 127.0.0.1 and drives them with rustls clients.
+//! the real echo backend over 127.0.0.1 and drives them with rustls clients
+//! (HTTP/1.1 here; HTTP/2 with the `h2` crate's client in `h2.rs`).
 //! Prints one PASS/FAIL line per check and exits non-zero on any failure.
 //!
 //! Built as an example so it is never mistaken for a host test:
 //! `cargo build --example ktls-guest`. Needs PORTCULLIS_BIN (the gateway binary).
+
+mod h2;
+mod idle;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -50,10 +54,11 @@ fn main() {
     );
     wait_port(ECHO);
     let config = work.join("gw.toml");
+    let admin = h2::ADMIN;
     std::fs::write(
         &config,
         format!(
-            "[server]\nworkers = 2\n[[listener]]\naddress = \"{GATEWAY}\"\ncertificate = \"pki/server.pem\"\nprivate_key = \"pki/server.key\"\nclient_ca = [\"pki/ca.pem\"]\nktls = \"on\"\n[limits]\nmax_body_bytes = \"64MiB\"\n[[route]]\npath = \"/\"\nbackends = [\"{ECHO}\"]\n"
+            "[server]\nworkers = 2\n[[listener]]\naddress = \"{GATEWAY}\"\ncertificate = \"pki/server.pem\"\nprivate_key = \"pki/server.key\"\nclient_ca = [\"pki/ca.pem\"]\nktls = \"on\"\n[admin]\naddress = \"{admin}\"\n[limits]\nmax_body_bytes = \"64MiB\"\n[[route]]\npath = \"/\"\nbackends = [\"{ECHO}\"]\n"
         ),
     )
     .expect("config");
@@ -295,6 +300,11 @@ fn main() {
             Err("no log line naming the alert".into())
         }
     });
+
+    // HTTP/2 over kernel TLS (tests/ktls/h2.rs).
+    h2::checks(&mut suite, &pki, &tls13, &gw_log);
+    // Idle memory per kTLS connection, both protocols (tests/ktls/idle.rs).
+    idle::checks(&mut suite, &bin, &work, &tls13, &h2::h2_only(&tls13));
 
     let after = tls_stat();
     println!("tls_stat after: {}", fmt_stat(&after));

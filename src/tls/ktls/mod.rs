@@ -6,8 +6,12 @@
 //!   which suites the kernel takes, in both directions, and whether it can rekey.
 //! - [`handover`]: converts one finished handshake, or says why it stays in userspace.
 //! - [`KtlsStream`]: the kernel byte stream, with control records (alerts,
-//!   KeyUpdate) read and written through cmsgs.
+//!   KeyUpdate) read and written through cmsgs; [`PollKtls`] is the same in
+//!   readiness mode, for HTTP/2. What a control record means, and what we
+//!   answer, is `control`'s, shared by both.
 
+mod control;
+mod poll;
 mod stream;
 pub mod sys;
 
@@ -19,6 +23,7 @@ use std::os::fd::AsRawFd;
 use ktls_core::{AeadKey, TlsCryptoInfoRx, TlsCryptoInfoTx};
 use rustls::{CipherSuite, ConnectionTrafficSecrets, ProtocolVersion, SupportedCipherSuite};
 
+pub use poll::PollKtls;
 pub use stream::KtlsStream;
 
 use super::TlsStream;
@@ -233,6 +238,9 @@ fn suite_words(direction: &str, e: &io::Error) -> String {
 }
 
 /// What became of a finished handshake.
+// Made once per connection and taken apart at once: boxing the userspace
+// stream would cost an allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Handover {
     /// The kernel now encrypts and decrypts.
     Kernel(KtlsStream),
