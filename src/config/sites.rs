@@ -4,7 +4,7 @@
 use super::field::{Field, Fields, Problem};
 use super::names::parse_host_match;
 use super::{
-    addr, AppProtocol, HostMatch, IdentitySource, MtlsMode, PasswordSource, SiteConfig,
+    addr, AppProtocol, CrlUrl, HostMatch, IdentitySource, MtlsMode, PasswordSource, SiteConfig,
     TlsVersions, UpstreamConfig, UpstreamTls,
 };
 use std::path::Path;
@@ -50,6 +50,7 @@ fn site(
             "client_ca",
             "mtls",
             "crl",
+            "crl_urls",
             "tls_versions",
             "default",
             "alpn",
@@ -112,6 +113,19 @@ fn site(
             f.readable_files(base_dir, "a list of CRL files (PEM or DER)")?
         }
     };
+    let mut crl_urls: Vec<CrlUrl> = Vec::new();
+    if let Some(f) = t.take("crl_urls") {
+        if mtls == MtlsMode::Off {
+            return Err(f.problem("a CRL needs client certificates (mtls is \"off\")".into()));
+        }
+        for item in f.non_empty_array("a list of http:// URLs of CRLs")? {
+            let url = CrlUrl::parse(item.string()?).map_err(|why| item.problem(why))?;
+            if crl_urls.contains(&url) {
+                return Err(item.problem(format!("\"{}\" is listed twice", url.text)));
+            }
+            crl_urls.push(url);
+        }
+    }
     let tls_versions = match t.take("tls_versions") {
         None => TlsVersions::default(),
         Some(f) => tls_versions(f)?,
@@ -132,6 +146,7 @@ fn site(
             client_ca,
             mtls,
             crls,
+            crl_urls,
             tls_versions,
             alpn,
         },

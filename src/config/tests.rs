@@ -183,6 +183,7 @@ backends = ["localhost:9002"]
                 client_ca: vec![certs.join("ca.pem"), certs.join("other-ca.pem")],
                 mtls: MtlsMode::Mandatory,
                 crls: Vec::new(),
+                crl_urls: Vec::new(),
                 tls_versions: TlsVersions {
                     tls12: false,
                     tls13: true
@@ -199,6 +200,7 @@ backends = ["localhost:9002"]
                 client_ca: vec![certs.join("ca.pem")],
                 mtls: MtlsMode::Mandatory,
                 crls: Vec::new(),
+                crl_urls: Vec::new(),
                 tls_versions: TlsVersions::default(),
                 alpn: AppProtocol::default_alpn(),
             },

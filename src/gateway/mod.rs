@@ -4,8 +4,10 @@
 //! `accept` takes each connection from the listener to the request loop.
 
 mod accept;
+mod crl_refresh;
 mod generations;
 mod reload;
+mod watch;
 mod worker;
 
 use std::net::{SocketAddr, TcpListener};
@@ -15,7 +17,7 @@ use tracing::info;
 
 use crate::config::{Config, KtlsMode, Workers};
 use crate::generation::{Current, Generation};
-use crate::metrics::{self, Published};
+use crate::metrics::{self, Published, ReloadTrigger};
 use crate::runtime::{self, Driver};
 use crate::tls::ktls::{self};
 
@@ -54,7 +56,9 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
     let choice = runtime::driver_choice_from_env(config.server.driver)?;
     let driver = runtime::select_driver(choice)?;
     let published = Published::new(workers);
+    crl_refresh::fetch_at_start(&config)?;
     let first = Generation::load(&config, 1, &published)?;
+    published.set_inventory(first.inventory.clone());
     if config.listeners.iter().any(|l| l.ktls == KtlsMode::On) {
         let support = ktls::probe();
         if let Err(why) = &support.available {
@@ -99,14 +103,21 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
         listeners,
         bound,
     } = prepared;
-    let reloader = Reloader {
-        started_with: config.clone(),
-        current: current.clone(),
-        published: published.clone(),
-        next_id: std::sync::atomic::AtomicU64::new(2),
-    };
-    runtime::install_signal_handlers(move || reloader.reload())
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let reloader = Arc::new(Reloader::new(&config, current.clone(), published.clone()));
+    let on_sighup = reloader.clone();
+    runtime::install_signal_handlers(move || {
+        on_sighup.reload(ReloadTrigger::Signal, "SIGHUP");
+    })
+    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    crate::lifecycle::log_concerns(&published.inventory(), config.tls.warn_expiry);
+    if config.reload.watch_files {
+        info!(
+            files = watch::watched_files(&config).len(),
+            "watching the certificate, key and CRL files: a change reloads them ([reload] watch_files)"
+        );
+    }
+    watch::spawn(reloader.clone()).map_err(|e| format!("cannot start the file watcher: {e}"))?;
+    crl_refresh::spawn(reloader).map_err(|e| format!("cannot start the CRL thread: {e}"))?;
     let pid_file = PidFile::write(config.server.pid_file.as_deref())?;
     for addr in &bound {
         info!(address = %addr, workers, driver = %driver.name(), "listening (mTLS; HTTP/1.1, and HTTP/2 where ALPN offers it)");
