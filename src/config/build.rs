@@ -21,8 +21,21 @@ pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config
         Some(f) => server(f, base_dir)?,
         None => ServerSettings::default(),
     };
+    // Before the sites: their crl_urls need somewhere to keep what is fetched.
+    let state_dir = match top.take("state") {
+        Some(f) => {
+            let mut t = f.table(&["dir"])?;
+            let d = t.require("dir")?;
+            let written = d.string()?;
+            if written.is_empty() {
+                return Err(d.problem("empty directory name".to_string()));
+            }
+            Some(base_dir.join(written))
+        }
+        None => None,
+    };
     let (mut sites, default_named) = match top.take_tables("site")? {
-        Some(tables) => sites::sites(tables, base_dir)?,
+        Some(tables) => sites::sites(tables, base_dir, state_dir.is_some())?,
         None => (Vec::new(), None),
     };
     let named_sites = sites.len();
@@ -87,31 +100,6 @@ pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config
         }
         None => ReloadSettings::default(),
     };
-    let state_line = top.line;
-    let state_dir = match top.take("state") {
-        Some(f) => {
-            let mut t = f.table(&["dir"])?;
-            let d = t.require("dir")?;
-            let written = d.string()?;
-            if written.is_empty() {
-                return Err(d.problem("empty directory name".to_string()));
-            }
-            Some(base_dir.join(written))
-        }
-        None => None,
-    };
-    if state_dir.is_none() {
-        if let Some(s) = sites.iter().find(|s| !s.crl_urls.is_empty()) {
-            return Err(Problem {
-                line: state_line,
-                field: "state.dir".to_string(),
-                problem: format!(
-                    "missing: site \"{}\" has crl_urls, and the last good copy of each fetched CRL is kept in [state] dir (e.g. \"/var/lib/portcullis\")",
-                    s.name
-                ),
-            });
-        }
-    }
     let mut routes = Vec::new();
     for (i, table) in top.require_tables("route")?.into_iter().enumerate() {
         routes.push(route::route(

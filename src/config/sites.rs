@@ -13,13 +13,14 @@ use std::path::Path;
 pub(super) fn sites(
     tables: Vec<Field>,
     base_dir: &Path,
+    has_state_dir: bool,
 ) -> Result<(Vec<SiteConfig>, Option<usize>), Problem> {
     let mut sites: Vec<SiteConfig> = Vec::with_capacity(tables.len());
     let mut default_line: Option<usize> = None;
     let mut defaults = Vec::new();
     for table in tables {
         let line = table.line;
-        let (site, is_default) = site(table, base_dir, &sites)?;
+        let (site, is_default) = site(table, base_dir, &sites, has_state_dir)?;
         if is_default {
             if let Some(first) = default_line {
                 return Err(Problem {
@@ -42,6 +43,7 @@ fn site(
     field: Field,
     base_dir: &Path,
     earlier: &[SiteConfig],
+    has_state_dir: bool,
 ) -> Result<(SiteConfig, bool), Problem> {
     let known = [
         &[
@@ -117,6 +119,11 @@ fn site(
     if let Some(f) = t.take("crl_urls") {
         if mtls == MtlsMode::Off {
             return Err(f.problem("a CRL needs client certificates (mtls is \"off\")".into()));
+        }
+        if !has_state_dir {
+            return Err(f.problem(
+                "needs [state] dir: the last good copy of each fetched CRL is kept there (e.g. dir = \"/var/lib/portcullis\")".into(),
+            ));
         }
         for item in f.non_empty_array("a list of http:// URLs of CRLs")? {
             let url = CrlUrl::parse(item.string()?).map_err(|why| item.problem(why))?;

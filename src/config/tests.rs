@@ -9,6 +9,8 @@ mod names;
 mod sites;
 mod trust;
 mod values;
+// [tls] warn_expiry and crl_refresh, [reload], [state], crl_urls.
+mod lifecycle;
 
 /// A fresh directory holding placeholder PEM files (their contents are not
 /// parsed by this module), removed on drop.

@@ -37,6 +37,8 @@ pub struct Prepared {
     /// listeners[worker] = that worker's socket for each configured listener.
     listeners: Vec<Vec<TcpListener>>,
     pub bound: Vec<SocketAddr>,
+    /// The watched files as the first generation loaded them.
+    watch_baseline: watch::Baseline,
 }
 
 pub fn prepare(config: Config) -> Result<Prepared, String> {
@@ -57,6 +59,7 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
     let driver = runtime::select_driver(choice)?;
     let published = Published::new(workers);
     crl_refresh::fetch_at_start(&config)?;
+    let watch_baseline = watch::Baseline::take(&config);
     let first = Generation::load(&config, 1, &published)?;
     published.set_inventory(first.inventory.clone());
     if config.listeners.iter().any(|l| l.ktls == KtlsMode::On) {
@@ -87,6 +90,7 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         published,
         listeners,
         bound,
+        watch_baseline,
     })
 }
 
@@ -102,6 +106,7 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
         published,
         listeners,
         bound,
+        watch_baseline,
     } = prepared;
     let reloader = Arc::new(Reloader::new(&config, current.clone(), published.clone()));
     let on_sighup = reloader.clone();
@@ -116,7 +121,8 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
             "watching the certificate, key and CRL files: a change reloads them ([reload] watch_files)"
         );
     }
-    watch::spawn(reloader.clone()).map_err(|e| format!("cannot start the file watcher: {e}"))?;
+    watch::spawn(reloader.clone(), watch_baseline)
+        .map_err(|e| format!("cannot start the file watcher: {e}"))?;
     crl_refresh::spawn(reloader).map_err(|e| format!("cannot start the CRL thread: {e}"))?;
     let pid_file = PidFile::write(config.server.pid_file.as_deref())?;
     for addr in &bound {

@@ -37,18 +37,34 @@ const POLL: Duration = Duration::from_secs(1);
 const SETTLE_POLL: Duration = Duration::from_millis(100);
 const DAY: Duration = Duration::from_secs(86_400);
 
+/// The watched files as they were just before the first generation loaded
+/// from them: taken before the load, so a change during it is seen (and
+/// reloads once more) rather than missed.
+pub(super) struct Baseline(Option<(Vec<PathBuf>, Vec<Stamp>)>);
+
+impl Baseline {
+    pub(super) fn take(config: &Config) -> Baseline {
+        if !config.reload.watch_files {
+            return Baseline(None);
+        }
+        let files = watched_files(config);
+        let stamps = files.iter().map(|f| stamp(f)).collect();
+        Baseline(Some((files, stamps)))
+    }
+}
+
 /// Starts the thread (also when `watch_files` is off: it then only repeats
 /// the daily expiry warnings).
-pub(super) fn spawn(reloader: Arc<Reloader>) -> std::io::Result<()> {
+pub(super) fn spawn(reloader: Arc<Reloader>, baseline: Baseline) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("file-watch".into())
-        .spawn(move || watch(&reloader))
+        .spawn(move || watch(&reloader, baseline))
         .map(|_| ())
 }
 
 /// What `stat` says about a file, or why it could not.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Stamp {
+pub(super) enum Stamp {
     File {
         dev: u64,
         ino: u64,
@@ -109,12 +125,14 @@ pub(super) fn watched_files(config: &Config) -> Vec<PathBuf> {
     files
 }
 
-fn watch(reloader: &Reloader) {
+fn watch(reloader: &Reloader, Baseline(mut baseline): Baseline) {
     let mut next_warning = Instant::now() + DAY;
-    // The files and stamps the serving generation was loaded from (as far
-    // as this thread knows), and the last stamps seen.
-    let mut baseline: Option<(Vec<PathBuf>, Vec<Stamp>)> = None;
-    let mut last_seen: Vec<Stamp> = Vec::new();
+    // `baseline`: the files and stamps the serving generation was loaded
+    // from (as far as this thread knows); `last_seen`: the last stamps seen.
+    let mut last_seen: Vec<Stamp> = baseline
+        .as_ref()
+        .map(|(_, stamps)| stamps.clone())
+        .unwrap_or_default();
     let mut changed_at: Option<Instant> = None;
     loop {
         std::thread::sleep(if changed_at.is_some() {
