@@ -26,11 +26,19 @@ pub fn get(url: &CrlUrl, timeout: Duration, max_body: usize) -> Result<Vec<u8>, 
     let mut last = format!("{} resolves to no address", url.host);
     let mut stream = None;
     for addr in addrs {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if Instant::now() >= deadline {
             break;
         }
-        match TcpStream::connect_timeout(&addr, left) {
+        // A connect interrupted by a signal is tried again (twice at most).
+        let mut tries = 0;
+        let connected = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match TcpStream::connect_timeout(&addr, left.max(Duration::from_millis(1))) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted && tries < 2 => tries += 1,
+                other => break other,
+            }
+        };
+        match connected {
             Ok(s) => {
                 stream = Some(s);
                 break;
@@ -75,7 +83,12 @@ pub fn get(url: &CrlUrl, timeout: Duration, max_body: usize) -> Result<Vec<u8>, 
         stream
             .set_read_timeout(Some(remaining(deadline)?))
             .map_err(io)?;
-        let n = stream.read(&mut buf).map_err(io)?;
+        let n = match stream.read(&mut buf) {
+            // A signal landed during the read (seen at start-up): not an
+            // answer, read again within the same deadline.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => other.map_err(io)?,
+        };
         if n == 0 {
             break;
         }
