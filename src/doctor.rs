@@ -20,6 +20,7 @@ struct Finding {
 pub fn run(config_path: Option<&Path>) -> bool {
     let mut findings = vec![io_uring(), kernel_tls(), memlock(), nofile(), somaxconn()];
     findings.push(cores(config_path));
+    findings.extend(certificates(config_path));
     let mut fatal = false;
     for f in &findings {
         let tag = if f.ok {
@@ -163,6 +164,53 @@ fn cores(config_path: Option<&Path>) -> Finding {
             },
         },
     }
+}
+
+/// Expired certificates (and CRLs past nextUpdate) are fatal: clients are
+/// refused, or a revoked one may pass. Expiring within `warn_expiry` is a warning.
+fn certificates(config_path: Option<&Path>) -> Vec<Finding> {
+    let Some(cfg) = config_path.and_then(|p| config::load(p).ok()) else {
+        return Vec::new();
+    };
+    let (inventory, problems) = crate::lifecycle::inventory::collect(&cfg);
+    let warn = cfg.tls.warn_expiry;
+    let now = crate::expiry::now_unix();
+    let mut out: Vec<Finding> = problems
+        .into_iter()
+        .map(|p| Finding {
+            ok: false,
+            fatal: true,
+            what: format!("certificates: {p}"),
+            fix: Some("run `portcullis check --config FILE` for details".into()),
+        })
+        .collect();
+    for c in inventory.concerns(now, warn) {
+        let expired = c.standing == crate::expiry::Standing::Expired;
+        out.push(Finding {
+            ok: false,
+            fatal: expired,
+            what: c.message,
+            fix: Some(if expired {
+                "replace it now (with [reload] watch_files the gateway picks up the new file by itself; else `portcullis reload`)".into()
+            } else {
+                "renew it before it expires (`portcullis certs status` lists every certificate)".into()
+            }),
+        });
+    }
+    if out.is_empty() {
+        out.push(Finding {
+            ok: true,
+            fatal: false,
+            what: format!(
+                "{} certificates and {} CRLs, none expiring within warn_expiry ({})",
+                inventory.certs.len(),
+                inventory.crls.len(),
+                crate::expiry::duration_text(warn)
+            ),
+            fix: None,
+        });
+    }
+    out
 }
 
 fn human(bytes: u64) -> String {

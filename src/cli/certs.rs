@@ -1,11 +1,12 @@
-//! `portcullis certs init|issue|crl`: the development PKI.
+//! `portcullis certs init|issue|crl`: the development PKI (`certs status`
+//! is in `certs_status`).
 
 use super::*;
 
 pub(super) fn cmd_certs(args: &[String]) -> Result<(), Failure> {
     let (sub, rest) = args
         .split_first()
-        .ok_or_else(|| Failure::Usage("certs needs `init`, `issue` or `crl`".into()))?;
+        .ok_or_else(|| Failure::Usage("certs needs `init`, `issue`, `crl` or `status`".into()))?;
     let key_type = |flags: &Flags| -> Result<KeyType, Failure> {
         flags
             .one("--key-type")
@@ -151,6 +152,7 @@ pub(super) fn cmd_certs(args: &[String]) -> Result<(), Failure> {
             );
             Ok(())
         }
+        "status" => super::certs_status::cmd_status(rest),
         other => Err(Failure::Usage(format!("unknown certs command {other:?}"))),
     }
 }

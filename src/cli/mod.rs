@@ -3,6 +3,7 @@
 //! `reload`'s validation), `reload`, `upgrade`; `doctor` is in `crate::doctor`.
 
 mod certs;
+mod certs_status;
 mod check;
 mod echo;
 mod reload;
@@ -51,6 +52,11 @@ USAGE:
   portcullis certs crl --ca-dir DIR --out FILE [--revoke CERT.pem]... [--days N]
       A PEM CRL signed by the CA in --ca-dir, revoking each --revoke certificate
       (none: an empty CRL). Valid for N days (default 30).
+  portcullis certs status [--config FILE]
+      Every certificate the config holds (site, listener, client CA, upstream CA and
+      client identity) and every CRL, with notAfter / nextUpdate and days left. Exit
+      status 1 when one has expired (or a CRL is past its nextUpdate), 2 when the config
+      or a file cannot be read. No --config: the dev config `run` generates.
   portcullis check --config FILE
       Validate a config file (certificates, keys, CRLs included) and explain what it will do.
   portcullis reload --config FILE [--pid PID]

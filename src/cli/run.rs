@@ -29,9 +29,9 @@ pub(super) fn cmd_run(args: &[String]) -> Result<(), Failure> {
     gateway::run(prepared).map_err(Failure::Runtime)
 }
 
-/// `portcullis run` with no config: dev certificates, built-in echo backend,
-/// a generated config (written next to the certificates for the curious).
-fn dev_default(listen: Vec<SocketAddr>) -> Result<Config, Failure> {
+/// Where `run` without a config keeps its dev certificates and config:
+/// `$PORTCULLIS_HOME/dev`, default `~/.local/share/portcullis/dev`.
+pub(super) fn dev_dir() -> PathBuf {
     let home = match std::env::var_os("PORTCULLIS_HOME") {
         Some(h) => PathBuf::from(h),
         None => {
@@ -41,7 +41,13 @@ fn dev_default(listen: Vec<SocketAddr>) -> Result<Config, Failure> {
             base.join(".local/share/portcullis")
         }
     };
-    let dir = home.join("dev");
+    home.join("dev")
+}
+
+/// `portcullis run` with no config: dev certificates, built-in echo backend,
+/// a generated config (written next to the certificates for the curious).
+fn dev_default(listen: Vec<SocketAddr>) -> Result<Config, Failure> {
+    let dir = dev_dir();
     let dir = std::fs::create_dir_all(&dir)
         .and_then(|_| dir.canonicalize())
         .map_err(|e| {

@@ -6,7 +6,8 @@ use super::tree::{Node, Value};
 use super::{
     addr, route, sites, AppProtocol, Cidr, Config, DriverChoice, EscapedSlashes, Http2Settings,
     KtlsMode, Limits, ListenerConfig, LogFormat, MtlsMode, PathOptions, PoolSettings,
-    ServerSettings, SiteConfig, Timeouts, TlsSettings, TlsVersions, TrustedProxies, Workers,
+    ReloadSettings, ServerSettings, SiteConfig, Timeouts, TlsSettings, TlsVersions, TrustedProxies,
+    Workers,
 };
 use std::path::Path;
 
@@ -14,14 +15,27 @@ pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config
     let root = Field::root(root);
     let mut top = root.table(&[
         "server", "listener", "site", "limits", "timeouts", "pool", "upstream", "route", "admin",
-        "paths", "tls", "http2",
+        "paths", "tls", "http2", "reload", "state",
     ])?;
     let server = match top.take("server") {
         Some(f) => server(f, base_dir)?,
         None => ServerSettings::default(),
     };
+    // Before the sites: their crl_urls need somewhere to keep what is fetched.
+    let state_dir = match top.take("state") {
+        Some(f) => {
+            let mut t = f.table(&["dir"])?;
+            let d = t.require("dir")?;
+            let written = d.string()?;
+            if written.is_empty() {
+                return Err(d.problem("empty directory name".to_string()));
+            }
+            Some(base_dir.join(written))
+        }
+        None => None,
+    };
     let (mut sites, default_named) = match top.take_tables("site")? {
-        Some(tables) => sites::sites(tables, base_dir)?,
+        Some(tables) => sites::sites(tables, base_dir, state_dir.is_some())?,
         None => (Vec::new(), None),
     };
     let named_sites = sites.len();
@@ -75,6 +89,17 @@ pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config
         Some(f) => http2(f)?,
         None => Http2Settings::default(),
     };
+    let reload = match top.take("reload") {
+        Some(f) => {
+            let mut t = f.table(&["watch_files"])?;
+            let mut r = ReloadSettings::default();
+            if let Some(f) = t.take("watch_files") {
+                r.watch_files = f.boolean()?;
+            }
+            r
+        }
+        None => ReloadSettings::default(),
+    };
     let mut routes = Vec::new();
     for (i, table) in top.require_tables("route")?.into_iter().enumerate() {
         routes.push(route::route(
@@ -102,6 +127,8 @@ pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config
         paths,
         tls,
         http2,
+        reload,
+        state_dir,
     })
 }
 
@@ -321,6 +348,7 @@ fn listener(
         client_ca,
         mtls: MtlsMode::Mandatory,
         crls: Vec::new(),
+        crl_urls: Vec::new(),
         tls_versions,
         alpn,
         ocsp,
@@ -444,9 +472,12 @@ fn paths(field: Field) -> Result<PathOptions, Problem> {
 /// Far past any useful size (about 100 MB of cache per core): catches a stray digit.
 const MAX_CHAIN_CACHE: i64 = 1 << 20;
 
+/// Below this a CRL server would be polled in a loop.
+const MIN_CRL_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `[tls]`: settings for every site.
 fn tls(field: Field) -> Result<TlsSettings, Problem> {
-    let mut t = field.table(&["verified_chain_cache"])?;
+    let mut t = field.table(&["verified_chain_cache", "warn_expiry", "crl_refresh"])?;
     let mut s = TlsSettings::default();
     if let Some(f) = t.take("verified_chain_cache") {
         let n = f.integer()?;
@@ -456,6 +487,19 @@ fn tls(field: Field) -> Result<TlsSettings, Problem> {
             )));
         }
         s.verified_chain_cache = f.to_usize(n)?;
+    }
+    if let Some(f) = t.take("warn_expiry") {
+        // Zero is meaningful: warn only about certificates already expired.
+        s.warn_expiry = f.duration()?;
+    }
+    if let Some(f) = t.take("crl_refresh") {
+        let d = f.duration()?;
+        if d < MIN_CRL_REFRESH {
+            return Err(f.problem(format!(
+                "{d:?}: at least 1s (each fetch of every crl_urls CRL)"
+            )));
+        }
+        s.crl_refresh = d;
     }
     Ok(s)
 }

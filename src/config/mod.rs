@@ -17,6 +17,7 @@ mod route;
 mod sites;
 mod tree;
 mod units;
+mod url;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use std::time::Duration;
 pub use crate::http::path::{EscapedSlashes, PathOptions};
 pub use crate::trusted_proxies::{Cidr, TrustedProxies};
 pub use units::{parse_duration, parse_size};
+pub use url::CrlUrl;
 
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +59,25 @@ pub struct Config {
     pub tls: TlsSettings,
     /// `[http2]`: limits of HTTP/2 client connections.
     pub http2: Http2Settings,
+    /// `[reload]`: what reloads the TLS material besides SIGHUP.
+    pub reload: ReloadSettings,
+    /// `[state] dir`: where the gateway keeps what it fetched (the last good
+    /// copy of each `crl_urls` CRL). Required when any site has `crl_urls`.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `[reload]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReloadSettings {
+    /// Reload (the whole generation, all or nothing) when a certificate,
+    /// key, CA bundle, PKCS#12, password or CRL file the config names changes.
+    pub watch_files: bool,
+}
+
+impl Default for ReloadSettings {
+    fn default() -> Self {
+        ReloadSettings { watch_files: true }
+    }
 }
 
 /// `[tls]`.
@@ -65,6 +86,12 @@ pub struct TlsSettings {
     /// Verified client chains each worker remembers, so a returning client
     /// skips path building (tls::client_verifier); 0 = off. A reload may change it.
     pub verified_chain_cache: usize,
+    /// A certificate expiring within this is logged as a warning at start,
+    /// at each reload and once a day; `certs status` and `doctor` flag it.
+    pub warn_expiry: Duration,
+    /// How often each `crl_urls` CRL is fetched again (sooner when its
+    /// nextUpdate comes first).
+    pub crl_refresh: Duration,
 }
 
 /// `[server]`: process-wide settings.
@@ -147,6 +174,9 @@ pub struct SiteConfig {
     pub mtls: MtlsMode,
     /// CRL files (PEM or DER); the client's end-entity certificate is checked.
     pub crls: Vec<PathBuf>,
+    /// CRLs fetched over HTTP (`crl_urls`), checked like `crls` once fetched;
+    /// the last good copy of each is kept in `[state] dir`.
+    pub crl_urls: Vec<CrlUrl>,
     pub tls_versions: TlsVersions,
     /// ALPN protocols offered, in the server's order of preference
     /// (non-empty, no repeats); a client offering none of them is refused
@@ -524,6 +554,8 @@ impl Default for TlsSettings {
         TlsSettings {
             // ~370 KB per worker when full (tls::client_verifier::cache).
             verified_chain_cache: 4096,
+            warn_expiry: Duration::from_secs(21 * 86_400),
+            crl_refresh: Duration::from_secs(3600),
         }
     }
 }

@@ -4,7 +4,7 @@
 use super::field::{Field, Fields, Problem};
 use super::names::parse_host_match;
 use super::{
-    addr, AppProtocol, HostMatch, IdentitySource, MtlsMode, PasswordSource, SiteConfig,
+    addr, AppProtocol, CrlUrl, HostMatch, IdentitySource, MtlsMode, PasswordSource, SiteConfig,
     TlsVersions, UpstreamConfig, UpstreamTls,
 };
 use std::path::Path;
@@ -13,13 +13,14 @@ use std::path::Path;
 pub(super) fn sites(
     tables: Vec<Field>,
     base_dir: &Path,
+    has_state_dir: bool,
 ) -> Result<(Vec<SiteConfig>, Option<usize>), Problem> {
     let mut sites: Vec<SiteConfig> = Vec::with_capacity(tables.len());
     let mut default_line: Option<usize> = None;
     let mut defaults = Vec::new();
     for table in tables {
         let line = table.line;
-        let (site, is_default) = site(table, base_dir, &sites)?;
+        let (site, is_default) = site(table, base_dir, &sites, has_state_dir)?;
         if is_default {
             if let Some(first) = default_line {
                 return Err(Problem {
@@ -42,6 +43,7 @@ fn site(
     field: Field,
     base_dir: &Path,
     earlier: &[SiteConfig],
+    has_state_dir: bool,
 ) -> Result<(SiteConfig, bool), Problem> {
     let known = [
         &[
@@ -50,6 +52,7 @@ fn site(
             "client_ca",
             "mtls",
             "crl",
+            "crl_urls",
             "tls_versions",
             "default",
             "alpn",
@@ -113,6 +116,24 @@ fn site(
             f.readable_files(base_dir, "a list of CRL files (PEM or DER)")?
         }
     };
+    let mut crl_urls: Vec<CrlUrl> = Vec::new();
+    if let Some(f) = t.take("crl_urls") {
+        if mtls == MtlsMode::Off {
+            return Err(f.problem("a CRL needs client certificates (mtls is \"off\")".into()));
+        }
+        if !has_state_dir {
+            return Err(f.problem(
+                "needs [state] dir: the last good copy of each fetched CRL is kept there (e.g. dir = \"/var/lib/portcullis\")".into(),
+            ));
+        }
+        for item in f.non_empty_array("a list of http:// URLs of CRLs")? {
+            let url = CrlUrl::parse(item.string()?).map_err(|why| item.problem(why))?;
+            if crl_urls.contains(&url) {
+                return Err(item.problem(format!("\"{}\" is listed twice", url.text)));
+            }
+            crl_urls.push(url);
+        }
+    }
     let tls_versions = match t.take("tls_versions") {
         None => TlsVersions::default(),
         Some(f) => tls_versions(f)?,
@@ -134,6 +155,7 @@ fn site(
             client_ca,
             mtls,
             crls,
+            crl_urls,
             tls_versions,
             alpn,
             ocsp,

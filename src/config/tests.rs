@@ -9,6 +9,8 @@ mod names;
 mod sites;
 mod trust;
 mod values;
+// [tls] warn_expiry and crl_refresh, [reload], [state], crl_urls.
+mod lifecycle;
 
 /// A fresh directory holding placeholder PEM files (their contents are not
 /// parsed by this module), removed on drop.
@@ -185,6 +187,7 @@ backends = ["localhost:9002"]
                 client_ca: vec![certs.join("ca.pem"), certs.join("other-ca.pem")],
                 mtls: MtlsMode::Mandatory,
                 crls: Vec::new(),
+                crl_urls: Vec::new(),
                 tls_versions: TlsVersions {
                     tls12: false,
                     tls13: true
@@ -202,6 +205,7 @@ backends = ["localhost:9002"]
                 client_ca: vec![certs.join("ca.pem")],
                 mtls: MtlsMode::Mandatory,
                 crls: Vec::new(),
+                crl_urls: Vec::new(),
                 tls_versions: TlsVersions::default(),
                 alpn: AppProtocol::default_alpn(),
                 ocsp: None,

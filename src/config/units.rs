@@ -21,7 +21,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 {
             return Err(format!(
-                "\"{s}\" is not a duration (expected a number followed by ms, s, m or h, e.g. \"10s\")"
+                "\"{s}\" is not a duration (expected a number followed by ms, s, m, h or d, e.g. \"10s\")"
             ));
         }
         let (number, after) = rest.split_at(digits);
@@ -35,6 +35,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => Some(Duration::from_secs(value)),
             "m" => value.checked_mul(60).map(Duration::from_secs),
             "h" => value.checked_mul(3600).map(Duration::from_secs),
+            // Days: certificate lifetimes are written in them (`warn_expiry = "21d"`).
+            "d" => value.checked_mul(86_400).map(Duration::from_secs),
             "" => {
                 return Err(format!(
                     "\"{s}\" has no unit (write e.g. \"{number}s\" or \"{number}ms\")"
@@ -42,7 +44,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             }
             other => {
                 return Err(format!(
-                    "\"{s}\" has unknown unit \"{other}\" (use ms, s, m or h)"
+                    "\"{s}\" has unknown unit \"{other}\" (use ms, s, m, h or d)"
                 ))
             }
         };

@@ -5,9 +5,11 @@
 //! `sockets` maps the sockets of a takeover (`crate::upgrade`) to workers.
 
 mod accept;
+mod crl_refresh;
 mod generations;
 mod reload;
 mod sockets;
+mod watch;
 mod worker;
 
 use std::net::{SocketAddr, TcpListener};
@@ -20,7 +22,7 @@ use tracing::info;
 
 use crate::config::{Config, KtlsMode, Workers};
 use crate::generation::{Current, Generation};
-use crate::metrics::{self, Published};
+use crate::metrics::{self, Published, ReloadTrigger};
 use crate::runtime::{self, Driver};
 use crate::tls::ktls::{self};
 
@@ -45,6 +47,8 @@ pub struct Prepared {
     /// The takeover still to be confirmed once the workers accept.
     takeover: Option<upgrade::Pending>,
     pub bound: Vec<SocketAddr>,
+    /// The watched files as the first generation loaded them.
+    watch_baseline: watch::Baseline,
 }
 
 /// Loads the config's TLS material and binds its sockets, or, with
@@ -68,7 +72,10 @@ pub fn prepare(config: Config, takeover: Option<&Path>) -> Result<Prepared, Stri
     let choice = runtime::driver_choice_from_env(config.server.driver)?;
     let driver = runtime::select_driver(choice)?;
     let published = Published::new(workers);
+    crl_refresh::fetch_at_start(&config)?;
+    let watch_baseline = watch::Baseline::take(&config);
     let first = Generation::load(&config, 1, &published)?;
+    published.set_inventory(first.inventory.clone());
     if config.listeners.iter().any(|l| l.ktls == KtlsMode::On) {
         let support = ktls::probe();
         if let Err(why) = &support.available {
@@ -106,6 +113,7 @@ pub fn prepare(config: Config, takeover: Option<&Path>) -> Result<Prepared, Stri
         admin,
         takeover: pending,
         bound,
+        watch_baseline,
     })
 }
 
@@ -136,16 +144,28 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
         admin,
         takeover,
         bound,
+        watch_baseline,
     } = prepared;
-    let reloader = Reloader {
-        started_with: config.clone(),
-        current: current.clone(),
-        published: published.clone(),
-        next_id: std::sync::atomic::AtomicU64::new(2),
-    };
+    let reloader = Arc::new(Reloader::new(&config, current.clone(), published.clone()));
+    let on_sighup = reloader.clone();
     let successor = Successor::new(&config);
-    runtime::install_signal_handlers(move || reloader.reload(), move || successor.start())
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    runtime::install_signal_handlers(
+        move || {
+            on_sighup.reload(ReloadTrigger::Signal, "SIGHUP");
+        },
+        move || successor.start(),
+    )
+    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    crate::lifecycle::log_concerns(&published.inventory(), config.tls.warn_expiry);
+    if config.reload.watch_files {
+        info!(
+            files = watch::watched_files(&config).len(),
+            "watching the certificate, key and CRL files: a change reloads them ([reload] watch_files)"
+        );
+    }
+    watch::spawn(reloader.clone(), watch_baseline)
+        .map_err(|e| format!("cannot start the file watcher: {e}"))?;
+    crl_refresh::spawn(reloader).map_err(|e| format!("cannot start the CRL thread: {e}"))?;
     // After a takeover the pid file is written once this process serves:
     // until then `portcullis reload` must still reach the old one.
     let mut pid_file = match takeover {

@@ -3,39 +3,83 @@
 //! `portcullis reload` signals; and SIGUSR2, which starts the new binary.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tracing::info;
 
 use crate::config::{Config, KtlsMode};
 use crate::generation::{Current, Generation};
-use crate::metrics::Published;
+use crate::metrics::{Published, ReloadTrigger};
 
-/// Re-reads the config file on SIGHUP. Runs on the signal thread, never on a
-/// worker: loading certificates and building TLS configs is slow next to a
-/// request.
+/// Builds and swaps in new generations. SIGHUP re-reads the config file;
+/// the file watcher and the CRL fetcher rebuild from the config already
+/// applied (a changed certificate is not a reason to apply a config file
+/// edited but not yet reloaded). Runs on those threads, never on a worker:
+/// loading certificates and building TLS configs is slow next to a request.
 pub(super) struct Reloader {
     pub(super) started_with: Config,
+    /// The config of the generation serving now. Its lock is held for a
+    /// whole reload, so reloads from the three triggers never interleave.
+    pub(super) applied: Mutex<Arc<Config>>,
     pub(super) current: Arc<Current>,
     pub(super) published: Arc<Published>,
     pub(super) next_id: std::sync::atomic::AtomicU64,
 }
 
 impl Reloader {
-    pub(super) fn reload(&self) {
+    pub(super) fn new(config: &Config, current: Arc<Current>, published: Arc<Published>) -> Self {
+        Reloader {
+            started_with: config.clone(),
+            applied: Mutex::new(Arc::new(config.clone())),
+            current,
+            published,
+            next_id: std::sync::atomic::AtomicU64::new(2),
+        }
+    }
+
+    /// The config of the generation serving now.
+    pub(super) fn applied(&self) -> Arc<Config> {
+        match self.applied.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Builds a whole new generation and swaps it in, or logs why not and
+    /// keeps serving the current one. True when swapped.
+    pub(super) fn reload(&self, trigger: ReloadTrigger, why: &str) -> bool {
+        let mut applied = match self.applied.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         let path = &self.started_with.source;
-        info!(config = %path.display(), "SIGHUP: reloading the config");
+        match trigger {
+            ReloadTrigger::Signal => {
+                info!(config = %path.display(), "SIGHUP: reloading the config")
+            }
+            _ => info!(
+                config = %path.display(),
+                trigger = trigger.label(),
+                "{why}: reloading the certificates, keys and CRLs"
+            ),
+        }
         let serving = self.current.version();
         let refused = |why: String| {
             tracing::error!(
                 config = %path.display(),
                 generation = serving,
+                trigger = trigger.label(),
                 "reload refused: {why}; still serving the previous config"
             );
+            self.published.count_reload(trigger, false);
+            false
         };
-        let next = match crate::config::load(path) {
-            Ok(c) => c,
-            Err(e) => return refused(e.to_string()),
+        let next = match trigger {
+            ReloadTrigger::Signal => match crate::config::load(path) {
+                Ok(c) => c,
+                Err(e) => return refused(e.to_string()),
+            },
+            _ => (**applied).clone(),
         };
         if let Some(why) = restart_only_changes(&self.started_with, &next) {
             return refused(format!("{why} (that needs a restart)"));
@@ -46,7 +90,10 @@ impl Reloader {
         match Generation::load(&next, id, &self.published) {
             Ok(generation) => {
                 let (sites, routes) = (generation.sites.len(), generation.settings.routes.len());
+                let inventory = generation.inventory.clone();
                 self.current.replace(generation);
+                self.published.set_inventory(inventory.clone());
+                self.published.count_reload(trigger, true);
                 if let Err(e) = self.published.ocsp().start_if_needed() {
                     tracing::error!(
                         "cannot start the OCSP stapling thread: {e}; no site gets a staple"
@@ -55,10 +102,14 @@ impl Reloader {
                 info!(
                     config = %path.display(),
                     generation = id,
+                    trigger = trigger.label(),
                     sites,
                     routes,
                     "config reloaded: new connections use it; open connections finish on the one they started with"
                 );
+                crate::lifecycle::log_concerns(&inventory, next.tls.warn_expiry);
+                *applied = Arc::new(next);
+                true
             }
             Err(e) => refused(e),
         }

@@ -85,6 +85,33 @@ impl HandshakeReason {
     }
 }
 
+/// What asked for a reload of the config generation (the `trigger` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadTrigger {
+    /// SIGHUP (`portcullis reload`): the config file is read again.
+    Signal = 0,
+    /// A file the config names changed (`[reload] watch_files`).
+    FileWatch = 1,
+    /// A CRL fetched from a `crl_urls` URL changed.
+    CrlUrl = 2,
+}
+
+impl ReloadTrigger {
+    pub const ALL: [ReloadTrigger; 3] = [
+        ReloadTrigger::Signal,
+        ReloadTrigger::FileWatch,
+        ReloadTrigger::CrlUrl,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ReloadTrigger::Signal => "signal",
+            ReloadTrigger::FileWatch => "file_watch",
+            ReloadTrigger::CrlUrl => "crl_url",
+        }
+    }
+}
+
 /// How a connection was served after its handshake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TlsMode {

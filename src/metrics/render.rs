@@ -7,9 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 
+use super::{unreachable_histogram, HandshakeReason, ReloadTrigger, Snapshot, STATUS_SLOTS};
+use crate::expiry::Inventory;
 use crate::ocsp::Stapler;
-
-use super::{unreachable_histogram, HandshakeReason, Snapshot, STATUS_SLOTS};
 
 /// One slot per worker; each written only by its worker, read by the admin thread.
 pub struct Published {
@@ -21,6 +21,11 @@ pub struct Published {
     /// it, its thread fetches, and the scrape reads its state. Here because
     /// this is the one object every config load and the admin thread share.
     ocsp: Arc<Stapler>,
+    /// The serving generation's certificates and CRLs; the expiry gauges
+    /// are computed from their stored dates at each scrape.
+    inventory: Mutex<Arc<Inventory>>,
+    /// Reloads by [`ReloadTrigger`], [refused, done].
+    reloads: Mutex<[[u64; 2]; 3]>,
 }
 
 impl Published {
@@ -29,7 +34,35 @@ impl Published {
             slots: (0..workers).map(|_| Mutex::new(None)).collect(),
             route_labels: Mutex::new(vec!["none".to_string()]),
             ocsp: Arc::new(Stapler::default()),
+            inventory: Mutex::new(Arc::new(Inventory::default())),
+            reloads: Mutex::new([[0; 2]; 3]),
         })
+    }
+
+    /// Publishes the certificates of the generation now serving.
+    pub fn set_inventory(&self, inventory: Inventory) {
+        let mut slot = match self.inventory.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *slot = Arc::new(inventory);
+    }
+
+    /// The certificates of the generation now serving.
+    pub fn inventory(&self) -> Arc<Inventory> {
+        match self.inventory.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Counts one reload attempt (off the request path: reloads are rare).
+    pub fn count_reload(&self, trigger: ReloadTrigger, done: bool) {
+        let mut r = match self.reloads.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        r[trigger as usize][usize::from(done)] += 1;
     }
 
     /// OCSP stapling (see the field).
@@ -208,6 +241,30 @@ impl Published {
                 ("path=\"copy\"".into(), sum(|s| s.body_bytes_copied)),
             ],
         );
+
+        let reloads = match self.reloads.lock() {
+            Ok(g) => *g,
+            Err(poisoned) => *poisoned.into_inner(),
+        };
+        let series: Vec<(String, u64)> = ReloadTrigger::ALL
+            .iter()
+            .flat_map(|t| {
+                [("done", 1), ("refused", 0)].map(|(result, i)| {
+                    (
+                        format!("trigger=\"{}\",result=\"{result}\"", t.label()),
+                        reloads[*t as usize][i],
+                    )
+                })
+            })
+            .collect();
+        counter_family(
+            &mut out,
+            "portcullis_config_reloads_total",
+            "Reloads of the config generation, by what asked for it (signal: SIGHUP; file_watch: a certificate, key or CRL file changed; crl_url: a CRL fetched by URL changed) and whether the new generation was swapped in (done) or refused (the previous one kept serving).",
+            &series,
+        );
+        self.inventory()
+            .render_metrics(crate::expiry::now_unix(), &mut out);
 
         let mut merged = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable_histogram());
         for s in &snaps {

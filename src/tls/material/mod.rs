@@ -496,7 +496,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// webpki's CRL parse errors in plain words.
-fn crl_problem(e: &webpki::Error) -> String {
+pub fn crl_problem(e: &webpki::Error) -> String {
     use webpki::Error as E;
     match e {
         E::BadDer | E::BadDerTime | E::TrailingData(_) => {
