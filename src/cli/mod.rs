@@ -4,12 +4,14 @@
 
 mod certs;
 mod check;
+mod cluster;
 mod echo;
 mod reload;
 mod run;
 
 use certs::cmd_certs;
 use check::cmd_check;
+use cluster::cmd_config;
 use echo::cmd_echo;
 use reload::cmd_reload;
 use run::cmd_run;
@@ -27,6 +29,7 @@ portcullis: thread-per-core mTLS API gateway
 
 USAGE:
   portcullis run [--config FILE] [--listen ADDR]...
+      FILE with [cluster]: a node whose config comes from etcd (and the local snapshot).
       With no --config: generate dev certificates once (in $PORTCULLIS_HOME/dev,
       default ~/.local/share/portcullis/dev), start the built-in echo backend,
       listen on 127.0.0.1:8443 and [::1]:8443 (or each --listen), and print a
@@ -51,6 +54,13 @@ USAGE:
   portcullis reload --config FILE [--pid PID]
       Validate FILE, then ask the running gateway (server.pid_file, or --pid) to reload
       it (SIGHUP): new connections get the new config, open ones finish on theirs.
+  portcullis config push --cluster NODE.toml FILE
+      Validate FILE exactly as check does, then write it and every file it names to etcd
+      (the [cluster] of NODE.toml) in one transaction: every node applies it.
+  portcullis config get --cluster NODE.toml [--out DIR]
+      What the cluster serves (the config; with --out, it and its files in DIR).
+  portcullis config diff --cluster NODE.toml FILE
+      How FILE differs from what the cluster serves (exit 1 if it does).
   portcullis doctor [--config FILE]
       Check this host (io_uring, kernel TLS, limits, somaxconn, cores) and say how to fix what is missing.
 
@@ -74,6 +84,7 @@ pub fn main() -> ExitCode {
         "certs" => cmd_certs(rest),
         "check" => cmd_check(rest),
         "reload" => cmd_reload(rest),
+        "config" => cmd_config(rest),
         "doctor" => {
             let flags = match Flags::parse(rest, &[], &["--config"]) {
                 Ok(f) => f,

@@ -19,6 +19,7 @@ use crate::metrics::{self, Published};
 use crate::runtime::{self, Driver};
 use crate::tls::ktls::{self};
 
+pub(crate) use reload::restart_only_changes;
 use reload::{PidFile, Reloader};
 use worker::{worker_main, WorkerShared};
 
@@ -35,6 +36,23 @@ pub struct Prepared {
     /// listeners[worker] = that worker's socket for each configured listener.
     listeners: Vec<Vec<TcpListener>>,
     pub bound: Vec<SocketAddr>,
+    /// The config comes from etcd (`cluster`): SIGHUP does not re-read a file.
+    cluster: bool,
+}
+
+impl Prepared {
+    /// The served generation and the metrics, for a thread that swaps
+    /// generations in (the cluster sync thread).
+    pub fn handles(&self) -> (Arc<Current>, Arc<Published>) {
+        (self.current.clone(), self.published.clone())
+    }
+
+    /// Marks the config as coming from the cluster: SIGHUP is then logged
+    /// and ignored (there is no file to re-read; etcd is followed live).
+    pub fn cluster_mode(mut self) -> Prepared {
+        self.cluster = true;
+        self
+    }
 }
 
 pub fn prepare(config: Config) -> Result<Prepared, String> {
@@ -83,6 +101,7 @@ pub fn prepare(config: Config) -> Result<Prepared, String> {
         published,
         listeners,
         bound,
+        cluster: false,
     })
 }
 
@@ -98,15 +117,25 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
         published,
         listeners,
         bound,
+        cluster,
     } = prepared;
+    if !cluster {
+        published.config.applied(0);
+    }
     let reloader = Reloader {
         started_with: config.clone(),
         current: current.clone(),
         published: published.clone(),
         next_id: std::sync::atomic::AtomicU64::new(2),
     };
-    runtime::install_signal_handlers(move || reloader.reload())
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    runtime::install_signal_handlers(move || {
+        if cluster {
+            info!("SIGHUP ignored: this node follows its config from etcd (change it with portcullis config push)");
+        } else {
+            reloader.reload()
+        }
+    })
+    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let pid_file = PidFile::write(config.server.pid_file.as_deref())?;
     for addr in &bound {
         info!(address = %addr, workers, driver = %driver.name(), "listening (mTLS; HTTP/1.1, and HTTP/2 where ALPN offers it)");

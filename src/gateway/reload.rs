@@ -27,6 +27,7 @@ impl Reloader {
         info!(config = %path.display(), "SIGHUP: reloading the config");
         let serving = self.current.version();
         let refused = |why: String| {
+            self.published.config.failed();
             tracing::error!(
                 config = %path.display(),
                 generation = serving,
@@ -47,6 +48,7 @@ impl Reloader {
             Ok(generation) => {
                 let (sites, routes) = (generation.sites.len(), generation.settings.routes.len());
                 self.current.replace(generation);
+                self.published.config.applied(0);
                 info!(
                     config = %path.display(),
                     generation = id,
@@ -61,7 +63,7 @@ impl Reloader {
 }
 
 /// What a reload cannot change in a running process: the sockets and threads.
-pub(super) fn restart_only_changes(old: &Config, new: &Config) -> Option<String> {
+pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Option<String> {
     let addrs = |c: &Config| -> Vec<(SocketAddr, KtlsMode)> {
         c.listeners.iter().map(|l| (l.address, l.ktls)).collect()
     };
