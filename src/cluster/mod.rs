@@ -44,6 +44,7 @@ pub fn run_node(bootstrap: NodeBootstrap) -> Result<(), String> {
         published,
         started_with: config,
         revision: start.revision,
+        served: start.revision,
         tree: start.tree,
         next_id: 2,
     };

@@ -92,8 +92,10 @@ pub struct Syncer {
     pub published: Arc<Published>,
     /// The config the process started with: listeners and workers cannot change.
     pub started_with: Config,
-    /// The revision served (or the last one seen and refused: not retried).
+    /// The last revision seen (served, or refused: not retried).
     pub revision: i64,
+    /// The revision served.
+    pub served: i64,
     pub tree: Tree,
     pub next_id: u64,
 }
@@ -110,7 +112,7 @@ impl Syncer {
                 Err(e) => {
                     warn!(
                         error = %e,
-                        revision = self.revision,
+                        revision = self.served,
                         retry_in_ms = backoff.as_millis() as u64,
                         "cluster: lost etcd; still serving the last good config"
                     );
@@ -173,6 +175,7 @@ impl Syncer {
         if tree == self.tree {
             // Same content (a push of what is served): nothing to rebuild.
             self.revision = revision;
+            self.served = revision;
             self.published.config.applied(revision.max(0) as u64);
             if let Err(e) = store::write_snapshot(&self.bootstrap.cluster.snapshot, prefix, revision, &tree) {
                 warn!(error = %e, "cannot write the cluster snapshot");
@@ -180,7 +183,7 @@ impl Syncer {
             info!(revision, "cluster config unchanged at this revision");
             return;
         }
-        let served = self.revision;
+        let served = self.served;
         self.revision = revision;
         let refused = |why: String| {
             error!(
@@ -206,6 +209,7 @@ impl Syncer {
                 self.next_id += 1;
                 let (sites, routes) = (generation.sites.len(), generation.settings.routes.len());
                 self.current.replace(generation);
+                self.served = revision;
                 self.published.config.applied(revision.max(0) as u64);
                 if let Err(e) = store::write_snapshot(&self.bootstrap.cluster.snapshot, prefix, revision, &tree) {
                     warn!(error = %e, "cannot write the cluster snapshot");
