@@ -55,19 +55,56 @@ impl EtcdTls {
         let ext = dir.join("etcd-ext.cnf");
         let p = |p: &Path| p.to_string_lossy().into_owned();
         let steps: [Vec<String>; 3] = [
-            vec!["ecparam".into(), "-name".into(), "prime256v1".into(), "-genkey".into(), "-noout".into(), "-out".into(), p(&server_key)],
-            vec!["req".into(), "-new".into(), "-subj".into(), "/CN=etcd".into(), "-key".into(), p(&server_key), "-out".into(), p(&csr)],
             vec![
-                "x509".into(), "-req".into(), "-days".into(), "2".into(), "-CAcreateserial".into(),
-                "-in".into(), p(&csr), "-CA".into(), p(&certs.ca()), "-CAkey".into(), p(&certs.ca_key()),
-                "-extfile".into(), p(&ext), "-out".into(), p(&server_cert),
+                "ecparam".into(),
+                "-name".into(),
+                "prime256v1".into(),
+                "-genkey".into(),
+                "-noout".into(),
+                "-out".into(),
+                p(&server_key),
+            ],
+            vec![
+                "req".into(),
+                "-new".into(),
+                "-subj".into(),
+                "/CN=etcd".into(),
+                "-key".into(),
+                p(&server_key),
+                "-out".into(),
+                p(&csr),
+            ],
+            vec![
+                "x509".into(),
+                "-req".into(),
+                "-days".into(),
+                "2".into(),
+                "-CAcreateserial".into(),
+                "-in".into(),
+                p(&csr),
+                "-CA".into(),
+                p(&certs.ca()),
+                "-CAkey".into(),
+                p(&certs.ca_key()),
+                "-extfile".into(),
+                p(&ext),
+                "-out".into(),
+                p(&server_cert),
             ],
         ];
         for args in steps {
-            let o = run_cmd(Command::new("openssl").args(&args), None, Duration::from_secs(20));
+            let o = run_cmd(
+                Command::new("openssl").args(&args),
+                None,
+                Duration::from_secs(20),
+            );
             assert!(o.status.success(), "openssl {args:?}: {}", o.describe());
         }
-        EtcdTls { certs, server_cert, server_key }
+        EtcdTls {
+            certs,
+            server_cert,
+            server_key,
+        }
     }
 }
 
@@ -456,30 +493,39 @@ fn push_reaches_every_node_and_broken_configs_are_refused() {
         nodes.len(),
         took.as_millis()
     );
-    assert!(
-        took < Duration::from_secs(5),
-        "convergence took {took:?}"
-    );
+    assert!(took < Duration::from_secs(5), "convergence took {took:?}");
     for n in &nodes {
         assert_eq!(n.get(&cfg, "/new/x").unwrap(), (200, "/new".into()));
     }
     let d = run_cmd(&mut diff, None, Duration::from_secs(20));
     assert!(d.status.success(), "{}", d.describe());
     let mut get = portcullis();
-    get.args(["config", "get", "--cluster"]).arg(nodes[1].toml());
+    get.args(["config", "get", "--cluster"])
+        .arg(nodes[1].toml());
     let g = run_cmd(&mut get, None, Duration::from_secs(20));
-    assert!(g.stdout_str().contains(&format!("at revision {rev}")), "{}", g.describe());
-    assert!(g.stdout_str().contains("# file files/certs/server.key"), "{}", g.describe());
+    assert!(
+        g.stdout_str().contains(&format!("at revision {rev}")),
+        "{}",
+        g.describe()
+    );
+    assert!(
+        g.stdout_str().contains("# file files/certs/server.key"),
+        "{}",
+        g.describe()
+    );
 
     // A broken config: `config push` refuses it with file, line and field,
     // and etcd is left alone.
     let bad = shared.dir.join("bad.toml");
-    let text = fs::read_to_string(&file).unwrap().replace("path = \"/new\"", "path = \"new\"");
+    let text = fs::read_to_string(&file)
+        .unwrap()
+        .replace("path = \"/new\"", "path = \"new\"");
     fs::write(&bad, text).unwrap();
     let o = push(&nodes[0], &bad);
     assert_eq!(o.code(), Some(2), "{}", o.describe());
     assert!(
-        o.stderr.contains("bad.toml:13: route[1].path: \"new\" must start with \"/\""),
+        o.stderr
+            .contains("bad.toml:13: route[1].path: \"new\" must start with \"/\""),
         "{}",
         o.describe()
     );
@@ -487,32 +533,64 @@ fn push_reaches_every_node_and_broken_configs_are_refused() {
 
     // Injected straight into etcd, behind the push's back: every node
     // refuses it (key and reason logged, counted) and keeps serving.
-    etcd.put(&format!("{PREFIX}config.toml"), fs::read(&bad).unwrap().as_slice());
+    etcd.put(
+        &format!("{PREFIX}config.toml"),
+        fs::read(&bad).unwrap().as_slice(),
+    );
     for n in &nodes {
         let line = n
             .proc()
-            .wait_log_line(&["cluster config refused", "/portcullis/config.toml:13: route[1].path"], Duration::from_secs(10))
+            .wait_log_line(
+                &[
+                    "cluster config refused",
+                    "/portcullis/config.toml:13: route[1].path",
+                ],
+                Duration::from_secs(10),
+            )
             .unwrap_or_else(|| n.proc().fail("no refusal logged"));
         assert!(line.contains(&format!("serving_revision={rev}")), "{line}");
     }
     for n in &nodes {
-        assert!(wait_until(Duration::from_secs(5), || n.failures() == 1), "failures: {}", n.failures());
+        assert!(
+            wait_until(Duration::from_secs(5), || n.failures() == 1),
+            "failures: {}",
+            n.failures()
+        );
         assert_eq!(n.revision(), rev, "still the last good revision");
         assert_eq!(n.get(&cfg, "/new/x").unwrap(), (200, "/new".into()));
     }
     // The good config.toml back (same content as served: nothing rebuilt,
     // the new revision is served), then a certificate that does not parse.
-    etcd.put(&format!("{PREFIX}config.toml"), fs::read(&file).unwrap().as_slice());
+    etcd.put(
+        &format!("{PREFIX}config.toml"),
+        fs::read(&file).unwrap().as_slice(),
+    );
     let restored = etcd.revision();
     converge(&all, restored, Instant::now());
-    etcd.put(&format!("{PREFIX}files/certs/server.pem"), b"not a certificate");
+    etcd.put(
+        &format!("{PREFIX}files/certs/server.pem"),
+        b"not a certificate",
+    );
     for n in &nodes {
         let line = n
             .proc()
-            .wait_log_line(&["cluster config refused", "/portcullis/files/certs/server.pem"], Duration::from_secs(10))
+            .wait_log_line(
+                &[
+                    "cluster config refused",
+                    "/portcullis/files/certs/server.pem",
+                ],
+                Duration::from_secs(10),
+            )
             .unwrap_or_else(|| n.proc().fail("no refusal naming the certificate key"));
-        assert!(line.contains(&format!("serving_revision={restored}")), "{line}");
-        assert!(wait_until(Duration::from_secs(5), || n.failures() == 2), "failures: {}", n.failures());
+        assert!(
+            line.contains(&format!("serving_revision={restored}")),
+            "{line}"
+        );
+        assert!(
+            wait_until(Duration::from_secs(5), || n.failures() == 2),
+            "failures: {}",
+            n.failures()
+        );
         assert_eq!(n.revision(), restored, "still the last good revision");
         assert_eq!(n.get(&cfg, "/new/x").unwrap(), (200, "/new".into()));
     }
@@ -546,7 +624,11 @@ fn certificate_and_ca_rotation_under_load_fails_no_request() {
     // Clients trust both CAs (the new one was distributed first, as it must
     // be); which client certificate they present follows the rotation.
     let both = [old.ca(), new.ca()];
-    let current = Arc::new(RwLock::new(client(&both, &old.client_cert(), &old.client_key())));
+    let current = Arc::new(RwLock::new(client(
+        &both,
+        &old.client_cert(),
+        &old.client_key(),
+    )));
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -567,17 +649,19 @@ fn certificate_and_ca_rotation_under_load_fails_no_request() {
                     let addr = addrs[rr.fetch_add(1, Ordering::Relaxed) % addrs.len()];
                     let cfg = current.read().unwrap().clone();
                     // A new handshake each time, then three keep-alive requests.
-                    let result = tls_connect(addr, cfg).map_err(|e| e.to_string()).and_then(|s| {
-                        let mut c = HttpConn::new(s);
-                        for _ in 0..3 {
-                            let r = c.get("/load", &[]).map_err(|e| e.to_string())?;
-                            if r.status != 200 {
-                                return Err(format!("status {}", r.status));
+                    let result = tls_connect(addr, cfg)
+                        .map_err(|e| e.to_string())
+                        .and_then(|s| {
+                            let mut c = HttpConn::new(s);
+                            for _ in 0..3 {
+                                let r = c.get("/load", &[]).map_err(|e| e.to_string())?;
+                                if r.status != 200 {
+                                    return Err(format!("status {}", r.status));
+                                }
+                                ok.fetch_add(1, Ordering::Relaxed);
                             }
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(())
-                    });
+                            Ok(())
+                        });
                     if let Err(e) = result {
                         failures.lock().unwrap().push(format!("{addr}: {e}"));
                     }
@@ -588,7 +672,8 @@ fn certificate_and_ca_rotation_under_load_fails_no_request() {
     let served = |ok: &AtomicU64, at_least: u64| {
         let start = ok.load(Ordering::Relaxed);
         assert!(
-            wait_until(Duration::from_secs(10), || ok.load(Ordering::Relaxed) >= start + at_least),
+            wait_until(Duration::from_secs(10), || ok.load(Ordering::Relaxed)
+                >= start + at_least),
             "load stalled"
         );
     };
@@ -597,7 +682,10 @@ fn certificate_and_ca_rotation_under_load_fails_no_request() {
     // 1: the new server certificate, and both client CAs.
     fs::copy(new.server_cert(), shared.dir.join("certs/server.pem")).unwrap();
     fs::copy(new.server_key(), shared.dir.join("certs/server.key")).unwrap();
-    let r1 = pushed_revision(&push(&nodes[0], &shared.write(&["ca.pem", "ca-new.pem"], &["/"])));
+    let r1 = pushed_revision(&push(
+        &nodes[0],
+        &shared.write(&["ca.pem", "ca-new.pem"], &["/"]),
+    ));
     converge(&all, r1, Instant::now());
     served(&ok, 50);
     // 2: clients move to certificates of the new CA.
@@ -617,7 +705,11 @@ fn certificate_and_ca_rotation_under_load_fails_no_request() {
         ok.load(Ordering::Relaxed),
         failures.len()
     );
-    assert!(failures.is_empty(), "failed during the rotation: {:?}", &failures[..failures.len().min(10)]);
+    assert!(
+        failures.is_empty(),
+        "failed during the rotation: {:?}",
+        &failures[..failures.len().min(10)]
+    );
 
     // The rotation took: only the new CA's server certificate is presented,
     // and the old client certificate is refused.
@@ -625,7 +717,10 @@ fn certificate_and_ca_rotation_under_load_fails_no_request() {
     let old_client = client(&both, &old.client_cert(), &old.client_key());
     for n in &nodes {
         assert_eq!(n.get(&new_only, "/x").unwrap().0, 200);
-        assert!(n.get(&old_client, "/x").is_err(), "old client certificate still accepted");
+        assert!(
+            n.get(&old_client, "/x").is_err(),
+            "old client certificate still accepted"
+        );
     }
 }
 
@@ -650,7 +745,10 @@ fn etcd_down_snapshot_restart_then_compaction_and_convergence() {
     etcd.stop();
     for n in &nodes {
         n.proc()
-            .wait_log_line(&["cluster: lost etcd; still serving"], Duration::from_secs(15))
+            .wait_log_line(
+                &["cluster: lost etcd; still serving"],
+                Duration::from_secs(15),
+            )
             .unwrap_or_else(|| n.proc().fail("no lost-etcd line"));
         assert_eq!(n.get(&cfg, "/before/x").unwrap(), (200, "/before".into()));
     }
@@ -659,10 +757,19 @@ fn etcd_down_snapshot_restart_then_compaction_and_convergence() {
     nodes[1].start();
     nodes[1]
         .proc()
-        .wait_log_line(&["starting from the local snapshot", &format!("revision={first}")], Duration::from_secs(10))
+        .wait_log_line(
+            &[
+                "starting from the local snapshot",
+                &format!("revision={first}"),
+            ],
+            Duration::from_secs(10),
+        )
         .unwrap_or_else(|| nodes[1].proc().fail("not started from the snapshot"));
     assert_eq!(nodes[1].revision(), first);
-    assert_eq!(nodes[1].get(&cfg, "/before/x").unwrap(), (200, "/before".into()));
+    assert_eq!(
+        nodes[1].get(&cfg, "/before/x").unwrap(),
+        (200, "/before".into())
+    );
 
     // etcd back; before the nodes reconnect, a new config is pushed and the
     // history compacted past what they watched from.
@@ -698,7 +805,8 @@ fn etcd_down_snapshot_restart_then_compaction_and_convergence() {
         }
     }
     assert!(
-        saw.iter().any(|m| m == &format!("Compacted {{ compact_revision: {rev} }}")),
+        saw.iter()
+            .any(|m| m == &format!("Compacted {{ compact_revision: {rev} }}")),
         "{saw:?}"
     );
 }

@@ -32,7 +32,9 @@ pub(super) fn cmd_config(args: &[String]) -> Result<(), Failure> {
     let file = |what: &str| -> Result<PathBuf, Failure> {
         match positional.as_slice() {
             [f] => Ok(PathBuf::from(f)),
-            _ => Err(Failure::Usage(format!("config {what} needs exactly one FILE"))),
+            _ => Err(Failure::Usage(format!(
+                "config {what} needs exactly one FILE"
+            ))),
         }
     };
     match sub.as_str() {
@@ -60,7 +62,9 @@ pub(super) fn cmd_config(args: &[String]) -> Result<(), Failure> {
         }
         "get" => {
             if !positional.is_empty() {
-                return Err(Failure::Usage("config get takes no FILE (use --out DIR)".into()));
+                return Err(Failure::Usage(
+                    "config get takes no FILE (use --out DIR)".into(),
+                ));
             }
             let (revision, tree) = push::get(&bootstrap).map_err(Failure::Runtime)?;
             match flags.one("--out") {
@@ -94,7 +98,10 @@ pub(super) fn cmd_config(args: &[String]) -> Result<(), Failure> {
             let (revision, old) = push::get(&bootstrap).map_err(Failure::Runtime)?;
             let d = push::diff(&old, &new);
             if d.is_empty() {
-                println!("{}: the cluster serves exactly this (revision {revision})", file.display());
+                println!(
+                    "{}: the cluster serves exactly this (revision {revision})",
+                    file.display()
+                );
                 return Ok(());
             }
             print!("{d}");
@@ -103,6 +110,8 @@ pub(super) fn cmd_config(args: &[String]) -> Result<(), Failure> {
                 file.display()
             )))
         }
-        other => Err(Failure::Usage(format!("unknown config command {other:?} (push, get, diff)"))),
+        other => Err(Failure::Usage(format!(
+            "unknown config command {other:?} (push, get, diff)"
+        ))),
     }
 }

@@ -11,18 +11,18 @@ pub(super) fn cmd_run(args: &[String]) -> Result<(), Failure> {
         .map(|s| parse_addr(s))
         .collect::<Result<_, _>>()?;
     let config = match flags.one("--config") {
-        Some(path) => match config::load_node(Path::new(path))
-            .map_err(|e| Failure::Config(e.to_string()))?
-        {
-            config::NodeConfig::File(cfg) => {
-                logging::init(cfg.server.log_format, &cfg.server.log_level);
-                *cfg
+        Some(path) => {
+            match config::load_node(Path::new(path)).map_err(|e| Failure::Config(e.to_string()))? {
+                config::NodeConfig::File(cfg) => {
+                    logging::init(cfg.server.log_format, &cfg.server.log_level);
+                    *cfg
+                }
+                config::NodeConfig::Cluster(bootstrap) => {
+                    logging::init(bootstrap.server.log_format, &bootstrap.server.log_level);
+                    return crate::cluster::run_node(bootstrap).map_err(Failure::Runtime);
+                }
             }
-            config::NodeConfig::Cluster(bootstrap) => {
-                logging::init(bootstrap.server.log_format, &bootstrap.server.log_level);
-                return crate::cluster::run_node(bootstrap).map_err(Failure::Runtime);
-            }
-        },
+        }
         None => {
             logging::init(LogFormat::Text, "info");
             dev_default(listen)?

@@ -274,7 +274,10 @@ fn read_more(conn: &mut Conn, buf: &mut Vec<u8>) -> io::Result<usize> {
     let mut chunk = [0u8; 16 * 1024];
     let n = conn.read(&mut chunk)?;
     if n == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "etcd closed the connection"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "etcd closed the connection",
+        ));
     }
     buf.extend_from_slice(&chunk[..n]);
     Ok(n)
@@ -298,7 +301,9 @@ fn read_body(conn: &mut Conn, buf: &mut Vec<u8>, head: &wire::Head) -> Result<Ve
             let mut out = Vec::new();
             let mut pos = 0;
             loop {
-                let d = dec.decode(&raw[pos..]).map_err(|e| format!("bad chunked body: {e:?}"))?;
+                let d = dec
+                    .decode(&raw[pos..])
+                    .map_err(|e| format!("bad chunked body: {e:?}"))?;
                 out.extend_from_slice(&raw[pos..][d.data]);
                 pos += d.consumed;
                 if d.done {
@@ -368,7 +373,10 @@ impl Watch {
             match read_more(&mut self.conn, &mut self.raw) {
                 Ok(_) => {}
                 Err(e)
-                    if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
                 {
                     return Ok(WatchEvent::Quiet)
                 }

@@ -15,7 +15,11 @@ use crate::config::NodeBootstrap;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pushed {
     /// A new revision holding the config.
-    Revision { revision: i64, keys: usize, deleted: usize },
+    Revision {
+        revision: i64,
+        keys: usize,
+        deleted: usize,
+    },
     /// The cluster already serves exactly this.
     Unchanged { revision: i64 },
 }
@@ -71,7 +75,9 @@ pub fn diff(old: &Tree, new: &Tree) -> String {
     let old_cfg = old.entries.get(CONFIG_KEY).unwrap_or(&empty);
     let new_cfg = new.entries.get(CONFIG_KEY).unwrap_or(&empty);
     if old_cfg != new_cfg {
-        out.push_str(&format!("--- cluster/{CONFIG_KEY}\n+++ file/{CONFIG_KEY}\n"));
+        out.push_str(&format!(
+            "--- cluster/{CONFIG_KEY}\n+++ file/{CONFIG_KEY}\n"
+        ));
         out.push_str(&line_diff(
             &String::from_utf8_lossy(old_cfg),
             &String::from_utf8_lossy(new_cfg),
@@ -141,7 +147,10 @@ mod tests {
 
     #[test]
     fn line_diff_marks_only_changes() {
-        assert_eq!(line_diff("a\nb\nc\n", "a\nB\nc\nd\n"), "-2: b\n+2: B\n+4: d\n");
+        assert_eq!(
+            line_diff("a\nb\nc\n", "a\nB\nc\nd\n"),
+            "-2: b\n+2: B\n+4: d\n"
+        );
         assert_eq!(line_diff("same\n", "same\n"), "");
         assert_eq!(line_diff("", "x"), "+1: x\n");
     }
@@ -149,10 +158,21 @@ mod tests {
     #[test]
     fn diff_names_files_by_hash_never_content() {
         let t = |pairs: &[(&str, &str)]| Tree {
-            entries: pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect(),
+            entries: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
         };
-        let old = t(&[("config.toml", "x = 1\n"), ("files/a.key", "SECRET-A"), ("files/gone.pem", "g")]);
-        let new = t(&[("config.toml", "x = 2\n"), ("files/a.key", "SECRET-B"), ("files/new.pem", "n")]);
+        let old = t(&[
+            ("config.toml", "x = 1\n"),
+            ("files/a.key", "SECRET-A"),
+            ("files/gone.pem", "g"),
+        ]);
+        let new = t(&[
+            ("config.toml", "x = 2\n"),
+            ("files/a.key", "SECRET-B"),
+            ("files/new.pem", "n"),
+        ]);
         let d = diff(&old, &new);
         assert!(d.contains("-1: x = 1\n+1: x = 2\n"), "{d}");
         assert!(d.contains("changed a.key (sha256 "), "{d}");

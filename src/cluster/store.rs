@@ -44,7 +44,8 @@ impl Tree {
     /// `portcullis config push`'s view of FILE: validated exactly as `check`
     /// validates it (plus the cluster's rules), with every file it names.
     pub fn from_config_file(path: &Path) -> Result<(Tree, Config), String> {
-        let text = fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let text = fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
         let config = config::parse_shared(path, &text).map_err(|e| e.to_string())?;
         let published = crate::metrics::Published::new(1);
         crate::generation::Generation::load(&config, 1, &published)?;
@@ -54,7 +55,8 @@ impl Tree {
         for file in config::referenced_files(&config) {
             let rel = config::relative_key(base, &file)
                 .ok_or_else(|| format!("{}: outside the config's directory", file.display()))?;
-            let data = fs::read(&file).map_err(|e| format!("{}: cannot read: {e}", file.display()))?;
+            let data =
+                fs::read(&file).map_err(|e| format!("{}: cannot read: {e}", file.display()))?;
             entries.insert(format!("{FILES}{rel}"), data);
         }
         Ok((Tree { entries }, config))
@@ -65,16 +67,19 @@ impl Tree {
     /// relative path. Returns the config's path.
     pub fn materialize(&self, dir: &Path) -> Result<PathBuf, String> {
         if !self.entries.contains_key(CONFIG_KEY) {
-            return Err(format!("key {CONFIG_KEY} is missing: nothing was pushed under the prefix"));
+            return Err(format!(
+                "key {CONFIG_KEY} is missing: nothing was pushed under the prefix"
+            ));
         }
         for (key, value) in &self.entries {
             let target = if key == CONFIG_KEY {
                 dir.join(CONFIG_KEY)
             } else {
-                let rel = key
-                    .strip_prefix(FILES)
-                    .ok_or_else(|| format!("key {key}: unexpected (expected {CONFIG_KEY} or {FILES}<path>)"))?;
-                safe_relative(rel).ok_or_else(|| format!("key {key}: not a plain relative path"))?;
+                let rel = key.strip_prefix(FILES).ok_or_else(|| {
+                    format!("key {key}: unexpected (expected {CONFIG_KEY} or {FILES}<path>)")
+                })?;
+                safe_relative(rel)
+                    .ok_or_else(|| format!("key {key}: not a plain relative path"))?;
                 if rel == CONFIG_KEY {
                     return Err(format!("key {key}: clashes with {CONFIG_KEY}"));
                 }
@@ -166,11 +171,15 @@ pub fn build(tree: &Tree, bootstrap: &NodeBootstrap) -> Result<Built, String> {
     let prefix = &bootstrap.cluster.prefix;
     let rename = |msg: String| -> String {
         let d = dir.display().to_string();
-        msg.replace(&format!("{d}/{CONFIG_KEY}"), &format!("{prefix}{CONFIG_KEY}"))
-            .replace(&format!("{d}/"), &format!("{prefix}{FILES}"))
+        msg.replace(
+            &format!("{d}/{CONFIG_KEY}"),
+            &format!("{prefix}{CONFIG_KEY}"),
+        )
+        .replace(&format!("{d}/"), &format!("{prefix}{FILES}"))
     };
     let config_path = tree.materialize(&dir).map_err(|e| rename(e))?;
-    let text = fs::read_to_string(&config_path).map_err(|e| format!("{prefix}{CONFIG_KEY}: {e}"))?;
+    let text =
+        fs::read_to_string(&config_path).map_err(|e| format!("{prefix}{CONFIG_KEY}: {e}"))?;
     let shared = config::parse_shared(&config_path, &text).map_err(|e| rename(e.to_string()))?;
     let config = config::apply_node(bootstrap, shared)?;
     Ok(Built { config, dir: guard })
@@ -179,8 +188,11 @@ pub fn build(tree: &Tree, bootstrap: &NodeBootstrap) -> Result<Built, String> {
 /// Rewrites an error from loading a [`Built`] config so it names etcd keys.
 pub fn name_keys(built: &Built, prefix: &str, msg: &str) -> String {
     let d = built.dir.0.display().to_string();
-    msg.replace(&format!("{d}/{CONFIG_KEY}"), &format!("{prefix}{CONFIG_KEY}"))
-        .replace(&format!("{d}/"), &format!("{prefix}{FILES}"))
+    msg.replace(
+        &format!("{d}/{CONFIG_KEY}"),
+        &format!("{prefix}{CONFIG_KEY}"),
+    )
+    .replace(&format!("{d}/"), &format!("{prefix}{FILES}"))
 }
 
 /// The snapshot file: the last good shared config and its revision.
@@ -228,7 +240,11 @@ pub fn read_snapshot(path: &Path, prefix: &str) -> Result<(i64, Tree), String> {
     let file: SnapshotFile = serde_json::from_slice(&data)
         .map_err(|e| format!("{}: not a snapshot: {e}", path.display()))?;
     if file.format != 1 {
-        return Err(format!("{}: unknown snapshot format {}", path.display(), file.format));
+        return Err(format!(
+            "{}: unknown snapshot format {}",
+            path.display(),
+            file.format
+        ));
     }
     if file.prefix != prefix {
         return Err(format!(
@@ -261,19 +277,33 @@ mod tests {
 
     fn tree(pairs: &[(&str, &str)]) -> Tree {
         Tree {
-            entries: pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect(),
+            entries: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
         }
     }
 
     #[test]
     fn keys_that_would_escape_are_refused() {
         let d = tmp("escape");
-        for bad in ["files/../x", "files/a//b", "files/./a", "files/", "files/a\\b", "other", "files/config.toml"] {
+        for bad in [
+            "files/../x",
+            "files/a//b",
+            "files/./a",
+            "files/",
+            "files/a\\b",
+            "other",
+            "files/config.toml",
+        ] {
             let t = tree(&[("config.toml", "x"), (bad, "y")]);
             let e = t.materialize(&d.join(bad.replace('/', "_"))).unwrap_err();
             assert!(e.contains(&format!("key {bad}")), "{bad}: {e}");
         }
-        assert!(tree(&[("files/a.pem", "y")]).materialize(&d).unwrap_err().contains("config.toml is missing"));
+        assert!(tree(&[("files/a.pem", "y")])
+            .materialize(&d)
+            .unwrap_err()
+            .contains("config.toml is missing"));
         let _ = fs::remove_dir_all(&d);
     }
 
@@ -285,8 +315,14 @@ mod tests {
         assert_eq!(fs::read_to_string(p).unwrap(), "c");
         let key = d.join("certs/server.key");
         assert_eq!(fs::read_to_string(&key).unwrap(), "k");
-        assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(fs::metadata(d.join("certs")).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(d.join("certs")).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         let _ = fs::remove_dir_all(&d);
     }
 
@@ -297,9 +333,14 @@ mod tests {
         let t = tree(&[("config.toml", "c"), ("files/a.key", "\u{0}\u{ff}")]);
         write_snapshot(&path, "/pc/", 42, &t).unwrap();
         write_snapshot(&path, "/pc/", 43, &t).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(read_snapshot(&path, "/pc/").unwrap(), (43, t));
-        assert!(read_snapshot(&path, "/other/").unwrap_err().contains("prefix /pc/"));
+        assert!(read_snapshot(&path, "/other/")
+            .unwrap_err()
+            .contains("prefix /pc/"));
         // Only the snapshot is left: no temporary file behind.
         assert_eq!(fs::read_dir(&d).unwrap().count(), 1);
         let _ = fs::remove_dir_all(&d);
@@ -307,8 +348,15 @@ mod tests {
 
     #[test]
     fn from_kvs_strips_the_prefix() {
-        let kvs = vec![Kv { key: "/pc/config.toml".into(), value: b"c".to_vec(), mod_revision: 3 }];
+        let kvs = vec![Kv {
+            key: "/pc/config.toml".into(),
+            value: b"c".to_vec(),
+            mod_revision: 3,
+        }];
         assert_eq!(Tree::from_kvs("/pc/", &kvs), tree(&[("config.toml", "c")]));
-        assert_eq!(tree(&[("config.toml", "c")]).keys_under("/pc/"), vec![("/pc/config.toml".to_string(), b"c".to_vec())]);
+        assert_eq!(
+            tree(&[("config.toml", "c")]).keys_under("/pc/"),
+            vec![("/pc/config.toml".to_string(), b"c".to_vec())]
+        );
     }
 }

@@ -39,10 +39,19 @@ pub fn start(bootstrap: &NodeBootstrap, client: &mut Client) -> Result<Start, St
             let tree = Tree::from_kvs(prefix, &r.kvs);
             match validate(&tree, bootstrap) {
                 Ok(built) => {
-                    if let Err(e) = store::write_snapshot(&bootstrap.cluster.snapshot, prefix, r.revision, &tree) {
+                    if let Err(e) = store::write_snapshot(
+                        &bootstrap.cluster.snapshot,
+                        prefix,
+                        r.revision,
+                        &tree,
+                    ) {
                         warn!(error = %e, "cannot write the cluster snapshot");
                     }
-                    info!(revision = r.revision, keys = tree.entries.len(), "cluster config read from etcd");
+                    info!(
+                        revision = r.revision,
+                        keys = tree.entries.len(),
+                        "cluster config read from etcd"
+                    );
                     return Ok(Start {
                         built,
                         revision: r.revision,
@@ -56,11 +65,13 @@ pub fn start(bootstrap: &NodeBootstrap, client: &mut Client) -> Result<Start, St
         Err(e) => e.to_string(),
     };
     let snapshot = &bootstrap.cluster.snapshot;
-    let (revision, tree) = store::read_snapshot(snapshot, prefix).map_err(|e| {
-        format!("no config to serve: {etcd_problem}; and the local snapshot: {e}")
+    let (revision, tree) = store::read_snapshot(snapshot, prefix)
+        .map_err(|e| format!("no config to serve: {etcd_problem}; and the local snapshot: {e}"))?;
+    let built = validate(&tree, bootstrap).map_err(|e| {
+        format!(
+            "no config to serve: {etcd_problem}; and the local snapshot (revision {revision}): {e}"
+        )
     })?;
-    let built = validate(&tree, bootstrap)
-        .map_err(|e| format!("no config to serve: {etcd_problem}; and the local snapshot (revision {revision}): {e}"))?;
     warn!(
         revision,
         snapshot = %snapshot.display(),
@@ -145,11 +156,18 @@ impl Syncer {
                         Err(e) => return Err(e),
                     };
                     self.apply(revision, tree);
-                    debug!(revision, ms = t0.elapsed().as_millis() as u64, "cluster: change handled");
+                    debug!(
+                        revision,
+                        ms = t0.elapsed().as_millis() as u64,
+                        "cluster: change handled"
+                    );
                 }
                 WatchEvent::Message(WatchMessage::Changed { .. }) => {}
                 WatchEvent::Message(WatchMessage::Compacted { compact_revision }) => {
-                    warn!(compact_revision, "cluster: watch revision compacted; re-reading the whole prefix");
+                    warn!(
+                        compact_revision,
+                        "cluster: watch revision compacted; re-reading the whole prefix"
+                    );
                     return Ok(());
                 }
                 WatchEvent::Message(WatchMessage::Canceled { reason }) => {
@@ -159,7 +177,9 @@ impl Syncer {
                 WatchEvent::Message(WatchMessage::Error(e)) => {
                     return Err(EtcdError::Server(e));
                 }
-                WatchEvent::Message(WatchMessage::Created { .. } | WatchMessage::Progress { .. }) => {}
+                WatchEvent::Message(
+                    WatchMessage::Created { .. } | WatchMessage::Progress { .. },
+                ) => {}
                 WatchEvent::Quiet => {
                     // A quiet watch and a vanished etcd look alike: ask.
                     self.client.range(&format!("{prefix}\u{0}health"), None)?;
@@ -177,7 +197,9 @@ impl Syncer {
             self.revision = revision;
             self.served = revision;
             self.published.config.applied(revision.max(0) as u64);
-            if let Err(e) = store::write_snapshot(&self.bootstrap.cluster.snapshot, prefix, revision, &tree) {
+            if let Err(e) =
+                store::write_snapshot(&self.bootstrap.cluster.snapshot, prefix, revision, &tree)
+            {
                 warn!(error = %e, "cannot write the cluster snapshot");
             }
             info!(revision, "cluster config unchanged at this revision");
@@ -211,7 +233,9 @@ impl Syncer {
                 self.current.replace(generation);
                 self.served = revision;
                 self.published.config.applied(revision.max(0) as u64);
-                if let Err(e) = store::write_snapshot(&self.bootstrap.cluster.snapshot, prefix, revision, &tree) {
+                if let Err(e) =
+                    store::write_snapshot(&self.bootstrap.cluster.snapshot, prefix, revision, &tree)
+                {
                     warn!(error = %e, "cannot write the cluster snapshot");
                 }
                 self.tree = tree;

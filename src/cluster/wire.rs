@@ -193,7 +193,8 @@ fn decode_kv(raw: RawKv) -> Result<Kv, String> {
     let key = BASE64
         .decode(&raw.key)
         .map_err(|e| format!("etcd sent a key that is not base64: {e}"))?;
-    let key = String::from_utf8(key).map_err(|_| "etcd sent a key that is not UTF-8".to_string())?;
+    let key =
+        String::from_utf8(key).map_err(|_| "etcd sent a key that is not UTF-8".to_string())?;
     let value = BASE64
         .decode(&raw.value)
         .map_err(|e| format!("etcd sent a value that is not base64 (key {key}): {e}"))?;
@@ -209,7 +210,11 @@ pub fn parse_range(body: &[u8]) -> Result<RangeResult, String> {
         serde_json::from_slice(body).map_err(|e| format!("bad range response from etcd: {e}"))?;
     Ok(RangeResult {
         revision: raw.header.revision,
-        kvs: raw.kvs.into_iter().map(decode_kv).collect::<Result<_, _>>()?,
+        kvs: raw
+            .kvs
+            .into_iter()
+            .map(decode_kv)
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -250,7 +255,11 @@ pub fn parse_error(body: &[u8]) -> ServerError {
     match serde_json::from_slice::<RawError>(body) {
         Ok(e) => ServerError {
             code: e.code,
-            message: if e.message.is_empty() { e.error } else { e.message },
+            message: if e.message.is_empty() {
+                e.error
+            } else {
+                e.message
+            },
         },
         Err(_) => ServerError {
             code: 0,
@@ -262,15 +271,25 @@ pub fn parse_error(body: &[u8]) -> ServerError {
 /// One message of a watch stream.
 #[derive(Debug, PartialEq, Eq)]
 pub enum WatchMessage {
-    Created { revision: i64 },
+    Created {
+        revision: i64,
+    },
     /// Keys under the prefix changed; `revision` is the newest among them.
-    Changed { revision: i64 },
+    Changed {
+        revision: i64,
+    },
     /// The watch started before `compact_revision`, which etcd no longer has.
-    Compacted { compact_revision: i64 },
+    Compacted {
+        compact_revision: i64,
+    },
     /// Canceled for another reason.
-    Canceled { reason: String },
+    Canceled {
+        reason: String,
+    },
     /// A progress notification or an empty response.
-    Progress { revision: i64 },
+    Progress {
+        revision: i64,
+    },
     /// The gateway's own error (`{"error": ...}`).
     Error(ServerError),
 }
@@ -378,7 +397,12 @@ mod tests {
 
     #[test]
     fn post_is_one_http11_request() {
-        let req = post("127.0.0.1:2379", "/v3/kv/range", &json!({"key": "YQ=="}), false);
+        let req = post(
+            "127.0.0.1:2379",
+            "/v3/kv/range",
+            &json!({"key": "YQ=="}),
+            false,
+        );
         let text = String::from_utf8(req).unwrap();
         assert_eq!(
             text,
@@ -388,9 +412,15 @@ mod tests {
 
     #[test]
     fn heads() {
-        let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n{}").unwrap().unwrap();
+        let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n{}")
+            .unwrap()
+            .unwrap();
         assert_eq!((h.status, h.len, h.framing), (200, 39, Framing::Length(12)));
-        let h = parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n").unwrap().unwrap();
+        let h = parse_head(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(h.framing, Framing::Chunked);
         assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le").unwrap(), None);
         assert!(parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n").is_err());
@@ -403,7 +433,14 @@ mod tests {
         let body = br#"{"header":{"cluster_id":"15118495548433857066","member_id":"13668033151171901709","revision":"2","raft_term":"2"},"kvs":[{"key":"L3AvYQ==","create_revision":"2","mod_revision":"2","version":"1","value":"aGVsbG8="}],"count":"1"}"#;
         let r = parse_range(body).unwrap();
         assert_eq!(r.revision, 2);
-        assert_eq!(r.kvs, vec![Kv { key: "/p/a".into(), value: b"hello".to_vec(), mod_revision: 2 }]);
+        assert_eq!(
+            r.kvs,
+            vec![Kv {
+                key: "/p/a".into(),
+                value: b"hello".to_vec(),
+                mod_revision: 2
+            }]
+        );
         let empty = parse_range(br#"{"header":{"revision":"5","raft_term":"2"}}"#).unwrap();
         assert_eq!((empty.revision, empty.kvs.len()), (5, 0));
         assert!(parse_range(br#"{"header":{"revision":"x"}}"#).is_err());
@@ -412,8 +449,14 @@ mod tests {
 
     #[test]
     fn txn_outcomes() {
-        assert_eq!(parse_txn(br#"{"header":{"revision":"7"},"succeeded":true,"responses":[]}"#).unwrap(), (true, 7));
-        assert_eq!(parse_txn(br#"{"header":{"revision":"7"}}"#).unwrap(), (false, 7));
+        assert_eq!(
+            parse_txn(br#"{"header":{"revision":"7"},"succeeded":true,"responses":[]}"#).unwrap(),
+            (true, 7)
+        );
+        assert_eq!(
+            parse_txn(br#"{"header":{"revision":"7"}}"#).unwrap(),
+            (false, 7)
+        );
     }
 
     #[test]
@@ -434,7 +477,9 @@ mod tests {
         let want = vec![
             WatchMessage::Created { revision: 2 },
             WatchMessage::Changed { revision: 4 },
-            WatchMessage::Compacted { compact_revision: 4 },
+            WatchMessage::Compacted {
+                compact_revision: 4,
+            },
         ];
         // Fed in two pieces split at every byte, the messages come out the same.
         for cut in 0..stream.len() {
@@ -448,22 +493,42 @@ mod tests {
             assert!(buf[used..].iter().all(|b| b.is_ascii_whitespace()));
         }
         assert!(split_watch_messages(b"{\"result\":}").is_err());
-        let (m, _) = split_watch_messages(br#"{"error":{"grpc_code":14,"message":"unavailable"}}"#).unwrap();
+        let (m, _) =
+            split_watch_messages(br#"{"error":{"grpc_code":14,"message":"unavailable"}}"#).unwrap();
         assert!(matches!(&m[0], WatchMessage::Error(e) if e.message == "unavailable"));
-        let (m, _) = split_watch_messages(br#"{"result":{"header":{"revision":"9"},"canceled":true,"cancel_reason":"bad"}}"#).unwrap();
-        assert_eq!(m, vec![WatchMessage::Canceled { reason: "bad".into() }]);
+        let (m, _) = split_watch_messages(
+            br#"{"result":{"header":{"revision":"9"},"canceled":true,"cancel_reason":"bad"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m,
+            vec![WatchMessage::Canceled {
+                reason: "bad".into()
+            }]
+        );
     }
 
     #[test]
     fn requests_carry_base64_keys_and_string_revisions() {
         let r = range_request("/pc/", Some(12));
-        assert_eq!(r, json!({"key": "L3BjLw==", "range_end": "L3BjMA==", "revision": "12"}));
+        assert_eq!(
+            r,
+            json!({"key": "L3BjLw==", "range_end": "L3BjMA==", "revision": "12"})
+        );
         let w = watch_request("/pc/", 13);
         assert_eq!(w["create_request"]["start_revision"], "13");
-        let t = replace_txn("/pc/", 12, &[("/pc/config.toml".into(), b"x".to_vec())], &["/pc/files/old.pem".into()]);
+        let t = replace_txn(
+            "/pc/",
+            12,
+            &[("/pc/config.toml".into(), b"x".to_vec())],
+            &["/pc/files/old.pem".into()],
+        );
         assert_eq!(t["compare"][0]["mod_revision"], "13");
         assert_eq!(t["compare"][0]["result"], "LESS");
         assert_eq!(t["success"][0]["request_put"]["value"], "eA==");
-        assert_eq!(t["success"][1]["request_delete_range"]["key"], b64(b"/pc/files/old.pem"));
+        assert_eq!(
+            t["success"][1]["request_delete_range"]["key"],
+            b64(b"/pc/files/old.pem")
+        );
     }
 }

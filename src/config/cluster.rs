@@ -142,7 +142,10 @@ pub fn parse_shared(source_name: &Path, text: &str) -> Result<Config, ConfigErro
     };
     let root = tree::parse(text).map_err(|e| invalid(e.line, e.field, e.problem))?;
     if let Value::Table(entries) = &root.value {
-        if let Some((key, node)) = entries.iter().find(|(k, _)| NODE_ONLY.contains(&k.as_str())) {
+        if let Some((key, node)) = entries
+            .iter()
+            .find(|(k, _)| NODE_ONLY.contains(&k.as_str()))
+        {
             return Err(invalid(
                 node.line,
                 key.clone(),
@@ -296,7 +299,10 @@ fn cluster(field: Field, base_dir: &Path) -> Result<ClusterSettings, Problem> {
         }
         None => "/portcullis/".to_string(),
     };
-    let ca = t.take("ca").map(|f| f.readable_file(base_dir)).transpose()?;
+    let ca = t
+        .take("ca")
+        .map(|f| f.readable_file(base_dir))
+        .transpose()?;
     let cert = t.take("cert");
     let key = t.take("key");
     let identity = match (cert, key) {
@@ -315,7 +321,10 @@ fn cluster(field: Field, base_dir: &Path) -> Result<ClusterSettings, Problem> {
             ))
         }
         None if identity.is_some() => {
-            return Err(t.problem_here("ca", "missing: cert and key are for TLS to etcd, which needs ca"))
+            return Err(t.problem_here(
+                "ca",
+                "missing: cert and key are for TLS to etcd, which needs ca",
+            ))
         }
         None => None,
     };
@@ -325,12 +334,13 @@ fn cluster(field: Field, base_dir: &Path) -> Result<ClusterSettings, Problem> {
             "with ca (TLS to etcd), every endpoint must be https://: a plain one would send keys in the clear",
         ));
     }
-    let duration = |t: &mut super::field::Fields, key: &str, default: u64| -> Result<Duration, Problem> {
-        match t.take(key) {
-            Some(f) => f.positive_duration(),
-            None => Ok(Duration::from_secs(default)),
-        }
-    };
+    let duration =
+        |t: &mut super::field::Fields, key: &str, default: u64| -> Result<Duration, Problem> {
+            match t.take(key) {
+                Some(f) => f.positive_duration(),
+                None => Ok(Duration::from_secs(default)),
+            }
+        };
     let dial_timeout = duration(&mut t, "dial_timeout", 2)?;
     let request_timeout = duration(&mut t, "request_timeout", 5)?;
     let retry_max = duration(&mut t, "retry_max", 5)?;
@@ -367,7 +377,9 @@ pub fn endpoint(url: &str) -> Result<Endpoint, String> {
     } else if let Some(r) = url.strip_prefix("http://") {
         (false, r)
     } else {
-        return Err(format!("\"{url}\": expected http://HOST:PORT or https://HOST:PORT"));
+        return Err(format!(
+            "\"{url}\": expected http://HOST:PORT or https://HOST:PORT"
+        ));
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     let (host, port) = if let Some(r) = rest.strip_prefix('[') {
@@ -380,7 +392,9 @@ pub fn endpoint(url: &str) -> Result<Endpoint, String> {
             .ok_or_else(|| format!("\"{url}\": the port is missing (etcd's is usually 2379)"))?
     };
     if host.is_empty() || host.contains('/') {
-        return Err(format!("\"{url}\": expected http://HOST:PORT or https://HOST:PORT"));
+        return Err(format!(
+            "\"{url}\": expected http://HOST:PORT or https://HOST:PORT"
+        ));
     }
     let port = port
         .parse::<u16>()
@@ -422,11 +436,21 @@ mod tests {
     #[test]
     fn endpoints_parse() {
         let e = endpoint("https://etcd-1.example:2379").unwrap();
-        assert_eq!((e.tls, e.host.as_str(), e.port), (true, "etcd-1.example", 2379));
+        assert_eq!(
+            (e.tls, e.host.as_str(), e.port),
+            (true, "etcd-1.example", 2379)
+        );
         let e = endpoint("http://[::1]:2379/").unwrap();
         assert_eq!((e.tls, e.host.as_str(), e.port), (false, "::1", 2379));
         assert_eq!(e.to_string(), "http://[::1]:2379");
-        for bad in ["etcd:2379", "http://etcd", "http://:2379", "http://h:0", "http://h:x", "https://h/x:1"] {
+        for bad in [
+            "etcd:2379",
+            "http://etcd",
+            "http://:2379",
+            "http://h:0",
+            "http://h:x",
+            "https://h/x:1",
+        ] {
             assert!(endpoint(bad).is_err(), "{bad}");
         }
     }
@@ -434,8 +458,14 @@ mod tests {
     #[test]
     fn relative_keys_stay_inside() {
         let base = Path::new("/etc/pc");
-        assert_eq!(relative_key(base, Path::new("/etc/pc/certs/a.pem")).as_deref(), Some("certs/a.pem"));
-        assert_eq!(relative_key(base, Path::new("/etc/pc/./a.pem")).as_deref(), Some("a.pem"));
+        assert_eq!(
+            relative_key(base, Path::new("/etc/pc/certs/a.pem")).as_deref(),
+            Some("certs/a.pem")
+        );
+        assert_eq!(
+            relative_key(base, Path::new("/etc/pc/./a.pem")).as_deref(),
+            Some("a.pem")
+        );
         assert_eq!(relative_key(base, Path::new("/etc/pc/../x.pem")), None);
         assert_eq!(relative_key(base, Path::new("/etc/other/x.pem")), None);
         assert_eq!(relative_key(base, Path::new("/etc/pc")), None);
@@ -443,9 +473,17 @@ mod tests {
 
     #[test]
     fn shared_config_refuses_node_sections_with_their_line() {
-        let text = "[[route]]\npath = \"/\"\nbackends = [\"127.0.0.1:1\"]\n\n[server]\nworkers = 1\n";
-        let e = parse_shared(Path::new("/x/shared.toml"), text).unwrap_err().to_string();
-        assert!(e.starts_with("/x/shared.toml:5: server: [server] belongs in each node's bootstrap file"), "{e}");
+        let text =
+            "[[route]]\npath = \"/\"\nbackends = [\"127.0.0.1:1\"]\n\n[server]\nworkers = 1\n";
+        let e = parse_shared(Path::new("/x/shared.toml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "/x/shared.toml:5: server: [server] belongs in each node's bootstrap file"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -458,7 +496,9 @@ mod tests {
         assert!(e.contains(":7: route: unknown field"), "{e}");
         assert!(e.contains("only [server], [admin] and [cluster]"), "{e}");
         std::fs::write(&path, "[admin]\naddress = \"127.0.0.1:9901\"\n[cluster]\nstore = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\nsnapshot = \"snap\"\n").unwrap();
-        let NodeConfig::Cluster(b) = load_node(&path).unwrap() else { panic!("not a bootstrap") };
+        let NodeConfig::Cluster(b) = load_node(&path).unwrap() else {
+            panic!("not a bootstrap")
+        };
         assert_eq!(b.cluster.prefix, "/portcullis/");
         assert_eq!(b.cluster.snapshot, dir.join("snap"));
         assert_eq!(b.admin, Some("127.0.0.1:9901".parse().unwrap()));
