@@ -334,6 +334,8 @@ impl Node {
         cmd.arg("run").arg("--config").arg(self.toml());
         let mut p = ChildGuard::spawn("node", cmd, &self.dir);
         wait_accept(SocketAddr::from(([127, 0, 0, 1], self.port)), &mut p);
+        // The listeners are bound before the admin listener starts.
+        wait_accept(SocketAddr::from(([127, 0, 0, 1], self.admin)), &mut p);
         self.proc = Some(p);
     }
 
@@ -790,7 +792,7 @@ fn etcd_down_snapshot_restart_then_compaction_and_convergence() {
     let mut watch = client.watch(PREFIX, first).unwrap();
     let mut saw = Vec::new();
     for _ in 0..3 {
-        match watch.next() {
+        match watch.next_event() {
             Ok(portcullis::cluster::etcd::WatchEvent::Message(m)) => {
                 let done = matches!(m, portcullis::cluster::wire::WatchMessage::Compacted { .. });
                 saw.push(format!("{m:?}"));

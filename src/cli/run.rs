@@ -19,7 +19,7 @@ pub(super) fn cmd_run(args: &[String]) -> Result<(), Failure> {
                 }
                 config::NodeConfig::Cluster(bootstrap) => {
                     logging::init(bootstrap.server.log_format, &bootstrap.server.log_level);
-                    return crate::cluster::run_node(bootstrap).map_err(Failure::Runtime);
+                    return crate::cluster::run_node(*bootstrap).map_err(Failure::Runtime);
                 }
             }
         }

@@ -354,7 +354,7 @@ pub struct Watch {
 
 impl Watch {
     /// The next message; Err when the stream broke (etcd went away).
-    pub fn next(&mut self) -> Result<WatchEvent, EtcdError> {
+    pub fn next_event(&mut self) -> Result<WatchEvent, EtcdError> {
         loop {
             if !self.pending.is_empty() {
                 return Ok(WatchEvent::Message(self.pending.remove(0)));

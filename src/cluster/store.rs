@@ -177,7 +177,7 @@ pub fn build(tree: &Tree, bootstrap: &NodeBootstrap) -> Result<Built, String> {
         )
         .replace(&format!("{d}/"), &format!("{prefix}{FILES}"))
     };
-    let config_path = tree.materialize(&dir).map_err(|e| rename(e))?;
+    let config_path = tree.materialize(&dir).map_err(&rename)?;
     let text =
         fs::read_to_string(&config_path).map_err(|e| format!("{prefix}{CONFIG_KEY}: {e}"))?;
     let shared = config::parse_shared(&config_path, &text).map_err(|e| rename(e.to_string()))?;

@@ -145,7 +145,7 @@ impl Syncer {
         info!(from_revision = r.revision + 1, "cluster: watching etcd");
         let mut seen = r.revision;
         loop {
-            match watch.next()? {
+            match watch.next_event()? {
                 WatchEvent::Message(WatchMessage::Changed { revision }) if revision > seen => {
                     seen = revision;
                     let t0 = Instant::now();

@@ -84,7 +84,7 @@ pub enum NodeConfig {
     /// A whole config, served as today.
     File(Box<Config>),
     /// A bootstrap file: the rest comes from etcd.
-    Cluster(NodeBootstrap),
+    Cluster(Box<NodeBootstrap>),
 }
 
 /// Reads a node's `--config`: a bootstrap file when it has `[cluster]`,
@@ -112,14 +112,14 @@ pub fn load_node(path: &Path) -> Result<NodeConfig, ConfigError> {
     }
     let base_dir = path.parent().unwrap_or(Path::new(""));
     bootstrap(root, path, base_dir)
-        .map(NodeConfig::Cluster)
+        .map(|b| NodeConfig::Cluster(Box::new(b)))
         .map_err(invalid)
 }
 
 /// Reads the bootstrap file of `portcullis config push|get|diff --cluster`.
 pub fn load_bootstrap(path: &Path) -> Result<NodeBootstrap, ConfigError> {
     match load_node(path)? {
-        NodeConfig::Cluster(b) => Ok(b),
+        NodeConfig::Cluster(b) => Ok(*b),
         NodeConfig::File(_) => Err(ConfigError::Invalid {
             path: path.to_path_buf(),
             line: 1,
