@@ -7,6 +7,7 @@
 
 pub mod certs;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod doctor;
 pub mod drain;

@@ -6,6 +6,32 @@ use super::*;
 pub(super) fn cmd_check(args: &[String]) -> Result<(), Failure> {
     let flags = Flags::parse(args, &[], &["--config"])?;
     let path = flags.required("--config")?;
+    if let config::NodeConfig::Cluster(b) =
+        config::load_node(Path::new(path)).map_err(|e| Failure::Config(e.to_string()))?
+    {
+        // A node's bootstrap file: the shared config is checked by `config push`.
+        crate::cluster::etcd::Client::new(&b.cluster).map_err(Failure::Config)?;
+        let endpoints: Vec<String> = b
+            .cluster
+            .endpoints
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        println!("{path}: valid (a cluster node's bootstrap file)");
+        println!(
+            "  etcd {} ({}), prefix {}, snapshot {}",
+            endpoints.join(", "),
+            if b.cluster.tls.is_some() {
+                "TLS"
+            } else {
+                "plain, no TLS"
+            },
+            b.cluster.prefix,
+            b.cluster.snapshot.display()
+        );
+        println!("  routes, sites and certificates come from etcd: check them with `portcullis config diff --cluster {path} FILE`");
+        return Ok(());
+    }
     let cfg = load_and_validate(Path::new(path))?;
     println!("{path}: valid");
     explain(&cfg);

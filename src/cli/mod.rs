@@ -5,6 +5,7 @@
 mod certs;
 mod certs_status;
 mod check;
+mod cluster;
 mod echo;
 mod reload;
 mod run;
@@ -12,6 +13,7 @@ mod upgrade;
 
 use certs::cmd_certs;
 use check::cmd_check;
+use cluster::cmd_config;
 use echo::cmd_echo;
 use reload::cmd_reload;
 use run::cmd_run;
@@ -30,6 +32,7 @@ portcullis: thread-per-core mTLS API gateway
 
 USAGE:
   portcullis run [--config FILE] [--listen ADDR]... [--takeover SOCKET]
+      FILE with [cluster]: a node whose config comes from etcd (and the local snapshot).
       With no --config: generate dev certificates once (in $PORTCULLIS_HOME/dev,
       default ~/.local/share/portcullis/dev), start the built-in echo backend,
       listen on 127.0.0.1:8443 and [::1]:8443 (or each --listen), and print a
@@ -66,6 +69,13 @@ USAGE:
       Validate FILE, then ask the running gateway (server.pid_file, or --pid) to start
       the binary now installed at its path (SIGUSR2), which takes its sockets over
       (server.upgrade_socket); waits until the new process serves and the old exited.
+  portcullis config push --cluster NODE.toml FILE
+      Validate FILE exactly as check does, then write it and every file it names to etcd
+      (the [cluster] of NODE.toml) in one transaction: every node applies it.
+  portcullis config get --cluster NODE.toml [--out DIR]
+      What the cluster serves (the config; with --out, it and its files in DIR).
+  portcullis config diff --cluster NODE.toml FILE
+      How FILE differs from what the cluster serves (exit 1 if it does).
   portcullis doctor [--config FILE]
       Check this host (io_uring, kernel TLS, limits, somaxconn, cores) and say how to fix what is missing.
 
@@ -90,6 +100,7 @@ pub fn main() -> ExitCode {
         "check" => cmd_check(rest),
         "reload" => cmd_reload(rest),
         "upgrade" => cmd_upgrade(rest),
+        "config" => cmd_config(rest),
         "doctor" => {
             let flags = match Flags::parse(rest, &[], &["--config"]) {
                 Ok(f) => f,

@@ -16,9 +16,16 @@ pub(super) fn cmd_run(args: &[String]) -> Result<(), Failure> {
         .collect::<Result<_, _>>()?;
     let config = match flags.one("--config") {
         Some(path) => {
-            let cfg = config::load(Path::new(path)).map_err(|e| Failure::Config(e.to_string()))?;
-            logging::init(cfg.server.log_format, &cfg.server.log_level);
-            cfg
+            match config::load_node(Path::new(path)).map_err(|e| Failure::Config(e.to_string()))? {
+                config::NodeConfig::File(cfg) => {
+                    logging::init(cfg.server.log_format, &cfg.server.log_level);
+                    *cfg
+                }
+                config::NodeConfig::Cluster(bootstrap) => {
+                    logging::init(bootstrap.server.log_format, &bootstrap.server.log_level);
+                    return crate::cluster::run_node(*bootstrap).map_err(Failure::Runtime);
+                }
+            }
         }
         None => {
             logging::init(LogFormat::Text, "info");

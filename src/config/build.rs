@@ -132,7 +132,7 @@ pub(super) fn build(root: Node, source: &Path, base_dir: &Path) -> Result<Config
     })
 }
 
-fn server(field: Field, base_dir: &Path) -> Result<ServerSettings, Problem> {
+pub(super) fn server(field: Field, base_dir: &Path) -> Result<ServerSettings, Problem> {
     let mut t = field.table(&[
         "workers",
         "driver",

@@ -291,6 +291,16 @@ impl Fields {
         })
     }
 
+    /// A problem with `key` of this table, reported on the table's line
+    /// (for a field that is missing, or wrong only next to another one).
+    pub(super) fn problem_here(&self, key: &str, problem: &str) -> Problem {
+        Problem {
+            line: self.line,
+            field: self.child_path(key),
+            problem: problem.to_string(),
+        }
+    }
+
     pub(super) fn has(&self, key: &str) -> bool {
         self.entries.iter().any(|(k, _)| k == key)
     }

@@ -11,6 +11,7 @@
 
 mod addr;
 mod build;
+mod cluster;
 mod field;
 mod names;
 mod route;
@@ -26,6 +27,10 @@ use std::time::Duration;
 
 pub use crate::http::path::{EscapedSlashes, PathOptions};
 pub use crate::trusted_proxies::{Cidr, TrustedProxies};
+pub use cluster::{
+    apply_node, load_bootstrap, load_node, parse_shared, referenced_files, relative_key,
+    ClusterSettings, ClusterTls, Endpoint, NodeBootstrap, NodeConfig,
+};
 pub use units::{parse_duration, parse_size};
 pub use url::CrlUrl;
 

@@ -27,6 +27,7 @@ use crate::runtime::{self, Driver};
 use crate::tls::ktls::{self};
 
 use crate::upgrade;
+pub(crate) use reload::restart_only_changes;
 use reload::{PidFile, Reloader, Successor};
 use worker::{worker_main, WorkerShared};
 
@@ -49,6 +50,23 @@ pub struct Prepared {
     pub bound: Vec<SocketAddr>,
     /// The watched files as the first generation loaded them.
     watch_baseline: watch::Baseline,
+    /// The config comes from etcd (`cluster`): SIGHUP does not re-read a file.
+    cluster: bool,
+}
+
+impl Prepared {
+    /// The served generation and the metrics, for a thread that swaps
+    /// generations in (the cluster sync thread).
+    pub fn handles(&self) -> (Arc<Current>, Arc<Published>) {
+        (self.current.clone(), self.published.clone())
+    }
+
+    /// Marks the config as coming from the cluster: SIGHUP is then logged
+    /// and ignored (there is no file to re-read; etcd is followed live).
+    pub fn cluster_mode(mut self) -> Prepared {
+        self.cluster = true;
+        self
+    }
 }
 
 /// Loads the config's TLS material and binds its sockets, or, with
@@ -114,6 +132,7 @@ pub fn prepare(config: Config, takeover: Option<&Path>) -> Result<Prepared, Stri
         takeover: pending,
         bound,
         watch_baseline,
+        cluster: false,
     })
 }
 
@@ -145,27 +164,42 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
         takeover,
         bound,
         watch_baseline,
+        cluster,
     } = prepared;
+    if !cluster {
+        published.config.applied(0);
+    }
     let reloader = Arc::new(Reloader::new(&config, current.clone(), published.clone()));
     let on_sighup = reloader.clone();
     let successor = Successor::new(&config);
     runtime::install_signal_handlers(
         move || {
-            on_sighup.reload(ReloadTrigger::Signal, "SIGHUP");
+            if cluster {
+                info!("SIGHUP ignored: this node follows its config from etcd (change it with portcullis config push)");
+            } else {
+                on_sighup.reload(ReloadTrigger::Signal, "SIGHUP");
+            }
         },
         move || successor.start(),
     )
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     crate::lifecycle::log_concerns(&published.inventory(), config.tls.warn_expiry);
-    if config.reload.watch_files {
-        info!(
-            files = watch::watched_files(&config).len(),
-            "watching the certificate, key and CRL files: a change reloads them ([reload] watch_files)"
-        );
+    if cluster {
+        // The files come from etcd with each revision; the watcher and the
+        // CRL fetcher rebuild from the config this process started with and
+        // would undo a revision the cluster thread applied.
+        info!("file watching and crl_urls refresh are off on a cluster node: etcd carries the files");
+    } else {
+        if config.reload.watch_files {
+            info!(
+                files = watch::watched_files(&config).len(),
+                "watching the certificate, key and CRL files: a change reloads them ([reload] watch_files)"
+            );
+        }
+        watch::spawn(reloader.clone(), watch_baseline)
+            .map_err(|e| format!("cannot start the file watcher: {e}"))?;
+        crl_refresh::spawn(reloader).map_err(|e| format!("cannot start the CRL thread: {e}"))?;
     }
-    watch::spawn(reloader.clone(), watch_baseline)
-        .map_err(|e| format!("cannot start the file watcher: {e}"))?;
-    crl_refresh::spawn(reloader).map_err(|e| format!("cannot start the CRL thread: {e}"))?;
     // After a takeover the pid file is written once this process serves:
     // until then `portcullis reload` must still reach the old one.
     let mut pid_file = match takeover {

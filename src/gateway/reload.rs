@@ -65,6 +65,7 @@ impl Reloader {
         }
         let serving = self.current.version();
         let refused = |why: String| {
+            self.published.config.failed();
             tracing::error!(
                 config = %path.display(),
                 generation = serving,
@@ -99,6 +100,7 @@ impl Reloader {
                         "cannot start the OCSP stapling thread: {e}; no site gets a staple"
                     );
                 }
+                self.published.config.applied(0);
                 info!(
                     config = %path.display(),
                     generation = id,
@@ -117,7 +119,7 @@ impl Reloader {
 }
 
 /// What a reload cannot change in a running process: the sockets and threads.
-pub(super) fn restart_only_changes(old: &Config, new: &Config) -> Option<String> {
+pub(crate) fn restart_only_changes(old: &Config, new: &Config) -> Option<String> {
     let addrs = |c: &Config| -> Vec<(SocketAddr, KtlsMode)> {
         c.listeners.iter().map(|l| (l.address, l.ktls)).collect()
     };

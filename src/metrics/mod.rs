@@ -14,7 +14,7 @@ mod admin;
 mod render;
 
 pub use admin::{serve_admin, serve_admin_on, ADMIN_DEADLINE, ADMIN_MAX_CONNECTIONS};
-pub use render::Published;
+pub use render::{ConfigStatus, Published};
 
 use std::cell::{Cell, RefCell};
 

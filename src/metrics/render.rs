@@ -2,6 +2,7 @@
 //! rendered as Prometheus text, with OCSP stapling's state per site.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -26,6 +27,35 @@ pub struct Published {
     inventory: Mutex<Arc<Inventory>>,
     /// Reloads by [`ReloadTrigger`], [refused, done].
     reloads: Mutex<[[u64; 2]; 3]>,
+    /// Which config is served: written by the reloader or the cluster sync
+    /// thread (never by a worker), read when scraped.
+    pub config: ConfigStatus,
+}
+
+/// The served config's revision, when it was applied, and refused updates.
+#[derive(Default)]
+pub struct ConfigStatus {
+    /// The etcd revision served; 0 for a config file.
+    pub revision: AtomicU64,
+    /// Unix seconds when the served config was applied.
+    pub applied_unix: AtomicU64,
+    /// Updates refused (invalid config, unreadable revision).
+    pub update_failures: AtomicU64,
+}
+
+impl ConfigStatus {
+    /// Records that `revision` (0 = a config file) is now served.
+    pub fn applied(&self, revision: u64) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.revision.store(revision, Ordering::Relaxed);
+        self.applied_unix.store(now, Ordering::Relaxed);
+    }
+
+    pub fn failed(&self) {
+        self.update_failures.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Published {
@@ -36,6 +66,7 @@ impl Published {
             ocsp: Arc::new(Stapler::default()),
             inventory: Mutex::new(Arc::new(Inventory::default())),
             reloads: Mutex::new([[0; 2]; 3]),
+            config: ConfigStatus::default(),
         })
     }
 
@@ -290,6 +321,23 @@ impl Published {
             merged.len()
         );
         render_ocsp(&mut out, &self.ocsp.status());
+        gauge(
+            &mut out,
+            "portcullis_config_revision",
+            "The etcd revision of the config served ([cluster]); 0 for a config file.",
+            self.config.revision.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "portcullis_config_applied_timestamp_seconds",
+            "Unix time when the config served was applied (start, reload, or cluster update).",
+            self.config.applied_unix.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP portcullis_config_update_failures_total Config updates refused (invalid, or unreadable); the previous config is still served.\n# TYPE portcullis_config_update_failures_total counter\nportcullis_config_update_failures_total {}",
+            self.config.update_failures.load(Ordering::Relaxed)
+        );
         out
     }
 }
