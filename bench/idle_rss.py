@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """RSS per idle mTLS connection: open N idle connections (full mTLS handshake,
-then silence), divide the gateway's RSS growth by N. Loopback only, bounded.
+then silence), divide the gateway's RSS growth by N. Loopback only, bounded. Writes
+bench/results/idle-rss-STAMP.md and .json.
 
 Usage: bench/idle_rss.py [N]   (default 10000; needs `ulimit -n` > N + 100)
 """
-import os, resource, socket, ssl, subprocess, sys, time
+import datetime, json, os, platform, resource, socket, ssl, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +66,16 @@ backends = ["127.0.0.1:{ECHO}"]
         time.sleep(1.0)
         after = rss_kib(gw.pid)
         per = (after - base) * 1024 / N
-        print(f"idle mTLS connections: {N}; gateway RSS {base} KiB -> {after} KiB; {per:.0f} bytes ({per / 1024:.1f} KiB) per idle connection; {time.time() - t0:.1f} s to open")
+        line = (f"idle mTLS connections: {N}; gateway RSS {base} KiB -> {after} KiB; {per:.0f} bytes ({per / 1024:.1f} KiB) "
+                f"per idle connection; {time.time() - t0:.1f} s to open")
+        print(line)
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%MZ")
+        out = ROOT / "bench/results"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"idle-rss-{stamp}.md").write_text(f"Measured {stamp} on {platform.node()} ({platform.release()}), one worker, "
+                                                   f"userspace TLS, `bench/idle_rss.py {N}`:\n\n{line}\n")
+        (out / f"idle-rss-{stamp}.json").write_text(json.dumps({"when": stamp, "connections": N, "rss_before_kib": base,
+                                                                "rss_after_kib": after, "bytes_per_connection": round(per)}, indent=2) + "\n")
         for s in conns + warm:
             s.close()
     finally:

@@ -3,10 +3,12 @@
 # perf with the software cpu-clock event (works where hardware counters are
 # missing), DWARF call graphs (Rust release builds keep no frame pointers),
 # inferno to render. Gateway and echo backend on core 1, pcl-load on core 0.
+# PROFILES="bulk" (default all three) picks which to take.
 # Every load run is bounded (DURATION seconds) and loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-8}
+PROFILES=${PROFILES:-keepalive handshake bulk}   # which profiles to take
 command -v perf >/dev/null || { apt-get update -qq && apt-get install -y -qq linux-perf; }
 command -v inferno-flamegraph >/dev/null || cargo install inferno --locked
 cargo build --release --locked -p portcullis --bin portcullis
@@ -38,12 +40,36 @@ profile() { # name, pcl-load args...
     --cacert "$W/pki/ca.pem" "$@" https://localhost:19543/flame > "$W/$name-load.txt" &
   local load=$!
   sleep 1
+  # Syscalls and io_uring operations over the same window, per request.
+  perf stat -x, -e raw_syscalls:sys_enter,io_uring:io_uring_submit_req,io_uring:io_uring_poll_arm,io_uring:io_uring_short_write \
+    -p "$gw_pid" -o "$W/$name-stat.csv" -- sleep "$DURATION" &
+  local stat=$!
   perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$gw_pid" -o "$W/$name.data" -- sleep "$DURATION" 2>/dev/null
+  wait $stat
   wait $load
+  python3 - "$W/$name-stat.csv" "$W/$name-load.txt" "$DURATION" > "flamegraphs/$name-counts.txt" <<'PY'
+import re, sys
+stat, load, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
+rps = float(re.search(r"req/s\s+([0-9.]+)", open(load).read()).group(1))
+reqs = rps * secs
+print(f"over {secs:.0f} s at {rps:.0f} req/s (about {reqs:.0f} requests), per request:")
+for line in open(stat):
+    f = line.strip().split(",")
+    if len(f) > 2 and f[0].replace(".", "").isdigit():
+        print(f"  {float(f[0]) / reqs:10.2f}  {f[2]}")
+PY
+  cat "flamegraphs/$name-counts.txt"
   perf script -i "$W/$name.data" 2>/dev/null | inferno-collapse-perf > "$W/$name.folded"
   inferno-flamegraph --title "Portcullis, $name ($(grep -m1 'req/s' "$W/$name-load.txt" | tr -s ' ' || true))" < "$W/$name.folded" > "flamegraphs/$name.svg"
   perf report -i "$W/$name.data" --no-children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -15 > "flamegraphs/$name-top.txt" || true
   echo "== $name: flamegraphs/$name.svg"; cat "flamegraphs/$name-top.txt"
 }
-profile keepalive -c 64
-profile handshake -c 16 --new-conn
+for p in $PROFILES; do
+  case $p in
+    keepalive) profile keepalive -c 64 ;;
+    handshake) profile handshake -c 16 --new-conn ;;
+    # bench/compare's bulk scenario: 1 MiB responses over 8 connections.
+    bulk) profile bulk -c 8 -H "x-echo-bytes: 1048576" ;;
+    *) echo "unknown profile $p" >&2; exit 2 ;;
+  esac
+done

@@ -143,8 +143,9 @@ pub async fn drain_to(tcp: &mut TcpStream, pending: &mut Vec<u8>) -> io::Result<
 /// leave its peak memory behind in the pool.
 const MAX_POOLED_BYTES: usize = 4 * 1024 * 1024;
 /// A buffer that grew past this (a large chunk, a big head) is freed rather
-/// than kept: the pool should hold the common size, not the largest seen.
-const MAX_POOLED_CAPACITY: usize = 64 * 1024;
+/// than kept: the pool should hold the common sizes (up to a bulk read and
+/// its TLS records, see `proxy::forward::BULK_READ`), not the largest seen.
+const MAX_POOLED_CAPACITY: usize = 68 * 1024;
 
 /// This core's spare buffers and their total capacity.
 #[derive(Default)]

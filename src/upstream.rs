@@ -119,6 +119,9 @@ impl Transport for BackendStream {
     }
 }
 
+/// A backend connection's read buffer: one ordinary read (`io::MIN_READ`).
+const BACKEND_BUF_CAPACITY: usize = crate::io::MIN_READ;
+
 pub struct BackendConn {
     pub stream: BackendStream,
     /// Read buffer for responses; reused for the life of the connection.
@@ -182,6 +185,15 @@ impl Pool {
             return;
         }
         conn.buf.clear();
+        if conn.buf.capacity() > BACKEND_BUF_CAPACITY {
+            // A bulk response grew it (`proxy::forward`): an idle pooled
+            // connection keeps only the ordinary size; the big one goes back
+            // to the core's pool for the next bulk response.
+            crate::io::give_buffer(std::mem::replace(
+                &mut conn.buf,
+                Vec::with_capacity(BACKEND_BUF_CAPACITY),
+            ));
+        }
         let list = self.idle.entry(key).or_default();
         if list.len() >= self.max_idle_per_key {
             // Drop the coldest one: it is the likeliest to be closed soon anyway.
@@ -334,7 +346,7 @@ pub async fn connect(
     };
     Ok(BackendConn {
         stream,
-        buf: Vec::with_capacity(16 * 1024),
+        buf: Vec::with_capacity(BACKEND_BUF_CAPACITY),
         reused: false,
     })
 }

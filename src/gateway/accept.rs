@@ -180,7 +180,11 @@ pub(super) async fn handle_connection(
         generation.server_configs.get(chosen).cloned()
     };
     let (stream, identity) =
-        match monoio::time::timeout(timeout, TlsStream::accept(tcp, select)).await {
+        // Boxed: the handshake's state is large and lives only until it ends,
+        // while the task's own future is held for the connection's whole
+        // life (idle keep-alive connections included): an inline handshake
+        // would make every idle connection pay for its size.
+        match monoio::time::timeout(timeout, Box::pin(TlsStream::accept(tcp, select))).await {
             Ok(Ok(done)) => done,
             Ok(Err((failure, sni))) => {
                 ctx.metrics.connection_served(TlsMode::Failed);
@@ -215,19 +219,22 @@ pub(super) async fn handle_connection(
         ))
         .await;
     }
+    // `proxy::serve` is boxed below for the same reason: of its three
+    // instances (userspace TLS twice, kernel TLS) a connection runs one, and
+    // the task's future would otherwise hold the room for the largest.
     if accepting.mode == KtlsMode::Off {
         ctx.metrics.connection_served(TlsMode::Userspace);
-        return proxy::serve(stream, peer, identity, session, ctx).await;
+        return Box::pin(proxy::serve(stream, peer, identity, session, ctx)).await;
     }
     match ktls::handover(stream, &accepting.support) {
         Handover::Kernel(kernel) => {
             ctx.metrics.connection_served(TlsMode::Kernel);
-            proxy::serve(kernel, peer, identity, session, ctx).await;
+            Box::pin(proxy::serve(kernel, peer, identity, session, ctx)).await;
         }
         Handover::Userspace(stream, why) => {
             debug!(peer = %peer, reason = why, "serving this connection over userspace TLS");
             ctx.metrics.connection_served(TlsMode::Userspace);
-            proxy::serve(stream, peer, identity, session, ctx).await;
+            Box::pin(proxy::serve(stream, peer, identity, session, ctx)).await;
         }
         Handover::Failed(e) => {
             ctx.metrics.connection_served(TlsMode::Failed);

@@ -158,7 +158,10 @@ pub async fn serve<S: Transport>(
             Next::Forward(plan) => {
                 let _in_flight = ctx.drain.enter();
                 ctx.metrics.request_forwarded();
-                let after = forward::exchange(&mut c, &plan, &ctx).await;
+                // Boxed: an exchange's state is large and lives only while
+                // a request is in flight; inline, every idle connection
+                // would hold its size (one allocation per request instead).
+                let after = Box::pin(forward::exchange(&mut c, &plan, &ctx)).await;
                 let micros = u64::try_from(plan.started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 ctx.metrics.request_latency(micros);
                 match after {

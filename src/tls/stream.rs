@@ -9,7 +9,7 @@ use std::io;
 use std::ops::Range;
 use std::sync::Arc;
 
-use monoio::buf::IoBufMut;
+use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRentExt, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use rustls::pki_types::CertificateDer;
@@ -21,7 +21,10 @@ use tracing::info;
 use super::client_hello::{
     self, Hello, HelloAssembler, HelloError, MAX_RECORD_BODY, RECORD_HEADER_LEN,
 };
-use super::steps::{encode_into, encrypt_all, plaintext_alert, step_of, Step, UNRECOGNIZED_NAME};
+use super::steps::{
+    close_notify_into, encode_into, encrypt_all, plaintext_alert, step_of, Ciphertext, Step,
+    UNRECOGNIZED_NAME,
+};
 use super::{reason, resumption, signature_failure};
 use crate::io::{linger_close, Transport};
 
@@ -69,7 +72,7 @@ pub struct TlsStream {
     /// Ciphertext received and not yet processed by rustls.
     incoming: Vec<u8>,
     /// Ciphertext produced by rustls and not yet written.
-    outgoing: Vec<u8>,
+    outgoing: Ciphertext,
     /// Plaintext decrypted while we were only trying to write (a client may
     /// pipeline); handed out by the next read.
     pending_plain: Vec<u8>,
@@ -122,7 +125,7 @@ impl TlsStream {
             tcp,
             conn,
             incoming: Vec::with_capacity(RECORD_HEADER_LEN + MAX_RECORD_BODY),
-            outgoing: Vec::new(),
+            outgoing: Ciphertext::default(),
             pending_plain: Vec::new(),
             sni: None,
             peer_closed: false,
@@ -191,7 +194,7 @@ impl TlsStream {
             tcp,
             conn,
             incoming,
-            outgoing: Vec::with_capacity(4096),
+            outgoing: Ciphertext::with_capacity(4096),
             pending_plain: Vec::new(),
             sni,
             peer_closed: false,
@@ -279,7 +282,13 @@ impl TlsStream {
     }
 
     async fn flush(&mut self) -> io::Result<()> {
-        crate::io::drain_to(&mut self.tcp, &mut self.outgoing).await
+        if self.outgoing.is_empty() {
+            return Ok(());
+        }
+        let (buf, n) = self.outgoing.take();
+        let (res, slice) = self.tcp.write_all(IoBuf::slice(buf, 0..n)).await;
+        self.outgoing.restore(slice.into_inner());
+        res.map(|_| ())
     }
 
     /// After rustls returned an error it may have queued a fatal alert: send
@@ -372,20 +381,7 @@ impl TlsStream {
                 Ok(ConnectionState::WriteTraffic(mut wt)) => {
                     result = Some(match data {
                         Some(data) => encrypt_all(&mut wt, data, &mut self.outgoing),
-                        None => {
-                            let start = self.outgoing.len();
-                            self.outgoing.resize(start + 64, 0);
-                            match wt.queue_close_notify(&mut self.outgoing[start..]) {
-                                Ok(n) => {
-                                    self.outgoing.truncate(start + n);
-                                    Ok(())
-                                }
-                                Err(e) => {
-                                    self.outgoing.truncate(start);
-                                    Err(io::Error::other(e.to_string()))
-                                }
-                            }
-                        }
+                        None => close_notify_into(&mut wt, &mut self.outgoing),
                     });
                 }
                 Ok(ConnectionState::ReadTraffic(mut rt)) => {
@@ -532,7 +528,7 @@ impl Transport for TlsStream {
         }
         // Nothing buffered: hand the buffers back while the client is idle.
         crate::io::give_buffer(std::mem::take(&mut self.incoming));
-        crate::io::give_buffer(std::mem::take(&mut self.outgoing));
+        crate::io::give_buffer(std::mem::take(&mut self.outgoing).into_buffer());
         self.tcp.readable(false).await
     }
 

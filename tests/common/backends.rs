@@ -26,6 +26,8 @@ pub enum Behaviour {
     /// After reading the request (and its Content-Length body), write each
     /// piece after its delay, then keep the connection for the next request.
     Script(Vec<(Duration, Vec<u8>)>),
+    /// As `Script`, then close the connection (FIN): a response cut short.
+    ScriptThenClose(Vec<(Duration, Vec<u8>)>),
 }
 
 pub struct MiniBackend {
@@ -155,7 +157,9 @@ fn serve_conn(
             .unwrap_or(0);
         requests.fetch_add(1, Ordering::SeqCst);
         let _ = tx.send(head.clone());
-        match behave(&head) {
+        let behaviour = behave(&head);
+        let closes = matches!(behaviour, Behaviour::ScriptThenClose(_));
+        match behaviour {
             Behaviour::Respond { body, delay } => {
                 while buf.len() < cl {
                     let mut tmp = [0u8; 65536];
@@ -200,7 +204,7 @@ fn serve_conn(
                 drop(sock);
                 return;
             }
-            Behaviour::Script(pieces) => {
+            Behaviour::Script(pieces) | Behaviour::ScriptThenClose(pieces) => {
                 while buf.len() < cl {
                     let mut tmp = [0u8; 65536];
                     match sock.read(&mut tmp) {
@@ -214,6 +218,10 @@ fn serve_conn(
                     if sock.write_all(&bytes).is_err() {
                         return;
                     }
+                }
+                if closes {
+                    let _ = sock.shutdown(Shutdown::Both);
+                    return;
                 }
             }
             Behaviour::Garbage => {
