@@ -372,7 +372,7 @@ fn a_query_naming_what_is_not_exported_is_reported() {
     let s = Scrape::parse(
         "portcullis_conn{tls_mode=\"ktls\"} 1\nportcullis_conn{tls_mode=\"userspace\"} 1\n",
     );
-    let mut check = |q: &str| check_query("t", q, &s);
+    let check = |q: &str| check_query("t", q, &s);
     assert!(
         check(r#"sum by (instance, tls_mode) (portcullis_conn{tls_mode=~"ktls|userspace"})"#)
             .is_empty()

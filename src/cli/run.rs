@@ -23,7 +23,8 @@ pub(super) fn cmd_run(args: &[String]) -> Result<(), Failure> {
                 }
                 config::NodeConfig::Cluster(bootstrap) => {
                     logging::init(bootstrap.server.log_format, &bootstrap.server.log_level);
-                    return crate::cluster::run_node(*bootstrap).map_err(Failure::Runtime);
+                    return crate::cluster::run_node(*bootstrap, takeover)
+                        .map_err(Failure::Runtime);
                 }
             }
         }

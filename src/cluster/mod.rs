@@ -14,18 +14,21 @@ pub mod store;
 pub mod sync;
 pub mod wire;
 
+use std::path::Path;
+
 use tracing::info;
 
 use crate::config::NodeBootstrap;
 use crate::gateway;
 
 /// `portcullis run` on a bootstrap file: the first generation from etcd (or
-/// the snapshot), the gateway on it, and the sync thread beside it.
-pub fn run_node(bootstrap: NodeBootstrap) -> Result<(), String> {
+/// the snapshot), the gateway on it, and the sync thread beside it; with
+/// `takeover`, the listening sockets come from the node process it replaces.
+pub fn run_node(bootstrap: NodeBootstrap, takeover: Option<&Path>) -> Result<(), String> {
     let mut client = etcd::Client::new(&bootstrap.cluster)?;
     let start = sync::start(&bootstrap, &mut client)?;
     let config = start.built.config.clone();
-    let prepared = gateway::prepare(config.clone())?;
+    let prepared = gateway::prepare(config.clone(), takeover)?;
     // Every file is loaded: the private copies of the keys can go.
     drop(start.built);
     let (current, published) = prepared.handles();

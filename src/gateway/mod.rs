@@ -188,7 +188,9 @@ pub fn run(prepared: Prepared) -> Result<(), String> {
         // The files come from etcd with each revision; the watcher and the
         // CRL fetcher rebuild from the config this process started with and
         // would undo a revision the cluster thread applied.
-        info!("file watching and crl_urls refresh are off on a cluster node: etcd carries the files");
+        info!(
+            "file watching and crl_urls refresh are off on a cluster node: etcd carries the files"
+        );
     } else {
         if config.reload.watch_files {
             info!(
