@@ -240,13 +240,37 @@ impl Pending {
 /// (SIGUSR2), and logs how it ends if it ends while this process lives: a
 /// successor that failed to take over leaves this one serving.
 pub fn spawn_successor(exe: &Path, config: &Path, socket: &Path) -> Result<u32, String> {
-    let mut child = std::process::Command::new(exe)
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(exe);
+    command
         .arg("run")
         .arg("--config")
         .arg(config)
         .arg("--takeover")
         .arg(socket)
-        .stdin(std::process::Stdio::null())
+        .stdin(std::process::Stdio::null());
+    // The child must inherit no descriptor but stdio: it gets its sockets
+    // over the upgrade socket. io_uring's accept gives client sockets
+    // without O_CLOEXEC, and a client socket the child inherited stays open
+    // after this process closes it, so that client would hang instead of
+    // seeing the close (seen as a request timing out during the upgrade).
+    // Marked close-on-exec rather than closed, so std's own exec-error pipe
+    // keeps working.
+    // SAFETY: close_range and fcntl are async-signal-safe and touch only
+    // this child's descriptor table, between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 4;
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
+                // Before Linux 5.11.
+                for fd in 3..65_536 {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
     let pid = child.id();
