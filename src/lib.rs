@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod generation;
 pub mod http;
 pub mod http2;
+pub mod http_fetch;
 pub mod identity;
 pub mod io;
 pub mod lifecycle;

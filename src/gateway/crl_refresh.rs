@@ -2,7 +2,7 @@
 //! generation loads, so a reachable URL is current from the first
 //! handshake), then on their own thread on a schedule (`[tls] crl_refresh`,
 //! sooner when a CRL's nextUpdate comes first; `lifecycle::next_fetch_in`).
-//! Each fetch is bounded in time and size (`lifecycle::http_get`); a CRL
+//! Each fetch is bounded in time and size (`http_fetch`); a CRL
 //! that does not parse, is not signed by one of the site's client CAs, or
 //! is older than the kept copy is refused with a log line and the kept copy
 //! stays (`lifecycle::crl_check`). A new CRL replaces the kept copy in
@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, CrlUrl, SiteConfig};
 use crate::expiry::{describe_crl, now_unix};
-use crate::lifecycle::{crl_check, http_get, next_fetch_in, state};
+use crate::lifecycle::{crl_check, next_fetch_in, state};
 use crate::metrics::ReloadTrigger;
 use crate::tls::material;
 
@@ -153,7 +153,14 @@ fn fetch(config: &Config, site: &SiteConfig, url: &CrlUrl) -> Result<Outcome, St
         .as_ref()
         .ok_or("crl_urls without [state] dir")?;
     let copy = state::crl_copy_path(dir, url);
-    let body = http_get::get(url, FETCH_TIMEOUT, MAX_CRL_BYTES)?;
+    let body = crate::http_fetch::get(
+        &url.host,
+        url.port,
+        &url.path,
+        "application/pkix-crl, */*",
+        FETCH_TIMEOUT,
+        MAX_CRL_BYTES,
+    )?;
     let kept = std::fs::read(&copy).ok();
     if kept.as_deref() == Some(&body[..]) {
         return Ok(Outcome::Unchanged);

@@ -1,14 +1,13 @@
 //! Certificate lifecycle around the config generations: what the gateway
 //! holds and when it expires (`inventory`, read from the files a config
 //! names into the pure `crate::expiry` types), and CRLs published by URL
-//! (`http_get` fetches one, bounded in time and size; `crl_check` decides,
+//! (`crate::http_fetch` fetches one, bounded in time and size; `crl_check` decides,
 //! without I/O, whether a fetched CRL may replace the kept one; `state`
 //! keeps the last good copy on disk, written atomically). The threads that
 //! use them (file watching, CRL refresh, daily warnings) live in
 //! `crate::gateway`, beside the reload they trigger.
 
 pub mod crl_check;
-pub mod http_get;
 pub mod inventory;
 pub mod state;
 

@@ -1,29 +1,70 @@
-//! One bounded HTTP GET for a CRL: plain HTTP/1.0 over a blocking socket on
-//! the CRL thread (never a worker), with a deadline over the whole fetch
-//! (connect, request, every read) and a cap on the body. HTTP/1.0 is asked
-//! for so the server frames the body by Content-Length or by closing, never
-//! chunked. Redirects are not followed: the URL configured is the one used.
-//! `parse_response` is the pure half, tested byte by byte.
+//! One bounded HTTP/1.0 exchange over a blocking socket, for the threads
+//! that fetch CRLs (`get`) and OCSP responses (`ocsp::fetch`), never a
+//! worker: a deadline over the whole fetch (connect, request, every read)
+//! and caps on the answer and its body. HTTP/1.0 is asked for so the server
+//! frames the body by Content-Length or by closing, never chunked. Redirects
+//! are not followed: the URL configured is the one used. `parse_response` is
+//! the pure half, tested byte by byte.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use crate::config::CrlUrl;
-
 /// Response heads larger than this are refused.
 const MAX_HEAD: usize = 16 * 1024;
 
-/// GETs `url`; the body of a 200 response, at most `max_body` bytes, within
+/// GETs `path` from `host:port` (a host without brackets); the body of a 200 response, at most `max_body` bytes, within
 /// `timeout` in all. Name resolution uses the system resolver (not bounded
-/// by `timeout`; it runs on the CRL thread only).
-pub fn get(url: &CrlUrl, timeout: Duration, max_body: usize) -> Result<Vec<u8>, String> {
+/// by `timeout`; it runs on the calling thread only).
+pub fn get(
+    host: &str,
+    port: u16,
+    path: &str,
+    accept: &str,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<Vec<u8>, String> {
+    let authority = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let authority = if port == 80 {
+        authority
+    } else {
+        format!("{authority}:{port}")
+    };
+    let request = format!(
+        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: portcullis/{}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    exchange(
+        host,
+        port,
+        request.as_bytes(),
+        timeout,
+        MAX_HEAD + max_body,
+        max_body,
+    )
+}
+
+/// Sends `request` (a whole HTTP/1.0 request) to `host:port` and returns the
+/// body of a 200 answer: the answer at most `max_answer` bytes, its body at
+/// most `max_body`, all within `timeout`.
+pub fn exchange(
+    host: &str,
+    port: u16,
+    request: &[u8],
+    timeout: Duration,
+    max_answer: usize,
+    max_body: usize,
+) -> Result<Vec<u8>, String> {
     let deadline = Instant::now() + timeout;
-    let addrs: Vec<_> = (url.host.as_str(), url.port)
+    let addrs: Vec<_> = (host, port)
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", url.host))?
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
         .collect();
-    let mut last = format!("{} resolves to no address", url.host);
+    let mut last = format!("{host} resolves to no address");
     let mut stream = None;
     for addr in addrs {
         if Instant::now() >= deadline {
@@ -47,21 +88,6 @@ pub fn get(url: &CrlUrl, timeout: Duration, max_body: usize) -> Result<Vec<u8>, 
         }
     }
     let mut stream = stream.ok_or(last)?;
-    let host = if url.host.contains(':') {
-        format!("[{}]", url.host)
-    } else {
-        url.host.clone()
-    };
-    let host = if url.port == 80 {
-        host
-    } else {
-        format!("{host}:{}", url.port)
-    };
-    let request = format!(
-        "GET {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: portcullis/{}\r\nAccept: application/pkix-crl, */*\r\nConnection: close\r\n\r\n",
-        url.path,
-        env!("CARGO_PKG_VERSION")
-    );
     let io = |e: std::io::Error| {
         if matches!(
             e.kind(),
@@ -75,8 +101,7 @@ pub fn get(url: &CrlUrl, timeout: Duration, max_body: usize) -> Result<Vec<u8>, 
     stream
         .set_write_timeout(Some(remaining(deadline)?))
         .map_err(io)?;
-    stream.write_all(request.as_bytes()).map_err(io)?;
-    let limit = MAX_HEAD + max_body;
+    stream.write_all(request).map_err(io)?;
     let mut data = Vec::with_capacity(8192);
     let mut buf = [0u8; 16 * 1024];
     loop {
@@ -93,11 +118,11 @@ pub fn get(url: &CrlUrl, timeout: Duration, max_body: usize) -> Result<Vec<u8>, 
             break;
         }
         data.extend_from_slice(&buf[..n]);
-        if data.len() > limit {
-            return Err(format!("the answer is larger than {max_body} bytes"));
+        if data.len() > max_answer {
+            return Err(format!("the answer is larger than {max_answer} bytes"));
         }
         // Content-Length reached: no need to wait for the close.
-        if let Ok(Some(body)) = complete_body(&data, max_body) {
+        if let Some(body) = complete_body(&data, max_body)? {
             return Ok(body.to_vec());
         }
     }
@@ -217,5 +242,46 @@ mod tests {
         assert!(e(b"HTTP/1.0 200 OK\r\nContent-Length: x\r\n\r\n").contains("not a number"));
         assert!(e(b"HTTP/1.0 200 OK\r\n").contains("closed before"));
         assert!(e(b"SSH-2.0-OpenSSH\r\n\r\n").contains("not an HTTP response"));
+    }
+
+    /// The OCSP responder's framing cases (once in `ocsp::fetch`, before
+    /// both fetchers shared this parser).
+    #[test]
+    fn content_length_framing_byte_by_byte() {
+        let a = b"HTTP/1.0 200 OK\r\nContent-Type: application/ocsp-response\r\nContent-Length: 3\r\n\r\nabc";
+        assert_eq!(complete_body(a, 64).unwrap(), Some(&b"abc"[..]));
+        // byte by byte: nothing until the last body byte
+        for cut in 0..a.len() {
+            assert_eq!(complete_body(&a[..cut], 64).unwrap(), None, "cut {cut}");
+        }
+        assert!(parse_response(&a[..a.len() - 1], 64)
+            .unwrap_err()
+            .contains("after 2 of 3"));
+        // extra bytes past the length are not part of the body
+        let mut more = a.to_vec();
+        more.extend_from_slice(b"zz");
+        assert_eq!(complete_body(&more, 64).unwrap(), Some(&b"abc"[..]));
+    }
+
+    #[test]
+    fn close_delimited_and_refusals_mid_stream() {
+        let a = b"HTTP/1.1 200 OK\r\n\r\nxyz";
+        assert_eq!(complete_body(a, 64).unwrap(), None);
+        assert_eq!(parse_response(a, 64).unwrap(), b"xyz");
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\n", 64)
+            .unwrap_err()
+            .contains("head"));
+        let e = complete_body(b"HTTP/1.1 404 Not Found\r\n\r\n", 64).unwrap_err();
+        assert!(e.contains("404 Not Found"), "{e}");
+        assert!(
+            complete_body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 64).is_err()
+        );
+        assert!(complete_body(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            64
+        )
+        .is_err());
+        assert!(complete_body(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", 64).is_err());
+        assert!(complete_body(b"garbage\r\n\r\n", 64).is_err());
     }
 }
