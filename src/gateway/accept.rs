@@ -43,39 +43,72 @@ pub(super) async fn accept_loop(
 ) {
     let mut stop = std::pin::pin!(ctx.drain.started());
     let mut refusals = RefusalLog::default();
+    // The accept in flight is cancelled, never dropped: an io_uring accept
+    // the kernel completed just before the drain began still holds a
+    // connection, and dropping the operation would leak its descriptor (the
+    // client, in the middle of its handshake, would be reset when this
+    // process exits). Cancelled, it returns that connection, which is served.
+    let mut canceller = monoio::io::Canceller::new();
     loop {
-        monoio::select! {
-            _ = &mut stop => break,
-            res = listener.accept() => match res {
-                Ok((tcp, peer)) => {
-                    accepted.set(accepted.get() + 1);
-                    if let Some(cap) = over_cap(&ctx.metrics, accepting.caps) {
-                        // Closed at once (a reset: nothing of it is kept);
-                        // connections already served go on undisturbed.
-                        crate::sock::set_abortive_close(&tcp);
-                        drop(tcp);
-                        refusals.note(&ctx, cap);
-                        continue;
-                    }
-                    let _ = tcp.set_nodelay(true);
-                    // The generation is fixed here, at accept: a reload later
-                    // does not change what this connection was promised.
-                    let generation = accepting.generations.get();
-                    // The kernel gives up on a peer that stops acknowledging
-                    // (a zero window included) after the send timeout.
-                    let _ = crate::sock::set_user_timeout(&tcp, generation.shared.settings.timeouts.send);
-                    let open = Counted::enter(ctx.clone(), |c| c.metrics.open_connections());
-                    monoio::spawn(handle_connection(tcp, peer, generation, accepting.clone(), open));
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    warn!(worker = ctx.index, error = %e, "accept failed");
-                    monoio::time::sleep(Duration::from_millis(10)).await;
-                }
+        let accept = listener.cancelable_accept(canceller.handle());
+        let mut accept = std::pin::pin!(accept);
+        let (res, stopping) = monoio::select! {
+            _ = &mut stop => {
+                canceller = std::mem::take(&mut canceller).cancel();
+                (accept.await, true)
             }
+            res = &mut accept => (res, false),
+        };
+        match res {
+            Ok((tcp, peer)) => admit(tcp, peer, &accepting, &ctx, &accepted, &mut refusals),
+            Err(_) if stopping => {}
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!(worker = ctx.index, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        if stopping {
+            break;
         }
     }
     drop(listener);
+}
+
+/// Starts serving one accepted connection, or closes it at once when it
+/// would exceed a per-worker cap.
+fn admit(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    accepting: &Accepting,
+    ctx: &Rc<WorkerContext>,
+    accepted: &Cell<u64>,
+    refusals: &mut RefusalLog,
+) {
+    accepted.set(accepted.get() + 1);
+    if let Some(cap) = over_cap(&ctx.metrics, accepting.caps) {
+        // Closed at once (a reset: nothing of it is kept); connections
+        // already served go on undisturbed.
+        crate::sock::set_abortive_close(&tcp);
+        drop(tcp);
+        refusals.note(ctx, cap);
+        return;
+    }
+    let _ = tcp.set_nodelay(true);
+    // The generation is fixed here, at accept: a reload later does not
+    // change what this connection was promised.
+    let generation = accepting.generations.get();
+    // The kernel gives up on a peer that stops acknowledging (a zero window
+    // included) after the send timeout.
+    let _ = crate::sock::set_user_timeout(&tcp, generation.shared.settings.timeouts.send);
+    let open = Counted::enter(ctx.clone(), |c| c.metrics.open_connections());
+    monoio::spawn(handle_connection(
+        tcp,
+        peer,
+        generation,
+        accepting.clone(),
+        open,
+    ));
 }
 
 /// Which cap a new connection would exceed, if any.
