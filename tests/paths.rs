@@ -320,6 +320,7 @@ set_host = "strip"
         )
         .unwrap_or_else(|| st.gw.fail("no access-log line with the raw target"));
     assert!(line.contains("target=/v1/y?z=/../1"), "{line}");
+    assert!(line.contains("protocol=\"http/1.1\""), "{line}");
     let line = st
         .gw
         .proc

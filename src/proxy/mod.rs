@@ -408,8 +408,9 @@ pub(crate) fn access_log<S>(
         let micros = plan.started.elapsed().as_micros();
         let raw_target = line.raw_target.as_deref().unwrap_or("-");
         // `client` is who trusted_proxies says sent it; `peer` the hop it came
-        // from (the same unless a trusted proxy forwarded it).
-        info!(target: "portcullis::access", client = %c.hop.client, peer = %c.peer.ip(), method = %line.method, target = %line.target, raw_target = %raw_target, route = plan.route_id, backend = %plan.backend, status, code, micros = micros as u64, "access");
+        // from (the same unless a trusted proxy forwarded it). `protocol` is
+        // the connection's, named as ALPN names it (HTTP/2's line says "h2").
+        info!(target: "portcullis::access", client = %c.hop.client, peer = %c.peer.ip(), protocol = "http/1.1", method = %line.method, target = %line.target, raw_target = %raw_target, route = plan.route_id, backend = %plan.backend, status, code, micros = micros as u64, "access");
     }
 }
 
