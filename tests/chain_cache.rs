@@ -250,17 +250,6 @@ fn a_client_revoked_from_the_start_is_refused_every_time() {
     expect_counts(&s.gw, &s.admin, (0.0, 3.0, 0.0), "three refusals");
 }
 
-/// The pcl-load binary built beside the gateway (tests/run.sh builds the workspace).
-fn pcl_load() -> PathBuf {
-    let path = Path::new(bin()).with_file_name("pcl-load");
-    assert!(
-        path.exists(),
-        "{} missing: build the workspace (cargo build --workspace)",
-        path.display()
-    );
-    path
-}
-
 #[test]
 fn pcl_load_presents_a_new_client_per_handshake_from_a_directory() {
     // 20 clients in turn against a cache of 4 per worker: every handshake is

@@ -815,17 +815,6 @@ fn reload_serves_new_connections_the_new_config_and_refuses_a_broken_one() {
     );
 }
 
-/// The pcl-load binary built beside the gateway (tests/run.sh builds the workspace).
-fn pcl_load() -> PathBuf {
-    let path = Path::new(bin()).with_file_name("pcl-load");
-    assert!(
-        path.exists(),
-        "{} missing: build the workspace (cargo build --workspace)",
-        path.display()
-    );
-    path
-}
-
 #[test]
 fn ten_reloads_under_load_fail_no_request() {
     let ex = Example::start("identity", |t, _| t);

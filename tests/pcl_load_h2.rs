@@ -8,21 +8,9 @@
 mod common;
 use common::*;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-
-/// The pcl-load binary built beside the gateway (tests/run.sh builds the workspace).
-fn pcl_load() -> PathBuf {
-    let path = Path::new(bin()).with_file_name("pcl-load");
-    assert!(
-        path.exists(),
-        "{} missing: build the workspace (cargo build --workspace)",
-        path.display()
-    );
-    path
-}
 
 /// One pcl-load run against the gateway; its exit code and JSON report.
 fn load(gw: &Gateway, td: &TempDir, name: &str, identity: bool, args: &[&str]) -> (i32, Value) {

@@ -187,6 +187,67 @@ fn stop_load(stop: &AtomicBool, threads: Vec<thread::JoinHandle<()>>, tally: &Ta
     );
 }
 
+/// `pcl-load` (bench/) beside the test's own clients, for `duration`:
+/// keep-alive connections (`--retry-reused`: a GET that meets the old
+/// process's close of an idle connection goes once more, as curl's would),
+/// or with `--new-conn` a full mTLS handshake per request.
+fn start_pcl_load(
+    td: &TempDir,
+    certs: &CertDir,
+    addr: SocketAddr,
+    name: &str,
+    mode: &[&str],
+    duration: &str,
+) -> (ChildGuard, PathBuf) {
+    let json = td.join(&format!("{name}.json"));
+    let mut cmd = std::process::Command::new(pcl_load());
+    cmd.args(["-t", "1", "-d", duration])
+        .arg("--cacert")
+        .arg(certs.ca())
+        .arg("--cert")
+        .arg(certs.client_cert())
+        .arg("--key")
+        .arg(certs.client_key())
+        .args(["--sni", "localhost", "--json"])
+        .arg(&json)
+        .args(mode)
+        .arg(format!("https://{addr}/pcl/{name}"));
+    (ChildGuard::spawn(name, cmd, td.path()), json)
+}
+
+/// Waits for a pcl-load run to end; every request it sent was answered 200.
+fn expect_pcl_load_clean(run: (ChildGuard, PathBuf)) -> (u64, u64) {
+    let (mut child, json) = run;
+    let status = child
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| child.fail("pcl-load did not finish"));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap_or_default())
+        .unwrap_or_else(|e| child.fail(&format!("no JSON report ({e})")));
+    assert!(status.success(), "pcl-load exit status {status}: {v}");
+    expect_pcl_load_clean_json(&v)
+}
+
+/// No error, every response 2xx, at least one; (requests, retried_reused).
+fn expect_pcl_load_clean_json(v: &serde_json::Value) -> (u64, u64) {
+    let n = |k: &str| {
+        v[k].as_u64()
+            .unwrap_or_else(|| panic!("{k} missing in pcl-load's report {v}"))
+    };
+    assert_eq!(
+        n("errors_total"),
+        0,
+        "pcl-load saw failures: {}",
+        v["error_details"]
+    );
+    assert!(n("requests") > 0, "{v}");
+    assert_eq!(
+        v["responses"]["2xx"].as_u64(),
+        Some(n("requests") + n("requests_in_grace")),
+        "{v}"
+    );
+    (n("requests"), n("retried_reused"))
+}
+
 fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -226,6 +287,24 @@ fn takeover_under_load_drops_nothing_and_the_old_process_drains_and_exits() {
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
     let load = start_load(addr, &certs, 4, 2, stop.clone(), tally.clone());
+    // pcl-load too, the tool our users load-test with, for longer than the
+    // whole upgrade takes (the slow request holds the old process ~3 s).
+    let pcl_keepalive = start_pcl_load(
+        &td,
+        &certs,
+        addr,
+        "keepalive",
+        &["-c", "4", "--retry-reused"],
+        "6s",
+    );
+    let pcl_handshakes = start_pcl_load(
+        &td,
+        &certs,
+        addr,
+        "handshakes",
+        &["-c", "2", "--new-conn"],
+        "6s",
+    );
     wait_ok_above(&tally, 50, "by the old process");
 
     // A request in flight at the backend when the takeover happens.
@@ -282,6 +361,11 @@ fn takeover_under_load_drops_nothing_and_the_old_process_drains_and_exits() {
         "by the new process after the old one exited",
     );
     stop_load(&stop, load, &tally);
+    let (keepalive, retried) = expect_pcl_load_clean(pcl_keepalive);
+    let (handshakes, _) = expect_pcl_load_clean(pcl_handshakes);
+    eprintln!(
+        "pcl-load through the upgrade: {keepalive} keep-alive requests ({retried} retried after the old process closed an idle connection), {handshakes} on new connections, none failed"
+    );
     assert!(b.try_exit().is_none(), "the new process exited");
     assert_eq!(
         read_pid(&pid_file),
@@ -614,4 +698,42 @@ fn connections_the_old_process_accepted_are_served_by_it_after_the_takeover() {
         .wait_exit(Duration::from_secs(10))
         .unwrap_or_else(|| a.fail("the old process did not exit once its connections closed"));
     assert!(status.success());
+}
+
+/// `pcl-load --retry-reused`, which the takeover test leans on, does what it
+/// says: with an idle timeout shorter than the gap between requests every
+/// kept-alive connection is closed by the gateway before its next GET, which
+/// without the flag is an error each time and with it is sent once more on
+/// a new connection and answered.
+#[test]
+fn pcl_load_retry_reused_resends_a_get_whose_idle_connection_was_closed() {
+    let td = TempDir::new("upgrade_retry_reused");
+    let certs = certs_init(&td.join("certs"), &[]);
+    let backend = backend();
+    let mut cfg = upgrade_config(&td, &certs, &backend);
+    cfg.idle = "200ms".into();
+    let gw = Gateway::start(&td, &certs, cfg);
+    let addr = gw.addr();
+    let run = |name: &str, retry: bool| {
+        let mut mode = vec!["-c", "1", "-R", "3"];
+        if retry {
+            mode.push("--retry-reused");
+        }
+        let (mut child, json) = start_pcl_load(&td, &certs, addr, name, &mode, "2s");
+        child
+            .wait_exit(Duration::from_secs(30))
+            .unwrap_or_else(|| child.fail("pcl-load did not finish"));
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap_or_default())
+                .unwrap_or_else(|e| child.fail(&format!("no JSON report ({e})")));
+        v
+    };
+    let plain = run("no-retry", false);
+    assert!(
+        plain["errors_total"].as_u64().unwrap_or(0) >= 3,
+        "every request after an idle gap meets a closed connection: {plain}"
+    );
+    assert_eq!(plain["retried_reused"].as_u64(), Some(0), "{plain}");
+    let v = expect_pcl_load_clean_json(&run("retry", true));
+    assert!(v.1 >= 3, "retried {} times, expected one per request", v.1);
 }

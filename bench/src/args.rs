@@ -23,6 +23,11 @@ Options:
                           scheduled send time (coordinated-omission correction, as
                           wrk2); one that is on time is timed from its actual send
       --new-conn          a new TCP+TLS connection (full mTLS handshake) per request
+      --retry-reused      a GET or HEAD that fails on a kept-alive connection before
+                          any byte of its response (the server closed the connection
+                          as the request went out) is sent once more on a new
+                          connection, as browsers and curl do (RFC 9112 9.3.1);
+                          counted as retried, not as an error
       --http2             HTTP/2 (ALPN h2 only: a server that does not choose h2 is
                           a tls_handshake error); with --streams, -c connections
                           each carry that many streams at once (closed loop per
@@ -113,6 +118,9 @@ pub struct Args {
     pub pin: Vec<usize>,
     pub rate: Option<f64>,
     pub new_conn: bool,
+    /// Retry an idempotent request once when a reused connection closes
+    /// before any byte of its response.
+    pub retry_reused: bool,
     pub resume: bool,
     /// HTTP/2 (ALPN h2) instead of HTTP/1.1.
     pub http2: bool,
@@ -147,6 +155,7 @@ pub fn parse(argv: &[String]) -> Result<Parsed, String> {
     let mut pin = Vec::new();
     let mut rate = None;
     let mut new_conn = false;
+    let mut retry_reused = false;
     let mut resume = false;
     let mut http2 = false;
     let mut streams: Option<usize> = None;
@@ -216,6 +225,7 @@ pub fn parse(argv: &[String]) -> Result<Parsed, String> {
                 rate = Some(r);
             }
             "--new-conn" => new_conn = true,
+            "--retry-reused" => retry_reused = true,
             "--resume" => resume = true,
             "--http2" | "--h2" => http2 = true,
             "--streams" => streams = Some(number(&flag, &value(&flag)?)?),
@@ -303,6 +313,11 @@ pub fn parse(argv: &[String]) -> Result<Parsed, String> {
     }
     if !http2 && (streams.is_some() || h2_window.is_some()) {
         return Err("--streams and --h2-window need --http2".into());
+    }
+    if retry_reused && (http2 || new_conn || !matches!(method.as_str(), "GET" | "HEAD")) {
+        return Err(
+            "--retry-reused applies to HTTP/1.1 keep-alive GET or HEAD requests only".into(),
+        );
     }
     if http2 && new_conn {
         return Err(
@@ -395,6 +410,7 @@ pub fn parse(argv: &[String]) -> Result<Parsed, String> {
         pin,
         rate,
         new_conn,
+        retry_reused,
         resume,
         http2,
         streams,

@@ -207,10 +207,11 @@ pub fn print_human(sum: &Summary, s: &Stats) {
         }
     }
     println!(
-        "  connections   {} opened, {} reopened after errors, {} closed by the server{}",
+        "  connections   {} opened, {} reopened after errors, {} closed by the server, {} requests retried on a new connection (--retry-reused){}",
         s.connections,
         s.reconnects,
         s.server_closes,
+        s.retried_reused,
         if s.warmup.is_zero() {
             String::new()
         } else {
@@ -314,6 +315,7 @@ pub fn json(sum: &Summary, s: &Stats, argv: &[String]) -> Value {
         "warmup_s": s.warmup.as_secs_f64(),
         "reconnects": s.reconnects,
         "server_closes": s.server_closes,
+        "retried_reused": s.retried_reused,
         "handshakes": s.handshakes,
         "handshakes_resumed": s.resumed,
         "handshakes_hello_retry": s.hello_retries,

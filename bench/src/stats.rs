@@ -45,6 +45,9 @@ pub struct Stats {
     pub reconnects: u64,
     /// Keep-alive connections the server ended (Connection: close).
     pub server_closes: u64,
+    /// --retry-reused: requests sent once more after their reused
+    /// connection closed before any byte of the response.
+    pub retried_reused: u64,
     /// TLS handshakes completed before the deadline, and how many resumed.
     pub handshakes: u64,
     pub resumed: u64,
@@ -83,6 +86,7 @@ impl Default for Stats {
             connections: 0,
             reconnects: 0,
             server_closes: 0,
+            retried_reused: 0,
             handshakes: 0,
             resumed: 0,
             hello_retries: 0,
@@ -133,6 +137,7 @@ impl Stats {
         self.connections += other.connections;
         self.reconnects += other.reconnects;
         self.server_closes += other.server_closes;
+        self.retried_reused += other.retried_reused;
         self.handshakes += other.handshakes;
         self.resumed += other.resumed;
         self.hello_retries += other.hello_retries;

@@ -279,53 +279,70 @@ async fn connection_loop(sh: Rc<Shared>, global_index: usize, initial: Option<Co
     let mut parser = Parser::new(sh.head_request);
     let mut broke = false;
 
-    loop {
+    'requests: loop {
         let Some(started) = next_start(&mut next_send, interval, sh.deadline, &sh.stats).await
         else {
             break;
         };
         let request_deadline = (Instant::now() + args.timeout).min(sh.hard_deadline);
-
-        if conn.is_none() {
-            let t0 = Instant::now();
-            let tls = sh.tls.as_ref().map(|(c, n)| (c, n));
-            match timeout_at(mono(request_deadline), Conn::open(args.target.addr, tls)).await {
-                Ok(Ok(c)) => {
-                    let done = Instant::now();
-                    let mut st = sh.stats.borrow_mut();
-                    if broke {
-                        st.reconnects += 1;
-                        broke = false;
+        // A request on a kept-alive connection may meet the server's close
+        // of that connection (idle timeout, a drain): with --retry-reused it
+        // goes once more on a new one, as browsers and curl do.
+        let mut retry_allowed = args.retry_reused;
+        let (res, bytes_in) = loop {
+            let reused = conn.is_some();
+            if conn.is_none() {
+                let t0 = Instant::now();
+                let tls = sh.tls.as_ref().map(|(c, n)| (c, n));
+                match timeout_at(mono(request_deadline), Conn::open(args.target.addr, tls)).await {
+                    Ok(Ok(c)) => {
+                        let done = Instant::now();
+                        let mut st = sh.stats.borrow_mut();
+                        if broke {
+                            st.reconnects += 1;
+                            broke = false;
+                        }
+                        record_open(&mut st, &c, t0, done, done <= sh.deadline);
+                        conn = Some(c);
                     }
-                    record_open(&mut st, &c, t0, done, done <= sh.deadline);
-                    conn = Some(c);
-                }
-                Ok(Err(f)) => {
-                    sh.stats.borrow_mut().error(f.kind(), f.detail());
-                    broke = true;
-                    if matches!(f, Failure::Connect(_)) {
-                        let until = (Instant::now() + CONNECT_BACKOFF).min(sh.deadline);
-                        sleep_until(mono(until)).await;
+                    Ok(Err(f)) => {
+                        sh.stats.borrow_mut().error(f.kind(), f.detail());
+                        broke = true;
+                        if matches!(f, Failure::Connect(_)) {
+                            let until = (Instant::now() + CONNECT_BACKOFF).min(sh.deadline);
+                            sleep_until(mono(until)).await;
+                        }
+                        continue 'requests;
                     }
-                    continue;
-                }
-                Err(_) => {
-                    sh.stats
-                        .borrow_mut()
-                        .error("timeout", "connect + handshake");
-                    broke = true;
-                    continue;
+                    Err(_) => {
+                        sh.stats
+                            .borrow_mut()
+                            .error("timeout", "connect + handshake");
+                        broke = true;
+                        continue 'requests;
+                    }
                 }
             }
-        }
 
-        let c = conn.as_mut().expect("connected");
-        let mut bytes_in = 0u64;
-        let res = timeout_at(
-            mono(request_deadline),
-            exchange(c, &mut parser, &sh.request, &mut bytes_in),
-        )
-        .await;
+            let c = conn.as_mut().expect("connected");
+            let mut bytes_in = 0u64;
+            let res = timeout_at(
+                mono(request_deadline),
+                exchange(c, &mut parser, &sh.request, &mut bytes_in),
+            )
+            .await;
+            let closed_before_response =
+                matches!(res, Ok(Err(Failure::Read(_) | Failure::Write(_)))) && bytes_in == 0;
+            if retry_allowed && reused && closed_before_response {
+                retry_allowed = false;
+                sh.stats.borrow_mut().retried_reused += 1;
+                if let Some(c) = conn.take() {
+                    c.abort();
+                }
+                continue;
+            }
+            break (res, bytes_in);
+        };
         let done = Instant::now();
         if record_outcome(&sh, res, started, done, bytes_in, &mut broke) {
             // Finished with this connection: --new-conn, or the server

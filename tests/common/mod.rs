@@ -56,6 +56,18 @@ pub fn portcullis() -> Command {
     Command::new(bin())
 }
 
+/// The load generator `pcl-load`, built beside the gateway by the workspace
+/// build (tests/run.sh builds it).
+pub fn pcl_load() -> PathBuf {
+    let path = Path::new(bin()).with_file_name("pcl-load");
+    assert!(
+        path.exists(),
+        "{} missing: build the workspace (cargo build --workspace)",
+        path.display()
+    );
+    path
+}
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn unique() -> u64 {

@@ -101,3 +101,32 @@ fn p12_password() {
     );
     assert_eq!(split_cert_password("a.p12"), ("a.p12".into(), "".into()));
 }
+
+#[test]
+fn retry_reused_only_for_keep_alive_get_or_head() {
+    let url = "https://127.0.0.1:8443/";
+    let run = |rest: &[&str]| match parse(&argv(rest)) {
+        Ok(Parsed::Run(a)) => Ok(a),
+        Ok(Parsed::Help) => Err("help".to_string()),
+        Err(e) => Err(e),
+    };
+    assert!(
+        run(&["--insecure", "--retry-reused", url])
+            .unwrap()
+            .retry_reused
+    );
+    assert!(
+        run(&["--insecure", "-m", "HEAD", "--retry-reused", url])
+            .unwrap()
+            .retry_reused
+    );
+    assert!(!run(&["--insecure", url]).unwrap().retry_reused);
+    for refused in [
+        &["--insecure", "--retry-reused", "-m", "POST", url][..],
+        &["--insecure", "--retry-reused", "--new-conn", url],
+        &["--insecure", "--retry-reused", "--http2", url],
+    ] {
+        let e = run(refused).unwrap_err();
+        assert!(e.contains("GET or HEAD"), "{refused:?}: {e}");
+    }
+}
