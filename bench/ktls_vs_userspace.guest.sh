@@ -36,18 +36,22 @@ SQE_EVENT=
 for e in io_uring_submit_req io_uring_submit_sqe; do
   [ -d "$T/events/io_uring/$e" ] && { SQE_EVENT=$T/events/io_uring/$e; break; }
 done
-if echo 'hist:keys=common_pid,id:size=8192' > "$T/events/raw_syscalls/sys_enter/trigger" 2>/dev/null; then
-  echo "KVS env tracing syscalls=hist"
-else
-  echo "KVS env tracing syscalls=none"
-fi
-if [ -n "$SQE_EVENT" ] && echo 'hist:keys=common_pid,opcode:size=8192' > "$SQE_EVENT/trigger" 2>/dev/null; then
-  echo "KVS env tracing sqes=hist event=${SQE_EVENT##*/}"
-else
-  SQE_EVENT=
-  echo "KVS env tracing sqes=none"
-fi
+SYS_HIST='hist:keys=common_pid,id:size=16384'
+SQE_HIST='hist:keys=common_pid,opcode:size=16384'
+# (Re)set both histograms: a table that fills up drops new keys silently, and
+# every short-lived helper (wget, awk, sed) adds its own, so each run starts empty.
+reset_hists() {
+  echo "!$SYS_HIST" > "$T/events/raw_syscalls/sys_enter/trigger" 2>/dev/null
+  [ -n "$SQE_EVENT" ] && echo "!$SQE_HIST" > "$SQE_EVENT/trigger" 2>/dev/null
+  echo "$SYS_HIST" > "$T/events/raw_syscalls/sys_enter/trigger" 2>/dev/null || SYS_OK=
+  [ -n "$SQE_EVENT" ] && { echo "$SQE_HIST" > "$SQE_EVENT/trigger" 2>/dev/null || SQE_EVENT=; }
+}
+SYS_OK=1
+reset_hists
+if [ -n "$SYS_OK" ]; then echo "KVS env tracing syscalls=hist"; else echo "KVS env tracing syscalls=none"; fi
+if [ -n "$SQE_EVENT" ]; then echo "KVS env tracing sqes=hist event=${SQE_EVENT##*/}"; else echo "KVS env tracing sqes=none"; fi
 echo "KVS env kernel $(uname -r) cpus $(nproc)"
+echo "KVS env config duration=$DUR warm=$WARM rounds=$ROUNDS scenarios=$(echo $SCENARIOS | tr ' ' ,)"
 
 # Backend on the gateway's core, load on the other (as flamegraphs/make.sh).
 taskset -c 1 "$B" echo --listen "$ECHO" --workers 1 >echo.log 2>&1 &
@@ -67,8 +71,13 @@ snap() { # tag A|B
   P="KVS $1 $2"
   echo "$P uptime $(cut -d' ' -f1 /proc/uptime)"
   echo "$P stat $(cat "/proc/$GW_PID/stat")"
-  for t in $TIDS; do echo "$P task $t $(cat "/proc/$GW_PID/task/$t/comm" 2>/dev/null)"; done
-  [ -f "$T/events/raw_syscalls/sys_enter/hist" ] && hist sys "$T/events/raw_syscalls/sys_enter/hist" | sed "s/^/$P /"
+  # per thread: name, utime+stime (ticks), voluntary + involuntary switches
+  for t in $TIDS; do
+    d=/proc/$GW_PID/task/$t
+    echo "$P task $t $(tr ' ' '_' < "$d/comm" 2>/dev/null) $(sed 's/.*) //' "$d/stat" 2>/dev/null | cut -d' ' -f12,13) $(sed -n "s/^voluntary_ctxt_switches:[[:space:]]*//p; s/^nonvoluntary_ctxt_switches:[[:space:]]*//p" "$d/status" 2>/dev/null | tr '\n' ' ')"
+  done
+  grep -i dropped "$T/events/raw_syscalls/sys_enter/hist" 2>/dev/null | sed "s/^/$P histdrops /"
+  [ -n "$SYS_OK" ] && hist sys "$T/events/raw_syscalls/sys_enter/hist" | sed "s/^/$P /"
   [ -n "$SQE_EVENT" ] && hist sqe "$SQE_EVENT/hist" | sed "s/^/$P /"
   wget -q -O - "http://$ADMIN/metrics" 2>/dev/null \
     | grep -E '^portcullis_(requests_total|body_bytes_total|connections_total)' | sed "s/^/$P metric /"
@@ -105,6 +114,7 @@ max_body_bytes = "64MiB"
 path = "/"
 backends = ["$ECHO"]
 EOF
+  reset_hists
   taskset -c 1 "$B" run --config "gw-$tag.toml" >"gw-$tag.log" 2>&1 &
   GW_PID=$!
   if ! wait_ready; then
