@@ -3,7 +3,7 @@
 # perf with the software cpu-clock event (works where hardware counters are
 # missing), DWARF call graphs (Rust release builds keep no frame pointers),
 # inferno to render. Gateway and echo backend on core 1, pcl-load on core 0.
-# PROFILES="bulk" (default all three) picks which to take.
+# PROFILES="bulk" (default keepalive, handshake, bulk; also: rate) picks which to take.
 # Every load run is bounded (DURATION seconds) and loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +41,9 @@ profile() { # name, pcl-load args...
   local load=$!
   sleep 1
   # Syscalls and io_uring operations over the same window, per request.
-  perf stat -x, -e raw_syscalls:sys_enter,io_uring:io_uring_submit_req,io_uring:io_uring_poll_arm,io_uring:io_uring_short_write \
+  # Page faults and madvise: the allocator giving memory back and taking it
+  # again; context switches: the gateway sleeping and waking per request.
+  perf stat -x, -e raw_syscalls:sys_enter,io_uring:io_uring_submit_req,io_uring:io_uring_poll_arm,io_uring:io_uring_short_write,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_madvise,page-faults,context-switches \
     -p "$gw_pid" -o "$W/$name-stat.csv" -- sleep "$DURATION" &
   local stat=$!
   perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$gw_pid" -o "$W/$name.data" -- sleep "$DURATION" 2>/dev/null
@@ -68,6 +70,8 @@ for p in $PROFILES; do
   case $p in
     keepalive) profile keepalive -c 64 ;;
     handshake) profile handshake -c 16 --new-conn ;;
+    # bench/compare's rate scenario: where the time goes at a fixed 5,000 req/s.
+    rate) profile rate -c 64 -R 5000 ;;
     # bench/compare's bulk scenario: 1 MiB responses over 8 connections.
     bulk) profile bulk -c 8 -H "x-echo-bytes: 1048576" ;;
     *) echo "unknown profile $p" >&2; exit 2 ;;

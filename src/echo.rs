@@ -24,7 +24,7 @@ use crate::http::{BodyFraming, Limits, Parsed};
 use crate::identity::ClientCert;
 use crate::io::{write_all, Transport};
 use crate::runtime::{self, Driver};
-use crate::tls::TlsStream;
+use crate::tls::{HandshakeReads, TlsStream};
 
 /// Longest delay a request may ask for, so a stray header cannot park a connection forever.
 const MAX_DELAY_MS: u64 = 120_000;
@@ -101,7 +101,13 @@ async fn accept_loop(listener: monoio::net::TcpListener, tls: Option<Arc<ServerC
                     Some(config) => {
                         let config = config.clone();
                         monoio::spawn(async move {
-                            match TlsStream::accept(tcp, move |_| Some(config)).await {
+                            match TlsStream::accept(
+                                tcp,
+                                move |_| Some(config),
+                                HandshakeReads::Available,
+                            )
+                            .await
+                            {
                                 Ok((stream, identity)) => {
                                     let subject =
                                         ClientCert::from_chain(&identity.chain).map(|c| c.subject);

@@ -509,19 +509,28 @@ fn custom_server_name_in_certificate() {
     );
 }
 
-/// The gateway picks the suite from its own preference order, not the
-/// client's (testssl.sh reports "no server cipher order" otherwise): a
-/// client listing ChaCha20 first still gets AES-256-GCM.
+/// The gateway picks the suite from its own preference order (AES-128-GCM,
+/// AES-256-GCM, ChaCha20), not the client's (testssl.sh reports "no server
+/// cipher order" otherwise): a client listing ChaCha20 and AES-256-GCM
+/// first still gets AES-128-GCM; one offering only AES-256-GCM gets that.
 #[test]
 fn the_server_order_of_cipher_suites_wins() {
     let st = Stack::start("tls_server_order", |c, _| c);
     let (ca, cert, key) = (st.certs.ca(), st.certs.client_cert(), st.certs.client_key());
-    let cases: [(&[&str], &str); 2] = [
+    let cases: [(&[&str], &str); 4] = [
         (
             &[
                 "-tls1_3",
                 "-ciphersuites",
-                "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384",
+                "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256",
+            ],
+            "TLS_AES_128_GCM_SHA256",
+        ),
+        (
+            &[
+                "-tls1_3",
+                "-ciphersuites",
+                "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384",
             ],
             "TLS_AES_256_GCM_SHA384",
         ),
@@ -529,7 +538,15 @@ fn the_server_order_of_cipher_suites_wins() {
             &[
                 "-tls1_2",
                 "-cipher",
-                "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384",
+                "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256",
+            ],
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+        ),
+        (
+            &[
+                "-tls1_2",
+                "-cipher",
+                "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES256-GCM-SHA384",
             ],
             "ECDHE-ECDSA-AES256-GCM-SHA384",
         ),

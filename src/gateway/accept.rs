@@ -19,7 +19,7 @@ use crate::proxy::{self, Session, WorkerContext};
 use crate::proxy_protocol;
 use crate::tls::ktls::{self, Handover, KtlsSupport, PollKtls};
 use crate::tls::poll::PollTls;
-use crate::tls::{reason, HandshakeFailure, PeerIdentity, TlsStream};
+use crate::tls::{reason, HandshakeFailure, HandshakeReads, PeerIdentity, TlsStream};
 
 use super::generations::WorkerGenerations;
 use super::ConnectionCaps;
@@ -212,12 +212,19 @@ pub(super) async fn handle_connection(
         site.set(Some(chosen));
         generation.server_configs.get(chosen).cloned()
     };
+    // Record by record only where the kernel may take the connection over;
+    // otherwise a client's whole second flight in one read.
+    let reads = if accepting.mode != KtlsMode::Off && accepting.support.available.is_ok() {
+        HandshakeReads::ExactRecords
+    } else {
+        HandshakeReads::Available
+    };
     let (stream, identity) =
         // Boxed: the handshake's state is large and lives only until it ends,
         // while the task's own future is held for the connection's whole
         // life (idle keep-alive connections included): an inline handshake
         // would make every idle connection pay for its size.
-        match monoio::time::timeout(timeout, Box::pin(TlsStream::accept(tcp, select))).await {
+        match monoio::time::timeout(timeout, Box::pin(TlsStream::accept(tcp, select, reads))).await {
             Ok(Ok(done)) => done,
             Ok(Err((failure, sni))) => {
                 ctx.metrics.connection_served(TlsMode::Failed);

@@ -22,4 +22,4 @@ pub mod staple;
 mod steps;
 pub mod stream;
 
-pub use stream::{HandshakeFailure, PeerIdentity, TlsStream};
+pub use stream::{HandshakeFailure, HandshakeReads, PeerIdentity, TlsStream};

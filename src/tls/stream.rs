@@ -1,9 +1,11 @@
 //! A server-side TLS connection over rustls's unbuffered API.
 //!
-//! The handshake reads exactly one TLS record per socket read, so when it
-//! completes no byte past the client's Finished has left the kernel: the
-//! connection can be handed to kernel TLS at that point. Afterwards the same
-//! type serves application data in userspace with buffers it owns and reuses.
+//! A connection that may be handed to kernel TLS reads its handshake exactly
+//! one TLS record per socket read, so when it completes no byte past the
+//! client's Finished has left the kernel: the connection can be handed over
+//! at that point. One that stays in userspace anyway reads what the socket
+//! has ([`HandshakeReads`]). Afterwards the same type serves application
+//! data in userspace with buffers it owns and reuses.
 
 use std::io;
 use std::ops::Range;
@@ -64,6 +66,22 @@ pub enum HandshakeFailure {
     /// signature did not (rustls reports this with the same error as a
     /// chain signature that does not verify; see `signature_failure`).
     CertificateVerify(rustls::Error),
+}
+
+/// How the handshake reads the client's records after its ClientHello.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeReads {
+    /// One record per read (a header, then exactly its body): nothing past
+    /// the client's Finished is taken from the socket, so the kernel can
+    /// take the connection over. Two reads per record: a TLS 1.3 client's
+    /// second flight (ChangeCipherSpec, Certificate, CertificateVerify,
+    /// Finished, four records) costs eight.
+    ExactRecords,
+    /// Whatever the socket has, in one read: for a connection that stays in
+    /// userspace (kernel TLS off or missing), where bytes past Finished are
+    /// simply the first application data. The client's second flight
+    /// usually arrives in one segment and then costs one read.
+    Available,
 }
 
 pub struct TlsStream {
@@ -137,10 +155,13 @@ impl TlsStream {
     /// config from the ClientHello's SNI (read from the whole hello before
     /// rustls sees it); None refuses with an `unrecognized_name` alert. On
     /// failure the alert has been written, and the SNI (if any was read) is
-    /// returned with the error for the log line.
+    /// returned with the error for the log line. `reads`: see
+    /// [`HandshakeReads`] (the ClientHello itself is always read record by
+    /// record, for the site choice).
     pub async fn accept<F>(
         mut tcp: TcpStream,
         select: F,
+        reads: HandshakeReads,
     ) -> Result<(Self, PeerIdentity), (HandshakeFailure, Option<String>)>
     where
         F: FnOnce(Option<&str>) -> Option<Arc<ServerConfig>>,
@@ -200,7 +221,7 @@ impl TlsStream {
             peer_closed: false,
             failed: false,
         };
-        match stream.handshake().await {
+        match stream.handshake(reads).await {
             Ok(()) => {
                 let identity = PeerIdentity {
                     sni: stream.sni.clone(),
@@ -232,26 +253,66 @@ impl TlsStream {
         }
     }
 
-    async fn handshake(&mut self) -> Result<(), HandshakeFailure> {
+    async fn handshake(&mut self, reads: HandshakeReads) -> Result<(), HandshakeFailure> {
         loop {
             signature_failure::clear();
             let status = self.conn.process_tls_records(&mut self.incoming);
-            let (discard, step) = step_of(status, &mut self.outgoing);
+            let discard = status.discard;
+            let step = match status.state {
+                // The client's first request, read along with its Finished
+                // (HandshakeReads::Available). rustls has already decrypted
+                // it and dropped its ciphertext from `incoming`, so it is
+                // taken out here and kept for the first read: left in rustls,
+                // `wait_readable` would see nothing buffered and wait on the
+                // socket for a request that has already arrived.
+                Ok(ConnectionState::ReadTraffic(mut rt)) => {
+                    let mut step = Step::Plaintext(0);
+                    while let Some(record) = rt.next_record() {
+                        match record {
+                            Ok(r) => self.pending_plain.extend_from_slice(r.payload),
+                            Err(e) => {
+                                step = Step::Fail(e);
+                                break;
+                            }
+                        }
+                    }
+                    step
+                }
+                state => step_of(UnbufferedStatus { discard, state }, &mut self.outgoing).1,
+            };
             self.incoming.drain(..discard);
             match step {
                 Step::Continue => {}
                 Step::Flush => self.flush().await.map_err(HandshakeFailure::Io)?,
-                Step::WriteTraffic if !self.conn.is_handshaking() => {
+                // Done; Plaintext when the first request came along (above).
+                Step::WriteTraffic | Step::Plaintext(_) if !self.conn.is_handshaking() => {
                     // NewSessionTickets come after the handshake ends and before the
                     // first WriteTraffic; they are flushed by the Flush step above,
                     // so nothing of ours is left unwritten here.
                     return self.flush().await.map_err(HandshakeFailure::Io);
                 }
-                Step::NeedData | Step::WriteTraffic => {
-                    read_one_record(&mut self.tcp, &mut self.incoming)
-                        .await
-                        .map_err(HandshakeFailure::Io)?;
-                }
+                Step::NeedData | Step::WriteTraffic => match reads {
+                    HandshakeReads::ExactRecords => {
+                        read_one_record(&mut self.tcp, &mut self.incoming)
+                            .await
+                            .map_err(HandshakeFailure::Io)?;
+                    }
+                    HandshakeReads::Available => {
+                        let buf = std::mem::take(&mut self.incoming);
+                        let (res, buf) = self.tcp.read_append(buf).await;
+                        self.incoming = buf;
+                        match res {
+                            Ok(0) => {
+                                return Err(HandshakeFailure::Io(io::Error::new(
+                                    io::ErrorKind::UnexpectedEof,
+                                    "client closed the connection during the handshake",
+                                )))
+                            }
+                            Ok(_) => {}
+                            Err(e) => return Err(HandshakeFailure::Io(e)),
+                        }
+                    }
+                },
                 Step::Plaintext(_) | Step::Eof => {
                     return Err(HandshakeFailure::Io(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -547,6 +608,10 @@ impl Transport for TlsStream {
         crate::sock::set_abortive_close(&self.tcp);
     }
 }
+
+#[cfg(test)]
+#[path = "stream_tests.rs"]
+mod tests;
 
 fn failed_connection() -> io::Error {
     io::Error::new(

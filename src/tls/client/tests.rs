@@ -1,6 +1,6 @@
 use super::*;
 use crate::io::write_all;
-use crate::tls::{PeerIdentity, TlsStream};
+use crate::tls::{HandshakeReads, PeerIdentity, TlsStream};
 use monoio::net::TcpListener;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -108,9 +108,10 @@ async fn serve_once(
     reply: Vec<u8>,
 ) -> Served {
     let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
-    let (mut tls, identity) = TlsStream::accept(tcp, move |_| Some(config))
-        .await
-        .map_err(|(e, _)| format!("{e:?}"))?;
+    let (mut tls, identity) =
+        TlsStream::accept(tcp, move |_| Some(config), HandshakeReads::ExactRecords)
+            .await
+            .map_err(|(e, _)| format!("{e:?}"))?;
     let mut got = Vec::new();
     while got.len() < expect {
         let (res, buf) = tls.read_append(got).await;
@@ -324,7 +325,10 @@ fn server_data_before_our_write_is_kept_and_bare_eof_reads_as_eof() {
         let addr = listener.local_addr().unwrap();
         let served = monoio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let (mut tls, _) = TlsStream::accept(tcp, move |_| Some(server)).await.unwrap();
+            let (mut tls, _) =
+                TlsStream::accept(tcp, move |_| Some(server), HandshakeReads::ExactRecords)
+                    .await
+                    .unwrap();
             let (res, _) = write_all(&mut tls, b"early ".to_vec()).await;
             res.unwrap();
             let (res, req) = tls.read_append(Vec::new()).await;
