@@ -26,9 +26,10 @@ use crate::exchange::{ClientProtocol, Exchange, HeadStep, MAX_RESPONSE_HEADERS};
 use crate::http::request::Request;
 use crate::http::response::write_error_body;
 use crate::http::HttpError;
+use crate::proxy::backend_error;
 use crate::proxy::body_clock::BodyClock;
 use crate::trusted_proxies::Hop;
-use crate::upstream::{checkout_or_connect, BackendConn, BackendIo, PoolKey};
+use crate::upstream::{checkout_or_connect, BackendConn, PoolKey};
 
 /// How a stream failed, which decides what the client still gets.
 enum Failure {
@@ -455,12 +456,6 @@ fn fail(
             }
         }
     }
-}
-
-fn backend_error(x: &Exchange, b: &BackendConn, e: BackendIo) -> Error {
-    e.into_error(b.stream.tls_failure(), |kind, cause| {
-        x.backend_broke(kind, cause)
-    })
 }
 
 fn log_error(conn: &Conn, hop: &Hop, e: &Error, plan: Option<&RequestPlan>) {
