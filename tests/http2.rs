@@ -624,7 +624,11 @@ fn expect_100_continue_gets_an_interim_100_on_the_stream() {
     assert_eq!(r.code, 200, "{}", r.describe());
     assert!(r.headers.contains("HTTP/2 100"), "{}", r.describe());
     assert_eq!(r.json()["body_bytes"], 64 * 1024, "{}", r.describe());
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// SETTINGS, PING and empty DATA floods sent without reading (h2spec

@@ -27,8 +27,8 @@ use rustls::unbuffered::ConnectionState;
 use tracing::info;
 
 use super::steps::{encode_into, encrypt_all};
-use crate::io::{discard_poll, PollClose, CLOSE_FLUSH_TIME};
 use super::{reason, TlsStream};
+use crate::io::{discard_poll, PollClose, CLOSE_FLUSH_TIME};
 
 /// Most ciphertext asked of the socket per read (a few records).
 const READ_CHUNK: usize = 64 * 1024;
@@ -175,7 +175,10 @@ impl PollClose for PollTls {
         // close_notify (once: `h2` may have shut us down already) and FIN;
         // a client that reads nothing does not hold the close open.
         let shut = std::future::poll_fn(|cx| Pin::new(&mut *self).poll_shutdown(cx));
-        if !matches!(monoio::time::timeout(CLOSE_FLUSH_TIME, shut).await, Ok(Ok(()))) {
+        if !matches!(
+            monoio::time::timeout(CLOSE_FLUSH_TIME, shut).await,
+            Ok(Ok(()))
+        ) {
             let _ = std::future::poll_fn(|cx| Pin::new(&mut self.tcp).poll_shutdown(cx)).await;
         }
         // Ciphertext from here on is only discarded: nothing of it is

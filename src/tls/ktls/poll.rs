@@ -24,8 +24,8 @@ use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use tracing::warn;
 
 use super::control::{Control, KernelTls};
-use crate::io::{discard_poll, PollClose, CLOSE_FLUSH_TIME};
 use super::KtlsStream;
+use crate::io::{discard_poll, PollClose, CLOSE_FLUSH_TIME};
 
 /// One write at most this large (bounds a syscall; records are 16 KiB).
 const MAX_WRITE: usize = 1 << 20;
@@ -120,7 +120,10 @@ impl PollClose for PollKtls {
     async fn linger_close(&mut self) {
         // close_notify (once) and FIN, bounded as for userspace TLS.
         let shut = std::future::poll_fn(|cx| Pin::new(&mut *self).poll_shutdown(cx));
-        if !matches!(monoio::time::timeout(CLOSE_FLUSH_TIME, shut).await, Ok(Ok(()))) {
+        if !matches!(
+            monoio::time::timeout(CLOSE_FLUSH_TIME, shut).await,
+            Ok(Ok(()))
+        ) {
             let _ = std::future::poll_fn(|cx| Pin::new(&mut self.tcp).poll_shutdown(cx)).await;
         }
         // Read through the kTLS stream, not the bare socket: a control
