@@ -13,7 +13,10 @@
 //!
 //! The socket is in monoio's readiness mode here: `h2` reads and writes
 //! from one task, which the ownership-passing HTTP/1.1 streams cannot do;
-//! `tls::poll` adapts userspace TLS to it.
+//! `tls::poll` adapts userspace TLS to it. `h2` owns the stream it is
+//! given, so it gets a shared handle (`shared.rs`): when the connection
+//! ends the task takes the stream back for a lingering close, as HTTP/1.1
+//! closes, so that a GOAWAY is not destroyed by a reset.
 
 mod request;
 mod shared;
