@@ -8,8 +8,11 @@
 
 use std::io;
 use std::ops::Range;
+use std::pin::Pin;
+use std::task::Poll;
 
 use monoio::buf::IoBufMut;
+use monoio::io::poll_io::{AsyncRead, ReadBuf};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
@@ -115,6 +118,40 @@ pub async fn linger_close(tcp: &mut TcpStream) {
                 drained += n;
                 buf = b;
             }
+            _ => return,
+        }
+    }
+}
+
+/// What HTTP/2's connection task does with its readiness-mode client
+/// stream (`tls::poll::PollTls`, `tls::ktls::PollKtls`) once `h2` is done
+/// with it: the lingering close `Transport::close` gives HTTP/1.1.
+#[allow(async_fn_in_trait)] // single-threaded runtime: futures need not be Send
+pub trait PollClose {
+    /// close_notify (unless sent already), FIN, then read and discard what
+    /// the client still sends, for at most `LINGER_TIME` and `LINGER_BYTES`.
+    async fn linger_close(&mut self);
+}
+
+/// `linger_close`'s reading half on a readiness-mode stream whose sending
+/// side is already shut: reads and discards until EOF, an error,
+/// `LINGER_TIME` or `LINGER_BYTES`.
+pub async fn discard_poll<R: AsyncRead + Unpin>(r: &mut R) {
+    let deadline = std::time::Instant::now() + LINGER_TIME;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        let wait = deadline.saturating_duration_since(std::time::Instant::now());
+        let read = std::future::poll_fn(|cx| {
+            let mut rb = ReadBuf::new(&mut buf);
+            match Pin::new(&mut *r).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        });
+        match monoio::time::timeout(wait, read).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
             _ => return,
         }
     }

@@ -533,8 +533,22 @@ fn hpack_bomb_and_large_header_lists_are_refused() {
         args.extend_from_slice(&["--header", h]);
     }
     let v = h2client(&st.gw, "get", &args);
-    // h2 answers this one itself (431, no JSON body), before the stream is ours.
+    // Past max_header_bytes (16 KiB): the JSON 431 HTTP/1.1 gives for a head
+    // too large, on the same decoded-size measure h2 uses.
     assert_eq!(status(&v, 1), Some(431), "{v}");
+    assert_eq!(body(&v, 1)["error"]["code"], "PCS.4310", "{v}");
+    // Past twice the limit h2 answers itself, before the stream is ours:
+    // 431 with no body (it has no hook for one); the connection lives on.
+    let huge: Vec<String> = (0..80)
+        .map(|i| format!("x-huge-{i}:{}", "v".repeat(500)))
+        .collect();
+    let mut args = vec!["--path", "/huge"];
+    for h in &huge {
+        args.extend_from_slice(&["--header", h]);
+    }
+    let v = h2client(&st.gw, "get", &args);
+    assert_eq!(status(&v, 1), Some(431), "{v}");
+    assert!(v["body"]["1"].is_null(), "{v}");
     // Many small fields: our max_headers (100).
     let many: Vec<String> = (0..150).map(|i| format!("x-m-{i}:1")).collect();
     let mut args = vec!["--path", "/many"];
@@ -545,6 +559,76 @@ fn hpack_bomb_and_large_header_lists_are_refused() {
     assert_eq!(status(&v, 1), Some(431), "{v}");
     assert_eq!(body(&v, 1)["error"]["code"], "PCS.4311", "{v}");
     assert_serves(&st.gw);
+}
+
+/// A header list past max_header_bytes from the clients users run: curl
+/// `--http2` and nghttp get HTTP/1.1's 431 PCS.4310 with its JSON body.
+#[test]
+fn header_list_too_large_gets_the_json_431_from_curl_and_nghttp() {
+    let st = stack("h2_431", |c| c);
+    let big = format!("x-big: {}", "v".repeat(20_000));
+    let r = st.gw.curl("/big", &["--http2", "-H", &big]);
+    assert_eq!(r.code, 431, "{}", r.describe());
+    assert!(r.headers.starts_with("HTTP/2 431"), "{}", r.describe());
+    assert_eq!(r.json()["error"]["code"], "PCS.4310", "{}", r.describe());
+    let certs = &st.gw.certs;
+    let mut cmd = Command::new("nghttp");
+    cmd.arg("--cert")
+        .arg(certs.client_cert())
+        .arg("--key")
+        .arg(certs.client_key())
+        .arg("-H")
+        .arg(format!("x-big:{}", "v".repeat(20_000)))
+        .arg(format!("https://127.0.0.1:{}/big", st.gw.port()));
+    let o = run_cmd(&mut cmd, None, Duration::from_secs(30));
+    let out = o.stdout_str();
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or(Value::Null);
+    assert_eq!(v["error"]["code"], "PCS.4310", "{}", o.describe());
+    assert_serves(&st.gw);
+}
+
+/// `Expect: 100-continue` on a stream is answered as HTTP/1.1 answers it:
+/// an interim 100 once the backend has the head, so a client holding its
+/// body back sends it at once; Expect never reaches the backend.
+#[test]
+fn expect_100_continue_gets_an_interim_100_on_the_stream() {
+    let st = stack("h2_expect", |c| c);
+    let v = h2client(
+        &st.gw,
+        "expect-continue",
+        &["--path", "/up", "--body-bytes", "1000", "--wait", "8"],
+    );
+    assert_eq!(v["interim"]["1"], serde_json::json!([100]), "{v}");
+    assert!(v["continue_after"].as_f64().unwrap_or(99.0) < 4.0, "{v}");
+    assert_eq!(status(&v, 1), Some(200), "{v}");
+    let echoed = body(&v, 1);
+    assert_eq!(echoed["body_bytes"], 1000, "{v}");
+    assert!(echoed["headers"]["expect"].is_null(), "{v}");
+    // curl waits for the 100 (here up to 15 s) before it sends the body.
+    let file = st.td.join("up.bin");
+    std::fs::write(&file, vec![b'u'; 64 * 1024]).unwrap();
+    let data = format!("@{}", file.display());
+    let started = Instant::now();
+    let r = st.gw.curl(
+        "/upload",
+        &[
+            "--http2",
+            "-H",
+            "Expect: 100-continue",
+            "--expect100-timeout",
+            "15",
+            "--data-binary",
+            &data,
+        ],
+    );
+    assert_eq!(r.code, 200, "{}", r.describe());
+    assert!(r.headers.contains("HTTP/2 100"), "{}", r.describe());
+    assert_eq!(r.json()["body_bytes"], 64 * 1024, "{}", r.describe());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// SETTINGS, PING and empty DATA floods sent without reading (h2spec
@@ -584,6 +668,29 @@ fn window_update_overflow_is_a_flow_control_error() {
     );
     let stream_error = v["rst"]["1"] == 3 || v["goaway"]["code"] == 3;
     assert!(stream_error, "{v}");
+    assert_serves(&st.gw);
+}
+
+/// Lingering close (h2spec errors 5.4.1, GOAWAY 6.8): a connection error
+/// followed by more frames the client sends without reading. The gateway
+/// answers GOAWAY PROTOCOL_ERROR and closes, reading and discarding what
+/// still comes; a plain close with the client's later bytes unread is a
+/// reset (the client's next writes fail), and a reset can destroy the GOAWAY
+/// before the client reads it. Several connections in a row: it must never
+/// flake.
+#[test]
+fn goaway_survives_the_close_when_the_client_sends_more() {
+    let st = stack("h2_linger", |c| c);
+    for round in 0..5 {
+        let v = h2client(&st.gw, "error-then-more", &["--n", "50"]);
+        assert_eq!(v["goaway"]["code"], 1, "round {round}: {v}");
+        // Every later frame reached a socket still open for reading...
+        assert_eq!(v["sent"], 50, "round {round}: {v}");
+        assert!(v["write_error"].is_null(), "round {round}: {v}");
+        // ...and the end was close_notify and FIN, not a reset.
+        assert_eq!(v["closed"], true, "round {round}: {v}");
+        assert!(v["error"].is_null(), "round {round}: {v}");
+    }
     assert_serves(&st.gw);
 }
 

@@ -13,9 +13,13 @@
 //!
 //! The socket is in monoio's readiness mode here: `h2` reads and writes
 //! from one task, which the ownership-passing HTTP/1.1 streams cannot do;
-//! `tls::poll` adapts userspace TLS to it.
+//! `tls::poll` adapts userspace TLS to it. `h2` owns the stream it is
+//! given, so it gets a shared handle (`shared.rs`): when the connection
+//! ends the task takes the stream back for a lingering close, as HTTP/1.1
+//! closes, so that a GOAWAY is not destroyed by a reset.
 
 mod request;
+mod shared;
 mod stream;
 
 use std::cell::{Cell, OnceCell};
@@ -28,7 +32,9 @@ use monoio::io::poll_io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
 use crate::config::Http2Settings;
+use crate::drain::InFlight;
 use crate::identity::ClientCert;
+use crate::io::PollClose;
 use crate::proxy::{Session, WorkerContext};
 use crate::tls::PeerIdentity;
 
@@ -63,7 +69,9 @@ impl Drop for Active {
 }
 
 /// Serves one HTTP/2 connection until the client closes it, it idles out,
-/// or the worker drains (GOAWAY: the streams in flight finish, no new ones).
+/// or the worker drains (GOAWAY: the streams in flight finish, no new ones);
+/// then closes it with a lingering close, so that the GOAWAY reaches a
+/// client that was still sending.
 pub async fn serve<T>(
     io: T,
     peer: SocketAddr,
@@ -71,6 +79,27 @@ pub async fn serve<T>(
     session: Session,
     ctx: Rc<WorkerContext>,
 ) where
+    T: AsyncRead + AsyncWrite + PollClose + Unpin + 'static,
+{
+    let (io, owner) = shared::share(io);
+    // The drain guard keeps the worker's drain waiting for this
+    // connection's GOAWAY, its streams and its lingering close (without
+    // which the GOAWAY may never reach the client).
+    let drain_guard = run(io, peer, identity, session, ctx).await;
+    owner.linger_close().await;
+    drop(drain_guard);
+}
+
+/// The connection under `h2`, to its end; `h2`'s end of the stream is
+/// dropped on return. The drain guard, if a drain started meanwhile.
+async fn run<T>(
+    io: T,
+    peer: SocketAddr,
+    identity: PeerIdentity,
+    session: Session,
+    ctx: Rc<WorkerContext>,
+) -> Option<InFlight>
+where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let settings = session.settings();
@@ -82,11 +111,11 @@ pub async fn serve<T>(
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             debug!(peer = %peer, error = %e, "HTTP/2 connection preface refused");
-            return;
+            return None;
         }
         Err(_) => {
             debug!(peer = %peer, "HTTP/2 connection preface not received in time");
-            return;
+            return None;
         }
     };
     let shared = Rc::new(Conn {
@@ -101,7 +130,6 @@ pub async fn serve<T>(
     let mut stop = std::pin::pin!(ctx.drain.started());
     // Set once GOAWAY went out: after it, this long for the streams to end.
     let mut closing: Option<Instant> = None;
-    // Keeps the worker's drain waiting for this connection's GOAWAY and streams.
     let mut drain_guard = None;
     loop {
         let now = Instant::now();
@@ -155,16 +183,26 @@ pub async fn serve<T>(
             }
         }
     }
-    drop(drain_guard);
+    drain_guard
+}
+
+/// h2's own header-list limit: twice `limits.max_header_bytes`. Past its
+/// limit h2 answers the stream itself, 431 with no body, before the stream
+/// is ours (it has no hook for a body). `stream::plan_stream` applies
+/// `max_header_bytes` itself, on the same measure, with HTTP/1.1's JSON 431
+/// PCS.4310; h2's limit above it still bounds what a stream's head may hold
+/// in memory (HPACK bombs, CONTINUATION floods), at twice the configured size.
+fn header_list_cap(max_header_bytes: usize) -> u32 {
+    u32::try_from(max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX)
 }
 
 /// The `h2` server with our limits where its defaults are loose.
 fn builder(s: &Http2Settings, max_header_bytes: usize) -> h2::server::Builder {
     let mut b = h2::server::Builder::new();
     b.max_concurrent_streams(s.max_concurrent_streams)
-        // The same head limit as HTTP/1.1, on the HPACK-decoded size (an
-        // HPACK bomb is judged by what it expands to).
-        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
+        // The head limit, on the HPACK-decoded size (an HPACK bomb is
+        // judged by what it expands to), with room above ours.
+        .max_header_list_size(header_list_cap(max_header_bytes))
         .initial_window_size(s.stream_window)
         .initial_connection_window_size(s.connection_window)
         .max_send_buffer_size(s.max_send_buffer)

@@ -9,6 +9,28 @@ use http::request::Parts;
 use crate::http::request::join_cookies;
 use crate::http::response::{h2_response_fields, Response};
 
+/// The head's size as HTTP/2 measures it for SETTINGS_MAX_HEADER_LIST_SIZE
+/// (RFC 9113 section 6.5.2, and h2's count): every field, pseudo-header
+/// fields (with their colon) included, as name + value + 32 octets.
+pub(super) fn decoded_size(parts: &Parts) -> usize {
+    const OVERHEAD: usize = 32;
+    let field = |name: usize, value: usize| name + value + OVERHEAD;
+    let mut size = field(":method".len(), parts.method.as_str().len());
+    if let Some(scheme) = parts.uri.scheme_str() {
+        size += field(":scheme".len(), scheme.len());
+    }
+    if let Some(authority) = parts.uri.authority() {
+        size += field(":authority".len(), authority.as_str().len());
+    }
+    if let Some(pq) = parts.uri.path_and_query() {
+        size += field(":path".len(), pq.as_str().len());
+    }
+    for (name, value) in &parts.headers {
+        size += field(name.as_str().len(), value.len());
+    }
+    size
+}
+
 /// The stream's regular fields in order, cookies left out: they come once,
 /// joined into `cookie` (RFC 9113 section 8.2.3), at the end.
 pub(super) fn fields<'p>(parts: &'p Parts, cookie: &'p [u8]) -> Vec<httparse::Header<'p>> {
@@ -76,4 +98,28 @@ pub(super) fn error_head(
         builder = builder.header("allow", methods);
     }
     builder.body(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoded_size_counts_every_field_as_rfc_9113_does() {
+        let req = http::Request::builder()
+            .method("GET")
+            .uri("https://example.com/a?b=1")
+            .header("x-a", "12345")
+            .header("cookie", "c=1")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let want = (7 + 3 + 32) // :method GET
+            + (7 + 5 + 32) // :scheme https
+            + (10 + 11 + 32) // :authority example.com
+            + (5 + 6 + 32) // :path /a?b=1
+            + (3 + 5 + 32) // x-a
+            + (6 + 3 + 32); // cookie
+        assert_eq!(decoded_size(&parts), want);
+    }
 }

@@ -26,9 +26,10 @@ use crate::exchange::{ClientProtocol, Exchange, HeadStep, MAX_RESPONSE_HEADERS};
 use crate::http::request::Request;
 use crate::http::response::write_error_body;
 use crate::http::HttpError;
+use crate::proxy::backend_error;
 use crate::proxy::body_clock::BodyClock;
 use crate::trusted_proxies::Hop;
-use crate::upstream::{checkout_or_connect, BackendConn, BackendIo, PoolKey};
+use crate::upstream::{checkout_or_connect, BackendConn, PoolKey};
 
 /// How a stream failed, which decides what the client still gets.
 enum Failure {
@@ -92,8 +93,14 @@ fn plan_stream(
 ) -> Result<Decision, Error> {
     let generation = conn.session.generation.clone();
     let settings = &generation.shared.settings;
-    // The byte size is h2's (SETTINGS_MAX_HEADER_LIST_SIZE = max_header_bytes);
-    // the count is ours, as for HTTP/1.1.
+    // The size as h2 measures it (RFC 9113's decoded size), against the
+    // limit HTTP/1.1 applies to its head: 431 PCS.4310 with its JSON body.
+    // h2's own limit sits above ours (see `super::header_list_cap`) so that
+    // this answer, not h2's bare 431, is what a list just past it gets.
+    if request::decoded_size(parts) > settings.limits.max_header_bytes {
+        return Err(Error::bad_request(HttpError::HeadTooLarge));
+    }
+    // The count is ours too, as for HTTP/1.1.
     if parts.headers.len() > settings.limits.max_headers {
         return Err(Error::bad_request(HttpError::TooManyHeaders));
     }
@@ -185,7 +192,16 @@ async fn forward(
                 )
             }
         };
-        let head = match attempt(conn, &mut b, backend_head, &mut x, &mut clock, &mut body).await {
+        let tried = attempt(
+            conn,
+            &mut b,
+            backend_head,
+            &mut x,
+            &mut clock,
+            &mut body,
+            &mut respond,
+        );
+        let head = match tried.await {
             Ok(head) => head,
             Err(Failure::BeforeResponse(e)) if !retried && e.retry_safe(b.reused) => {
                 debug!(backend = %plan.backend, error = %e, "pooled backend connection was closed; retrying on a fresh one");
@@ -223,7 +239,8 @@ async fn forward(
 }
 
 /// One attempt on one backend connection: the head, the body, the
-/// response head (1xx consumed), which it returns as the client's.
+/// response head (the backend's 1xx consumed), which it returns as the
+/// client's.
 async fn attempt(
     conn: &Conn,
     b: &mut BackendConn,
@@ -231,6 +248,7 @@ async fn attempt(
     x: &mut Exchange,
     clock: &mut BodyClock,
     body: &mut RecvStream,
+    respond: &mut SendResponse<Bytes>,
 ) -> Result<http::Response<()>, Failure> {
     let settings = &conn.session.settings();
     let timeouts = settings.timeouts;
@@ -239,6 +257,18 @@ async fn attempt(
         .await;
     res.map_err(|e| Failure::BeforeResponse(backend_error(x, b, e)))?;
     x.head_written();
+    if x.wants_continue(false) {
+        // `Expect: 100-continue`, answered as HTTP/1.1's is: the route and
+        // the backend took the head, so the body may come. An interim
+        // HEADERS frame; h2 queues it and the connection task sends it.
+        // Sent even if DATA already came (RFC 9110 lets a server omit it
+        // then; a stream cannot tell cheaply, and it costs the client nothing).
+        if let Ok(interim) = http::Response::builder().status(100).body(()) {
+            if let Err(e) = respond.send_informational(interim) {
+                debug!(peer = %conn.peer, error = %e, "HTTP/2 stream gone before its 100 Continue");
+            }
+        }
+    }
     send_body(conn, b, x, clock, body).await?;
     let limits = crate::http::Limits {
         max_header_bytes: settings.limits.max_header_bytes.max(64 * 1024),
@@ -455,12 +485,6 @@ fn fail(
             }
         }
     }
-}
-
-fn backend_error(x: &Exchange, b: &BackendConn, e: BackendIo) -> Error {
-    e.into_error(b.stream.tls_failure(), |kind, cause| {
-        x.backend_broke(kind, cause)
-    })
 }
 
 fn log_error(conn: &Conn, hop: &Hop, e: &Error, plan: Option<&RequestPlan>) {

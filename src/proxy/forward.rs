@@ -15,15 +15,15 @@ use tracing::debug;
 use super::body_clock::BodyClock;
 use super::splice::{return_pipe, splice_exact, take_pipe, Side, SpliceLimits};
 use super::{
-    access_log, io_timeout, log_error, respond_error, send_timeout, ClientConn, WorkerContext,
-    Written,
+    access_log, backend_error, io_timeout, log_error, respond_error, send_timeout, ClientConn,
+    WorkerContext, Written,
 };
 use crate::error::{Cause, Error, Kind};
 use crate::exchange::plan::RequestPlan;
 use crate::exchange::{Exchange, HeadStep, MAX_RESPONSE_HEADERS};
 use crate::http::response::write_client_response_head;
 use crate::io::{give_buffer, take_buffer, Transport, MIN_READ};
-use crate::upstream::{checkout_or_connect, BackendConn, BackendIo, PoolKey};
+use crate::upstream::{checkout_or_connect, BackendConn, PoolKey};
 
 const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -455,14 +455,6 @@ fn grow_for_bulk(buf: &mut Vec<u8>) {
     let mut big = take_buffer(buf.len() + BULK_READ);
     big.extend_from_slice(buf);
     give_buffer(std::mem::replace(buf, big));
-}
-
-/// A failed read or write on the backend connection as an error: its kind
-/// and retry verdict from the machine, its TLS reason from the stream.
-fn backend_error(x: &Exchange, b: &BackendConn, e: BackendIo) -> Error {
-    e.into_error(b.stream.tls_failure(), |kind, cause| {
-        x.backend_broke(kind, cause)
-    })
 }
 
 /// Reads more request body from the client into `rbuf`, within the body's

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 use crate::drain::Drain;
 use crate::error::{Error, Fault, Kind};
 use crate::exchange::plan::{self, Connection, Decision, Rejection, RequestPlan, Scratch};
-use crate::exchange::ClientProtocol;
+use crate::exchange::{ClientProtocol, Exchange};
 use crate::generation::{GatewaySettings, WorkerGeneration};
 use crate::http::request::parse_request;
 use crate::http::response::{write_error_response, write_error_response_head};
@@ -25,7 +25,7 @@ use crate::identity::ClientCert;
 use crate::io::{give_buffer, take_buffer, write_all, Transport};
 use crate::tls::PeerIdentity;
 use crate::trusted_proxies::Hop;
-use crate::upstream::Pool;
+use crate::upstream::{BackendConn, BackendIo, Pool};
 
 /// Per-connection buffer sizes (taken from the core's pool when bytes arrive).
 const RBUF_CAPACITY: usize = 16 * 1024;
@@ -412,6 +412,16 @@ pub(crate) fn access_log<S>(
         // the connection's, named as ALPN names it (HTTP/2's line says "h2").
         info!(target: "portcullis::access", client = %c.hop.client, peer = %c.peer.ip(), protocol = "http/1.1", method = %line.method, target = %line.target, raw_target = %raw_target, route = plan.route_id, backend = %plan.backend, status, code, micros = micros as u64, "access");
     }
+}
+
+/// A failed read or write on a backend connection as an error: its kind
+/// and retry verdict from the exchange machine (how far the request got),
+/// its TLS reason from the stream. Both client protocols' shells use it
+/// (`forward` here, `http2::stream`).
+pub(crate) fn backend_error(x: &Exchange, b: &BackendConn, e: BackendIo) -> Error {
+    e.into_error(b.stream.tls_failure(), |kind, cause| {
+        x.backend_broke(kind, cause)
+    })
 }
 
 /// Client read deadline for body reads (per read).

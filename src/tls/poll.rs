@@ -28,6 +28,7 @@ use tracing::info;
 
 use super::steps::{encode_into, encrypt_all};
 use super::{reason, TlsStream};
+use crate::io::{discard_poll, PollClose, CLOSE_FLUSH_TIME};
 
 /// Most ciphertext asked of the socket per read (a few records).
 const READ_CHUNK: usize = 64 * 1024;
@@ -166,6 +167,23 @@ impl PollTls {
             self.consume(discard);
         }
         io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+}
+
+impl PollClose for PollTls {
+    async fn linger_close(&mut self) {
+        // close_notify (once: `h2` may have shut us down already) and FIN;
+        // a client that reads nothing does not hold the close open.
+        let shut = std::future::poll_fn(|cx| Pin::new(&mut *self).poll_shutdown(cx));
+        if !matches!(
+            monoio::time::timeout(CLOSE_FLUSH_TIME, shut).await,
+            Ok(Ok(()))
+        ) {
+            let _ = std::future::poll_fn(|cx| Pin::new(&mut self.tcp).poll_shutdown(cx)).await;
+        }
+        // Ciphertext from here on is only discarded: nothing of it is
+        // answered, so it need not be decrypted.
+        discard_poll(&mut self.tcp).await;
     }
 }
 

@@ -137,8 +137,13 @@ class Conn:
             fields = self.dec.decode(f.data)
             hs = {k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v for k, v in fields}
             if ":status" in hs:
-                o["status"][sid] = int(hs[":status"])
-                o["headers"][sid] = hs
+                code = int(hs[":status"])
+                if 100 <= code < 200:
+                    # Interim (100 Continue): kept apart from the final status.
+                    o.setdefault("interim", {}).setdefault(sid, []).append(code)
+                else:
+                    o["status"][sid] = code
+                    o["headers"][sid] = hs
             if "END_STREAM" in f.flags:
                 o["ended"].append(f.stream_id)
         elif isinstance(f, DataFrame):
@@ -315,12 +320,54 @@ def main():
             w = WindowUpdateFrame(0)
             w.window_increment = 2**31 - 1
             frames.append(w.serialize())
-        # In one write, as a client's frames coalesce: sent one by one, the
-        # later writes can meet the server's close after its GOAWAY (the
-        # gateway does not yet linger on an HTTP/2 close, so unread bytes
-        # turn its FIN into a reset) and Python's TLS then drops the GOAWAY.
+        # In one write, as a client's frames coalesce (the gateway now
+        # lingers on an HTTP/2 close, so later writes would meet a socket
+        # still reading, not a reset: see the error-then-more scenario).
         blast(c, [b"".join(frames)])
         c.read_frames(lambda o: o["goaway"] is not None or o["closed"], a.wait)
+
+    elif sc == "expect-continue":
+        # POST with `expect: 100-continue` and the body held back until the
+        # server says 100 (or --wait passes): then the body, then the answer.
+        c = Conn(a)
+        body = b"x" * a.body_bytes
+        fields = [("content-length", str(len(body))), ("expect", "100-continue")] + extra
+        t0 = time.time()
+        c.headers(1, a.path, method="POST", authority=a.authority, extra=fields, end_stream=False)
+        c.read_frames(lambda o: "1" in o.get("interim", {}) or "1" in o["status"] or "1" in o["rst"] or o["closed"], a.wait)
+        c.out["continue_after"] = time.time() - t0
+        if "1" not in c.out["status"] and "1" not in c.out["rst"] and not c.out["closed"]:
+            c.data(1, body, end_stream=True)
+        c.read_frames(done([1]), 10)
+
+    elif sc == "error-then-more":
+        # A connection error (PING on stream 1: PROTOCOL_ERROR), then more
+        # frames in separate writes while reading nothing, as a client with
+        # requests queued does; only then read. The server's GOAWAY must
+        # survive its close: a server that closes with our later bytes
+        # unread sends a reset, and the reset destroys the GOAWAY.
+        c = Conn(a)
+        c.read_frames(lambda o: o["settings"] > 0, 5)
+        bad = (8).to_bytes(3, "big") + bytes([0x6, 0x0]) + (1).to_bytes(4, "big") + b"\0" * 8
+        blast(c, [bad])
+        frames = []
+        for i in range(a.n):
+            pf = PingFrame(0)
+            pf.opaque_data = i.to_bytes(8, "big")
+            frames.append(pf.serialize())
+        sent = 0
+        try:
+            for f in frames:
+                # Spread out, so some arrive after the server has answered.
+                time.sleep(0.005)
+                c.send(f)
+                sent += 1
+        except (ConnectionError, ssl.SSLError, OSError) as e:
+            c.out["write_error"] = str(e)
+        c.out["sent"] = sent
+        c.read_frames(lambda o: o["goaway"] is not None, a.wait)
+        # Then the end: a clean one (close_notify, FIN) or a reset ("error").
+        c.read_frames(lambda o: o["closed"], a.wait)
 
     elif sc == "stream-window-overflow":
         c = Conn(a)

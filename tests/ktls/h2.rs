@@ -518,6 +518,52 @@ pub fn checks(suite: &mut Suite, pki: &Path, tls13: &Arc<ClientConfig>, gw_log: 
     );
 
     suite.check(
+        "h2 over kTLS: a connection error, then more frames unread: GOAWAY PROTOCOL_ERROR arrives, the close is clean",
+        || {
+            let mut tls = raw_h2(&h2cfg)?;
+            // PING on stream 1: a connection error (PROTOCOL_ERROR).
+            let mut bad = vec![0, 0, 8, 6, 0, 0, 0, 0, 1];
+            bad.extend_from_slice(&[0; 8]);
+            tls.write_all(&bad).map_err(|e| format!("bad PING: {e}"))?;
+            tls.flush().map_err(|e| e.to_string())?;
+            // More frames, written apart and nothing read: without the
+            // gateway's lingering close they meet a reset.
+            for i in 0..50u64 {
+                std::thread::sleep(Duration::from_millis(5));
+                let mut ping = vec![0, 0, 8, 6, 0, 0, 0, 0, 0];
+                ping.extend_from_slice(&i.to_be_bytes());
+                tls.write_all(&ping)
+                    .and_then(|()| tls.flush())
+                    .map_err(|e| format!("PING {i} met the close: {e}"))?;
+            }
+            let mut rest = Vec::new();
+            tls.read_to_end(&mut rest)
+                .map_err(|e| format!("unclean close: {e}"))?;
+            let mut at = 0;
+            while at + 9 <= rest.len() {
+                let len = usize::from(rest[at]) << 16
+                    | usize::from(rest[at + 1]) << 8
+                    | usize::from(rest[at + 2]);
+                if rest[at + 3] == 7 && at + 17 <= rest.len() {
+                    let code = u32::from_be_bytes([
+                        rest[at + 13],
+                        rest[at + 14],
+                        rest[at + 15],
+                        rest[at + 16],
+                    ]);
+                    return if code == 1 {
+                        Ok(())
+                    } else {
+                        Err(format!("GOAWAY with code {code}, not PROTOCOL_ERROR"))
+                    };
+                }
+                at += 9 + len;
+            }
+            Err(format!("no GOAWAY in the {} bytes before the close", rest.len()))
+        },
+    );
+
+    suite.check(
         "h2 over kTLS: fatal alert from the client mid-connection: gateway closes and names it, then serves on",
         || {
             // One known suite, so the client's kernel can take the key.

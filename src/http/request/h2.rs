@@ -71,9 +71,13 @@ impl<'h, 'b> Request<'h, 'b> {
             host: Some(host),
             framing,
             keep_alive: true,
-            // No 100 Continue on a stream: the body comes when the client's
-            // window allows, and Expect never reaches the backend.
-            expect_continue: false,
+            // Answered by the gateway with an interim 100 on the stream once
+            // the backend has the head, as for HTTP/1.1 (a client may hold
+            // its body back until then); Expect never reaches the backend.
+            expect_continue: !end_stream
+                && headers.iter().any(|h| {
+                    is_named(h, "expect") && h.value.eq_ignore_ascii_case(b"100-continue")
+                }),
         })
     }
 }
@@ -150,6 +154,22 @@ mod tests {
             (BodyFraming::None, true, false)
         );
         assert_eq!((r.head_len, r.headers.len()), (0, 2));
+    }
+
+    #[test]
+    fn expect_100_continue_only_with_a_body_to_come() {
+        let ex = [h("content-length", "5"), h("expect", "100-Continue")];
+        let r = Request::from_parts("POST", "/u", Some("a"), &ex, false).unwrap();
+        assert!(r.expect_continue);
+        // The HEADERS ended the stream: no body will come, nothing to wait for.
+        let r = Request::from_parts("POST", "/u", Some("a"), &ex, true).unwrap();
+        assert!(!r.expect_continue);
+        let other = [h("expect", "something-else")];
+        let r = Request::from_parts("POST", "/u", Some("a"), &other, false).unwrap();
+        assert!(!r.expect_continue);
+        let none = [h("content-length", "5")];
+        let r = Request::from_parts("POST", "/u", Some("a"), &none, false).unwrap();
+        assert!(!r.expect_continue);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use tracing::warn;
 
 use super::control::{Control, KernelTls};
 use super::KtlsStream;
+use crate::io::{discard_poll, PollClose, CLOSE_FLUSH_TIME};
 
 /// One write at most this large (bounds a syscall; records are 16 KiB).
 const MAX_WRITE: usize = 1 << 20;
@@ -112,6 +113,24 @@ impl PollKtls {
         if self.plain.is_empty() {
             self.plain = Vec::new();
         }
+    }
+}
+
+impl PollClose for PollKtls {
+    async fn linger_close(&mut self) {
+        // close_notify (once) and FIN, bounded as for userspace TLS.
+        let shut = std::future::poll_fn(|cx| Pin::new(&mut *self).poll_shutdown(cx));
+        if !matches!(
+            monoio::time::timeout(CLOSE_FLUSH_TIME, shut).await,
+            Ok(Ok(()))
+        ) {
+            let _ = std::future::poll_fn(|cx| Pin::new(&mut self.tcp).poll_shutdown(cx)).await;
+        }
+        // Read through the kTLS stream, not the bare socket: a control
+        // record (the client's own close_notify, an alert) fails a plain
+        // read with EIO and would stay unread, and unread bytes at close
+        // are what turns it into a reset.
+        discard_poll(self).await;
     }
 }
 
