@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use monoio::io::poll_io::{AsyncRead, AsyncWrite};
+use rustls::pki_types::CertificateDer;
 use tracing::debug;
 
 use crate::config::Http2Settings;
@@ -37,6 +38,8 @@ struct Conn {
     session: Session,
     peer: SocketAddr,
     identity: PeerIdentity,
+    /// The client's certificate chain (leaf first; empty without one).
+    chain: Vec<CertificateDer<'static>>,
     /// The client certificate, parsed on the first stream that needs it.
     cert: OnceCell<Option<ClientCert>>,
     ctx: Rc<WorkerContext>,
@@ -64,10 +67,13 @@ impl Drop for Active {
 
 /// Serves one HTTP/2 connection until the client closes it, it idles out,
 /// or the worker drains (GOAWAY: the streams in flight finish, no new ones).
+/// `chain` is the client's certificate chain: `io` is `h2`'s from here on,
+/// so the streams cannot ask the transport for it.
 pub async fn serve<T>(
     io: T,
     peer: SocketAddr,
     identity: PeerIdentity,
+    chain: Vec<CertificateDer<'static>>,
     session: Session,
     ctx: Rc<WorkerContext>,
 ) where
@@ -93,6 +99,7 @@ pub async fn serve<T>(
         session,
         peer,
         identity,
+        chain,
         cert: OnceCell::new(),
         ctx: ctx.clone(),
         active: Cell::new(0),
