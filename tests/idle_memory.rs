@@ -120,12 +120,12 @@ struct Measured {
 /// Starts the gateway in this process (once per test binary: the signal
 /// handlers are process-wide); returns its port.
 fn start_gateway(td: &TempDir, certs: &CertDir) -> u16 {
-    let mut cfg = Config::new(&certs)
+    let mut cfg = Config::new(certs)
         .workers(1)
         .route(RouteCfg::new("/", &["127.0.0.1:9"]));
     cfg.idle = "10m".into();
     cfg.request_head = "10m".into();
-    let path = config_file(&td);
+    let path = config_file(td);
     cfg.write(&path);
     let port = cfg.listeners[0].socket_addr().port();
     let config = portcullis::config::load(&path).expect("config loads");
