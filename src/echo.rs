@@ -108,9 +108,10 @@ async fn accept_loop(listener: monoio::net::TcpListener, tls: Option<Arc<ServerC
                             )
                             .await
                             {
-                                Ok((stream, identity)) => {
+                                Ok((stream, _)) => {
                                     let subject =
-                                        ClientCert::from_chain(&identity.chain).map(|c| c.subject);
+                                        ClientCert::from_chain(stream.peer_certificates())
+                                            .map(|c| c.subject);
                                     serve(stream, id, Some(subject)).await;
                                 }
                                 Err((e, _)) => debug!(error = ?e, "echo: TLS handshake failed"),

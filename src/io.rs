@@ -15,6 +15,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::poll_io::{AsyncRead, ReadBuf};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
+use rustls::pki_types::CertificateDer;
 
 /// Smallest free space a read asks the kernel to fill: below this, the read
 /// buffer grows once (and keeps its capacity for the rest of the connection).
@@ -45,6 +46,15 @@ pub trait Transport {
     /// close_notify, no FIN): for a response cut short, which must not read
     /// as complete, and for a client that stopped reading.
     fn abort(&mut self);
+
+    /// The certificate chain the client authenticated with (leaf first;
+    /// empty without one). Asked of the transport so that each connection
+    /// keeps exactly one copy: rustls's in userspace, the kernel-TLS
+    /// stream's own once rustls is gone. The default (none) is for the
+    /// backend side, where no client authenticates.
+    fn peer_certificates(&self) -> &[CertificateDer<'static>] {
+        &[]
+    }
 
     /// The plain socket underneath when the kernel does the crypto (kernel
     /// TLS): body bytes can then be spliced straight into it.

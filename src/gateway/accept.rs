@@ -176,80 +176,21 @@ impl Drop for Counted {
 }
 
 pub(super) async fn handle_connection(
-    mut tcp: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     generation: Rc<WorkerGeneration>,
     accepting: Accepting,
     open: Counted,
 ) {
     let ctx = open.ctx.clone();
-    let handshaking = Counted::enter(ctx.clone(), |c| c.metrics.handshakes_in_progress());
-    // One deadline for everything before the first request: the PROXY
-    // header (if the listener wants one) and the TLS handshake.
-    let timeout = generation.shared.settings.timeouts.handshake;
-    let deadline = Instant::now() + timeout;
-    let peer = match generation.shared.listeners.get(accepting.listener) {
-        Some(l) if l.proxy_protocol => {
-            match proxy_protocol::read_header(&mut tcp, peer, &l.trusted_proxies, timeout).await {
-                Ok((source, header)) => {
-                    debug!(peer = %peer, client = %source, version = header.version, "PROXY header read");
-                    source
-                }
-                Err(why) => return refuse_before_tls(&ctx, peer, &why),
-            }
-        }
-        _ => peer,
-    };
-    let timeout = deadline.saturating_duration_since(Instant::now());
-    let site = Cell::new(None);
-    let select = |sni: Option<&str>| {
-        // The same normal form the Host header and `server_names` are in; a
-        // name that has none selects what an unknown name would.
-        let mut name = String::new();
-        let sni = sni.filter(|s| crate::http::host::normalize_host(s, &mut name).is_ok());
-        let name = sni.map(|_| name.as_str());
-        let chosen = generation.shared.site_for_name(accepting.listener, name)?;
-        site.set(Some(chosen));
-        generation.server_configs.get(chosen).cloned()
-    };
-    // Record by record only where the kernel may take the connection over;
-    // otherwise a client's whole second flight in one read.
-    let reads = if accepting.mode != KtlsMode::Off && accepting.support.available.is_ok() {
-        HandshakeReads::ExactRecords
-    } else {
-        HandshakeReads::Available
-    };
-    let (stream, identity) =
-        // Boxed: the handshake's state is large and lives only until it ends,
-        // while the task's own future is held for the connection's whole
-        // life (idle keep-alive connections included): an inline handshake
-        // would make every idle connection pay for its size.
-        match monoio::time::timeout(timeout, Box::pin(TlsStream::accept(tcp, select, reads))).await {
-            Ok(Ok(done)) => done,
-            Ok(Err((failure, sni))) => {
-                ctx.metrics.connection_served(TlsMode::Failed);
-                ctx.metrics
-                    .handshake_failed(reason::metric_reason(&failure));
-                let site_name = site
-                    .get()
-                    .and_then(|i| generation.shared.sites.get(i))
-                    .map(|s| s.name.as_str());
-                log_handshake_failure(peer, sni.as_deref(), site_name, &failure);
-                return;
-            }
-            Err(_) => {
-                ctx.metrics.connection_served(TlsMode::Failed);
-                ctx.metrics.handshake_failed(HandshakeReason::Timeout);
-                info!(peer = %peer, "TLS handshake timed out");
-                return;
-            }
-        };
-    drop(handshaking);
-    debug!(peer = %peer, sni = ?identity.sni, version = ?identity.version, suite = ?identity.suite, resumed = identity.resumed, "TLS handshake complete");
-    let session = Session {
-        generation,
-        listener: accepting.listener,
-        site: site.get(),
+    // Boxed, and gone once the handshake is over: the PROXY header read and
+    // the handshake's state are large, and this task's own future is held
+    // for the connection's whole life (idle keep-alive connections
+    // included). Only what serving needs stays in it.
+    let Some((stream, peer, identity, session)) =
+        Box::pin(establish(tcp, peer, generation, &accepting, &ctx)).await
+    else {
+        return;
     };
     if identity.h2 {
         // Boxed: an h2 connection's state is large, and inline it would size
@@ -283,6 +224,86 @@ pub(super) async fn handle_connection(
     }
 }
 
+/// Everything before the first request: the PROXY header (if the listener
+/// wants one) and the TLS handshake, under one deadline. None when the
+/// connection ended there (logged and counted here).
+async fn establish(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    generation: Rc<WorkerGeneration>,
+    accepting: &Accepting,
+    ctx: &Rc<WorkerContext>,
+) -> Option<(TlsStream, SocketAddr, PeerIdentity, Session)> {
+    let handshaking = Counted::enter(ctx.clone(), |c| c.metrics.handshakes_in_progress());
+    // One deadline for everything before the first request: the PROXY
+    // header (if the listener wants one) and the TLS handshake.
+    let timeout = generation.shared.settings.timeouts.handshake;
+    let deadline = Instant::now() + timeout;
+    let peer = match generation.shared.listeners.get(accepting.listener) {
+        Some(l) if l.proxy_protocol => {
+            match proxy_protocol::read_header(&mut tcp, peer, &l.trusted_proxies, timeout).await {
+                Ok((source, header)) => {
+                    debug!(peer = %peer, client = %source, version = header.version, "PROXY header read");
+                    source
+                }
+                Err(why) => {
+                    refuse_before_tls(ctx, peer, &why);
+                    return None;
+                }
+            }
+        }
+        _ => peer,
+    };
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let site = Cell::new(None);
+    let select = |sni: Option<&str>| {
+        // The same normal form the Host header and `server_names` are in; a
+        // name that has none selects what an unknown name would.
+        let mut name = String::new();
+        let sni = sni.filter(|s| crate::http::host::normalize_host(s, &mut name).is_ok());
+        let name = sni.map(|_| name.as_str());
+        let chosen = generation.shared.site_for_name(accepting.listener, name)?;
+        site.set(Some(chosen));
+        generation.server_configs.get(chosen).cloned()
+    };
+    // Record by record only where the kernel may take the connection over;
+    // otherwise a client's whole second flight in one read.
+    let reads = if accepting.mode != KtlsMode::Off && accepting.support.available.is_ok() {
+        HandshakeReads::ExactRecords
+    } else {
+        HandshakeReads::Available
+    };
+    let (stream, identity) =
+        match monoio::time::timeout(timeout, TlsStream::accept(tcp, select, reads)).await {
+            Ok(Ok(done)) => done,
+            Ok(Err((failure, sni))) => {
+                ctx.metrics.connection_served(TlsMode::Failed);
+                ctx.metrics
+                    .handshake_failed(reason::metric_reason(&failure));
+                let site_name = site
+                    .get()
+                    .and_then(|i| generation.shared.sites.get(i))
+                    .map(|s| s.name.as_str());
+                log_handshake_failure(peer, sni.as_deref(), site_name, &failure);
+                return None;
+            }
+            Err(_) => {
+                ctx.metrics.connection_served(TlsMode::Failed);
+                ctx.metrics.handshake_failed(HandshakeReason::Timeout);
+                info!(peer = %peer, "TLS handshake timed out");
+                return None;
+            }
+        };
+    drop(handshaking);
+    debug!(peer = %peer, sni = ?identity.sni, version = ?identity.version, suite = ?identity.suite, resumed = identity.resumed, "TLS handshake complete");
+    let session = Session {
+        generation,
+        listener: accepting.listener,
+        site: site.get(),
+    };
+    Some((stream, peer, identity, session))
+}
+
 /// An HTTP/2 connection: over kernel TLS where the listener has it and the
 /// handover succeeds (the same handover as HTTP/1.1's), else over userspace
 /// TLS; either way `h2` gets a readiness-mode stream.
@@ -298,12 +319,13 @@ async fn serve_http2(
         stream
     } else {
         match ktls::handover(stream, &accepting.support) {
-            Handover::Kernel(kernel) => {
+            Handover::Kernel(mut kernel) => {
+                let chain = kernel.take_peer_certificates();
                 return match PollKtls::new(kernel) {
                     Ok(io) => {
                         ctx.metrics.connection_served(TlsMode::Kernel);
                         ctx.metrics.http2_connection(TlsMode::Kernel);
-                        http2::serve(io, peer, identity, session, ctx).await
+                        http2::serve(io, peer, identity, chain, session, ctx).await
                     }
                     Err(e) => {
                         // Past the point of no return: nothing to fall back to.
@@ -323,11 +345,14 @@ async fn serve_http2(
             }
         }
     };
+    // A copy: rustls keeps its own inside the stream, which `h2` owns from
+    // here on, out of the streams' reach.
+    let chain = stream.peer_certificates().to_vec();
     match PollTls::new(stream) {
         Ok(io) => {
             ctx.metrics.connection_served(TlsMode::Userspace);
             ctx.metrics.http2_connection(TlsMode::Userspace);
-            http2::serve(io, peer, identity, session, ctx).await
+            http2::serve(io, peer, identity, chain, session, ctx).await
         }
         Err(e) => {
             ctx.metrics.connection_served(TlsMode::Failed);
@@ -383,5 +408,62 @@ pub(super) fn log_handshake_failure(
             warn!(peer = %peer, sni, site, reason = %reason::CERTIFICATE_VERIFY_FAILED, "client certificate refused")
         }
         HandshakeFailure::Io(e) => debug!(peer = %peer, sni, error = %e, "TLS handshake aborted"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! What an idle connection's task holds inline, printed (run with
+    //! `--nocapture`; a release build gives the figures that matter) and
+    //! bounded loosely, so that a future growing back past a boxed state
+    //! is noticed. The heap it holds is counted in `tests/idle_memory.rs`.
+
+    use std::mem::size_of;
+
+    use super::*;
+    use crate::proxy::ClientConn;
+
+    /// The size of the future (or value) `f` returns, without calling it.
+    fn returned<F, A, B, C, D, E, R>(_: &F) -> usize
+    where
+        F: Fn(A, B, C, D, E) -> R,
+    {
+        size_of::<R>()
+    }
+
+    #[test]
+    fn idle_connection_sizes() {
+        let task = returned(&handle_connection);
+        let serve = returned(&proxy::serve::<TlsStream>);
+        let serve_h2 = {
+            fn returned6<F, A, B, C, D, E, G, R>(_: &F) -> usize
+            where
+                F: Fn(A, B, C, D, E, G) -> R,
+            {
+                size_of::<R>()
+            }
+            returned6(&http2::serve::<PollTls>)
+        };
+        let rows = [
+            ("handle_connection future (the task)", task),
+            ("proxy::serve::<TlsStream> future (boxed)", serve),
+            ("http2::serve::<PollTls> future (boxed)", serve_h2),
+            ("ClientConn<TlsStream>", size_of::<ClientConn<TlsStream>>()),
+            ("TlsStream", size_of::<TlsStream>()),
+            (
+                "rustls UnbufferedServerConnection",
+                size_of::<rustls::server::UnbufferedServerConnection>(),
+            ),
+            ("PeerIdentity", size_of::<PeerIdentity>()),
+            (
+                "identity::ClientCert",
+                size_of::<crate::identity::ClientCert>(),
+            ),
+        ];
+        for (what, bytes) in rows {
+            println!("{bytes:>6} bytes  {what}");
+        }
+        // Loose: debug builds lay futures out larger than release builds.
+        assert!(task <= 8 * 1024, "the task future grew to {task} bytes");
     }
 }

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use monoio::io::poll_io::{AsyncRead, AsyncWrite};
+use rustls::pki_types::CertificateDer;
 use tracing::debug;
 
 use crate::config::Http2Settings;
@@ -43,6 +44,8 @@ struct Conn {
     session: Session,
     peer: SocketAddr,
     identity: PeerIdentity,
+    /// The client's certificate chain (leaf first; empty without one).
+    chain: Vec<CertificateDer<'static>>,
     /// The client certificate, parsed on the first stream that needs it.
     cert: OnceCell<Option<ClientCert>>,
     ctx: Rc<WorkerContext>,
@@ -71,11 +74,14 @@ impl Drop for Active {
 /// Serves one HTTP/2 connection until the client closes it, it idles out,
 /// or the worker drains (GOAWAY: the streams in flight finish, no new ones);
 /// then closes it with a lingering close, so that the GOAWAY reaches a
-/// client that was still sending.
+/// client that was still sending. `chain` is the client's certificate
+/// chain: `io` is `h2`'s from here on, so the streams cannot ask the
+/// transport for it.
 pub async fn serve<T>(
     io: T,
     peer: SocketAddr,
     identity: PeerIdentity,
+    chain: Vec<CertificateDer<'static>>,
     session: Session,
     ctx: Rc<WorkerContext>,
 ) where
@@ -85,7 +91,7 @@ pub async fn serve<T>(
     // The drain guard keeps the worker's drain waiting for this
     // connection's GOAWAY, its streams and its lingering close (without
     // which the GOAWAY may never reach the client).
-    let drain_guard = run(io, peer, identity, session, ctx).await;
+    let drain_guard = run(io, peer, identity, chain, session, ctx).await;
     owner.linger_close().await;
     drop(drain_guard);
 }
@@ -96,6 +102,7 @@ async fn run<T>(
     io: T,
     peer: SocketAddr,
     identity: PeerIdentity,
+    chain: Vec<CertificateDer<'static>>,
     session: Session,
     ctx: Rc<WorkerContext>,
 ) -> Option<InFlight>
@@ -122,6 +129,7 @@ where
         session,
         peer,
         identity,
+        chain,
         cert: OnceCell::new(),
         ctx: ctx.clone(),
         active: Cell::new(0),

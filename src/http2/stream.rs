@@ -121,7 +121,7 @@ fn plan_stream(
         site: conn.session.site,
         sni: conn.identity.sni.as_deref(),
         peer: conn.peer,
-        chain: &conn.identity.chain,
+        chain: &conn.chain,
         cert: &conn.cert,
         draining: conn.ctx.drain.refuses_requests(),
     };

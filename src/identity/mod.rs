@@ -15,12 +15,12 @@ use x509_parser::der_parser::asn1_rs::{Any, Tag, ToDer};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate, X509Name};
 
 /// What the gateway knows about a verified client certificate, parsed once per connection.
+///
+/// No copy of the certificates themselves: the connection's transport keeps
+/// the chain (one copy per connection), and the headers that carry DER
+/// (`escaped_pem`, RFC 9440) are written from it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientCert {
-    /// The end-entity certificate.
-    pub der: CertificateDer<'static>,
-    /// The rest of the chain, as the client sent it.
-    pub intermediates: Vec<CertificateDer<'static>>,
     /// RFC 4514 string: RDNs last-to-first, joined by ",". Escaped so that it
     /// is printable ASCII (see `push_escaped`), hence usable in a header.
     pub subject: String,
@@ -41,7 +41,7 @@ impl ClientCert {
     /// characters, spaces, raw UTF-8) are ignored: no valid host name or URI
     /// has them, and forwarding them in a header could split the header.
     pub fn from_chain(chain: &[CertificateDer<'static>]) -> Option<ClientCert> {
-        let (ee, intermediates) = chain.split_first()?;
+        let ee = chain.first()?;
         let (rest, cert) = X509Certificate::from_der(ee).ok()?;
         if !rest.is_empty() {
             return None;
@@ -69,8 +69,6 @@ impl ClientCert {
         }
 
         Some(ClientCert {
-            der: ee.clone(),
-            intermediates: intermediates.to_vec(),
             subject: rfc4514(cert.subject())?,
             common_names,
             dns_names,

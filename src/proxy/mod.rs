@@ -133,7 +133,11 @@ pub async fn serve<S: Transport>(
             Err(e) => {
                 log_error(&c, &e, None);
                 ctx.metrics.record_request(None, e.status());
-                if respond_error(&mut c, &e, true).await == Written::No {
+                // Error responses and the close are boxed, like the exchange
+                // below: this future is held for the connection's whole
+                // life, idle included, and should be sized for the idle
+                // wait, not for the rarer states.
+                if Box::pin(respond_error(&mut c, &e, true)).await == Written::No {
                     return abort(c);
                 }
                 break;
@@ -147,7 +151,8 @@ pub async fn serve<S: Transport>(
                 allow,
             }) => {
                 log_error(&c, &error, None);
-                let written = respond_error_with(&mut c, &error, close, allow.as_deref()).await;
+                let written =
+                    Box::pin(respond_error_with(&mut c, &error, close, allow.as_deref())).await;
                 if written == Written::No {
                     return abort(c);
                 }
@@ -172,7 +177,7 @@ pub async fn serve<S: Transport>(
             }
         }
     }
-    c.io.close().await;
+    Box::pin(c.io.close()).await;
     give_buffer(std::mem::take(&mut c.rbuf));
     give_buffer(std::mem::take(&mut c.out));
 }
@@ -285,7 +290,10 @@ async fn read_request<S: Transport>(
 
 /// Parses the head in `rbuf` if complete and plans it (`exchange::plan`):
 /// the backend head goes into `out`. Consumes the head from `rbuf`.
-fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<Next>, Error> {
+fn plan_request<S: Transport>(
+    c: &mut ClientConn<S>,
+    ctx: &WorkerContext,
+) -> Result<Option<Next>, Error> {
     let generation = c.session.generation.clone();
     let settings = &generation.shared.settings;
     let limits = crate::http::Limits {
@@ -307,7 +315,7 @@ fn plan_request<S>(c: &mut ClientConn<S>, ctx: &WorkerContext) -> Result<Option<
         site: c.session.site,
         sni: c.identity.sni.as_deref(),
         peer: c.peer,
-        chain: &c.identity.chain,
+        chain: c.io.peer_certificates(),
         cert: &c.cert,
         draining: ctx.drain.refuses_requests(),
     };

@@ -32,6 +32,12 @@ use crate::io::{discard_poll, PollClose, CLOSE_FLUSH_TIME};
 
 /// Most ciphertext asked of the socket per read (a few records).
 const READ_CHUNK: usize = 64 * 1024;
+/// Room for the first read after an idle wait: one whole record. Bulk input
+/// grows the buffer to `READ_CHUNK` at the next read; a request on an idle
+/// connection costs zeroing this much, not `READ_CHUNK`.
+const WAKE_CHUNK: usize = 17 * 1024;
+/// Room taken for ciphertext when there is none buffered.
+const OUT_CAPACITY: usize = 16 * 1024;
 /// Above this much unsent ciphertext, `poll_write` waits for the socket.
 const OUT_HIGH_WATER: usize = 256 * 1024;
 /// `poll_write` leaves ciphertext for `poll_flush` up to this much.
@@ -78,7 +84,8 @@ impl PollTls {
             conn,
             incoming,
             in_len,
-            outgoing: Vec::with_capacity(16 * 1024),
+            // Taken from the core's pool when there is something to send.
+            outgoing: Vec::new(),
             sent: 0,
             plain,
             plain_pos: 0,
@@ -109,7 +116,9 @@ impl PollTls {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        self.outgoing.clear();
+        // Nothing left to send: the buffer goes back to the core's pool, so
+        // an idle connection holds none (`poll_write` takes one again).
+        crate::io::give_buffer(std::mem::take(&mut self.outgoing));
         self.sent = 0;
         Poll::Ready(Ok(()))
     }
@@ -123,7 +132,11 @@ impl PollTls {
 
     /// Reads ciphertext after `incoming[..in_len]`: Ok(0) is EOF.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.incoming.len() - self.in_len < 16 * 1024 {
+        if self.incoming.is_empty() {
+            // Back from an idle wait (see below).
+            self.incoming = crate::io::take_buffer(WAKE_CHUNK);
+            self.incoming.resize(WAKE_CHUNK, 0);
+        } else if self.incoming.len() - self.in_len < 16 * 1024 {
             self.incoming.resize(self.in_len + READ_CHUNK, 0);
         }
         let mut rb = ReadBuf::new(&mut self.incoming[self.in_len..]);
@@ -133,7 +146,16 @@ impl PollTls {
         match res {
             Poll::Ready(Ok(())) => Poll::Ready(Ok(n)),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                if self.in_len == 0 {
+                    // Nothing buffered and nothing to read: the client is
+                    // idle (an HTTP/2 connection between streams waits
+                    // here). The read buffer goes back to the core's pool
+                    // meanwhile: kept, it is `READ_CHUNK` per idle connection.
+                    crate::io::give_buffer(std::mem::take(&mut self.incoming));
+                }
+                Poll::Pending
+            }
         }
     }
 
@@ -317,6 +339,9 @@ impl AsyncWrite for PollTls {
             let mut io_error = None;
             match status.state {
                 Ok(ConnectionState::WriteTraffic(mut wt)) => {
+                    if this.outgoing.capacity() == 0 {
+                        this.outgoing = crate::io::take_buffer(OUT_CAPACITY);
+                    }
                     match encrypt_all(&mut wt, data, &mut this.outgoing) {
                         Ok(()) => result = Some(Ok(data.len())),
                         Err(e) => io_error = Some(e),

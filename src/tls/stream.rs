@@ -32,10 +32,15 @@ use crate::io::{linger_close, Transport};
 
 /// What the handshake established about the client, captured before rustls
 /// may be converted away (kernel TLS keeps no copy of it).
+///
+/// The client's certificate chain is not here: rustls keeps it for a
+/// userspace connection, and a copy here would be a second one on every
+/// connection for its whole life (an idle one included). The transport
+/// answers for it (`Transport::peer_certificates`): rustls's copy in
+/// userspace, the one copy `KtlsStream` takes at the handover in the kernel.
 #[derive(Clone, Debug)]
 pub struct PeerIdentity {
     pub sni: Option<String>,
-    pub chain: Vec<CertificateDer<'static>>,
     pub version: Option<ProtocolVersion>,
     pub suite: Option<SupportedCipherSuite>,
     /// The handshake resumed a session (ticket or session ID) instead of
@@ -105,6 +110,12 @@ impl TlsStream {
     /// The negotiated suite (after the handshake).
     pub fn negotiated_suite(&self) -> Option<SupportedCipherSuite> {
         self.conn.negotiated_cipher_suite()
+    }
+
+    /// The client's certificate chain as rustls keeps it (leaf first; empty
+    /// when the client sent none). The only copy a userspace connection has.
+    pub fn peer_certificates(&self) -> &[CertificateDer<'static>] {
+        self.conn.peer_certificates().unwrap_or_default()
     }
 
     /// Splits a finished connection for the kernel-TLS handover, only at a
@@ -225,11 +236,6 @@ impl TlsStream {
             Ok(()) => {
                 let identity = PeerIdentity {
                     sni: stream.sni.clone(),
-                    chain: stream
-                        .conn
-                        .peer_certificates()
-                        .map(<[_]>::to_vec)
-                        .unwrap_or_default(),
                     version: stream.conn.protocol_version(),
                     suite: stream.conn.negotiated_cipher_suite(),
                     resumed: stream.conn.handshake_kind() == Some(HandshakeKind::Resumed),
@@ -237,7 +243,8 @@ impl TlsStream {
                 };
                 if identity.resumed {
                     let now = rustls::pki_types::UnixTime::now();
-                    if let Err(e) = resumption::check_restored_chain(&identity.chain, now) {
+                    let chain = stream.peer_certificates();
+                    if let Err(e) = resumption::check_restored_chain(chain, now) {
                         // Past the handshake no alert can be sent through
                         // rustls: close_notify, then the connection is gone.
                         stream.close().await;
@@ -606,6 +613,10 @@ impl Transport for TlsStream {
 
     fn abort(&mut self) {
         crate::sock::set_abortive_close(&self.tcp);
+    }
+
+    fn peer_certificates(&self) -> &[CertificateDer<'static>] {
+        TlsStream::peer_certificates(self)
     }
 }
 

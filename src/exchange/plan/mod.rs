@@ -226,7 +226,7 @@ pub fn plan(
     };
     let mut extra = Vec::new();
     if let Some(cert) = cert {
-        super::identity_headers::write(&route.forward_identity, cert, &mut extra);
+        super::identity_headers::write(&route.forward_identity, cert, conn.chain, &mut extra);
     }
     for (name, value) in route.headers.set.iter().chain(&route.headers.add) {
         crate::http::head::put_header(&mut extra, name.as_bytes(), value.as_bytes());

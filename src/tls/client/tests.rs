@@ -97,8 +97,9 @@ fn name(n: &str) -> ServerName<'static> {
     ServerName::try_from(n.to_string()).unwrap()
 }
 
-/// What the server saw: the client's identity and its request bytes.
-type Served = Result<(PeerIdentity, Vec<u8>), String>;
+/// What the server saw: the client's identity, its certificate chain (as
+/// the server's TLS stream keeps it) and its request bytes.
+type Served = Result<(PeerIdentity, Vec<CertificateDer<'static>>, Vec<u8>), String>;
 
 /// Accepts one connection, reads `expect` bytes, answers `reply`, closes.
 async fn serve_once(
@@ -125,7 +126,7 @@ async fn serve_once(
     let (res, _) = write_all(&mut tls, reply).await;
     res.map_err(|e| e.to_string())?;
     tls.close().await;
-    Ok((identity, got))
+    Ok((identity, tls.peer_certificates().to_vec(), got))
 }
 
 /// Connects, sends `request`, reads until EOF, closes.
@@ -189,10 +190,10 @@ fn tls_round_trip_100k_each_way() {
         let client = client_config(settings(&ca, None, true)).unwrap();
         let (request, reply) = (pattern(100 * 1024, 0), pattern(100 * 1024, 7));
         let (served, got) = round_trip(server, client, "localhost", request.clone(), reply.clone());
-        let (identity, seen) = served.unwrap();
+        let (identity, peer_chain, seen) = served.unwrap();
         assert!(seen == request, "server received the request intact");
         assert!(got.unwrap() == reply, "client received the reply intact");
-        assert!(identity.chain.is_empty());
+        assert!(peer_chain.is_empty());
         assert_eq!(identity.sni.as_deref(), Some("localhost"));
     }
 }
@@ -215,8 +216,8 @@ fn mtls_presents_our_chain() {
         b"ping".to_vec(),
         b"pong".to_vec(),
     );
-    let (identity, seen) = served.unwrap();
-    assert_eq!(identity.chain, chain);
+    let (_, peer_chain, seen) = served.unwrap();
+    assert_eq!(peer_chain, chain);
     assert_eq!(seen, b"ping");
     assert_eq!(got.unwrap(), b"pong");
 }
@@ -269,7 +270,7 @@ fn name_mismatch_is_refused_unless_hostname_check_is_off() {
         b"ping".to_vec(),
         b"pong".to_vec(),
     );
-    assert_eq!(served.unwrap().1, b"ping");
+    assert_eq!(served.unwrap().2, b"ping");
     assert_eq!(got.unwrap(), b"pong");
 }
 

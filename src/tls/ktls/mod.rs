@@ -270,6 +270,12 @@ pub fn handover(stream: TlsStream, support: &KtlsSupport) -> Handover {
             ulp_reason(&ktls_io_error(e)),
         );
     }
+    // rustls's kernel connection keeps no certificates: the chain moves to
+    // the kernel stream (`Transport::peer_certificates`).
+    let peer_chain = conn
+        .peer_certificates()
+        .map(<[_]>::to_vec)
+        .unwrap_or_default();
     // Point of no return: rustls gives up the connection even on error.
     let (secrets, kconn) = match conn.dangerous_into_kernel_connection() {
         Ok(x) => x,
@@ -296,7 +302,13 @@ pub fn handover(stream: TlsStream, support: &KtlsSupport) -> Handover {
     if let Err(e) = rx.set(&sys::borrow(&fd)) {
         return Handover::Failed(ktls_io_error(e));
     }
-    Handover::Kernel(KtlsStream::new(tcp, kconn, tx_seq, support.rekey))
+    Handover::Kernel(KtlsStream::new(
+        tcp,
+        kconn,
+        tx_seq,
+        support.rekey,
+        peer_chain,
+    ))
 }
 
 fn ulp_reason(e: &io::Error) -> &'static str {

@@ -10,6 +10,7 @@ use std::os::fd::AsRawFd;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use rustls::kernel::KernelConnection;
+use rustls::pki_types::CertificateDer;
 use rustls::server::ServerConnectionData;
 use tracing::warn;
 
@@ -24,6 +25,10 @@ const MAX_CONTROL_WAITS: usize = 64;
 pub struct KtlsStream {
     tcp: TcpStream,
     tls: KernelTls,
+    /// The client's certificate chain, taken from rustls just before it
+    /// gave the connection up (its kernel connection keeps none): the
+    /// connection's one copy.
+    peer_chain: Vec<CertificateDer<'static>>,
 }
 
 impl KtlsStream {
@@ -32,12 +37,20 @@ impl KtlsStream {
         kconn: KernelConnection<ServerConnectionData>,
         tx_seq: u64,
         can_rekey: bool,
+        peer_chain: Vec<CertificateDer<'static>>,
     ) -> Self {
         let peer = tcp.peer_addr().ok();
         KtlsStream {
             tls: KernelTls::new(kconn, peer, tx_seq, can_rekey),
             tcp,
+            peer_chain,
         }
+    }
+
+    /// Moves the client's certificate chain out (for HTTP/2, whose
+    /// connection state keeps it once the stream is `h2`'s).
+    pub fn take_peer_certificates(&mut self) -> Vec<CertificateDer<'static>> {
+        std::mem::take(&mut self.peer_chain)
     }
 
     /// The socket and the kernel-TLS state, for the readiness-mode stream
@@ -155,6 +168,10 @@ impl Transport for KtlsStream {
 
     fn kernel_socket(&mut self) -> Option<&mut dyn KernelSocket> {
         Some(self)
+    }
+
+    fn peer_certificates(&self) -> &[CertificateDer<'static>] {
+        &self.peer_chain
     }
 }
 
