@@ -9,6 +9,7 @@ pub mod certs;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod copy_tuning;
 pub mod doctor;
 pub mod drain;
 pub mod echo;

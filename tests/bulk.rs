@@ -106,3 +106,94 @@ fn a_backend_closing_in_the_middle_of_a_large_body_aborts_the_response() {
         "the bytes that came are the backend's"
     );
 }
+
+/// The host's first processor is AMD with ERMS or FSRM: glibc would copy
+/// with `rep movsb`, which is slow there for the copies rustls makes of each
+/// record (see `src/copy_tuning.rs`).
+fn host_has_slow_rep_movsb() -> bool {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        cpuinfo.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim().to_string())
+        })
+    };
+    field("vendor_id").as_deref() == Some("AuthenticAMD")
+        && field("flags")
+            .unwrap_or_default()
+            .split_ascii_whitespace()
+            .any(|f| f == "erms" || f == "fsrm")
+}
+
+/// `GLIBC_TUNABLES` as the running process sees it (its environment at exec).
+fn tunables_of(pid: i32) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("read environ");
+    environ
+        .split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"GLIBC_TUNABLES="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+#[test]
+fn on_amd_cpus_the_gateway_runs_again_with_rep_movsb_off_and_serves_bulk_exactly() {
+    const TUNABLE: &str = "glibc.cpu.x86_rep_movsb_threshold=1099511627776";
+    let td = TempDir::new("bulk_rep_movsb");
+    let certs = certs_init(&td.join("certs"), &[]);
+    let echo = Echo::start(&td);
+    let cfg = Config::new(&certs)
+        .route(RouteCfg::new("/", &[&echo.addr()]))
+        .workers(1);
+    // (Other tunables are kept beside ours: a unit test in copy_tuning.rs.
+    // Not here: glibc rewrites the variable in place as it parses it, and
+    // /proc/PID/environ then shows a shortened value.)
+    let gw = Gateway::start_with_env(
+        &td,
+        &certs,
+        cfg.clone(),
+        &[
+            ("GLIBC_TUNABLES", None),
+            ("PORTCULLIS_KEEP_REP_MOVSB", None),
+        ],
+    );
+    let tunables = tunables_of(gw.proc.pid());
+    if host_has_slow_rep_movsb() {
+        assert_eq!(
+            tunables.as_deref(),
+            Some(TUNABLE),
+            "the gateway (same pid) runs with rep movsb off"
+        );
+        assert_eq!(gw.proc.count_log_lines(&["glibc memcpy", TUNABLE]), 1);
+    } else {
+        assert_eq!(tunables, None);
+        assert_eq!(gw.proc.count_log_lines(&["glibc memcpy"]), 0);
+    }
+    // Its arguments are its own, not /proc/self/exe's.
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", gw.proc.pid())).unwrap();
+    let argv: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    assert_eq!(argv[0], bin().as_bytes(), "argv[0] is kept");
+    assert_eq!(argv[1], b"run");
+    let mut conn = gw.tls();
+    conn.set_read_timeout(Duration::from_secs(20));
+    for n in [16385, 1024 * 1024 + 1] {
+        let bytes = format!("x-echo-bytes: {n}");
+        let r = conn.get("/bulk", &[bytes.as_str()]).unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.body == pattern(n), "n={n}: the body is the backend's");
+    }
+    drop(conn);
+    drop(gw);
+
+    // The opt-out keeps glibc's own choice.
+    let td2 = TempDir::new("bulk_rep_movsb_kept");
+    let gw = Gateway::start_with_env(
+        &td2,
+        &certs,
+        cfg,
+        &[
+            ("GLIBC_TUNABLES", None),
+            ("PORTCULLIS_KEEP_REP_MOVSB", Some("1")),
+        ],
+    );
+    assert_eq!(tunables_of(gw.proc.pid()), None);
+    assert_eq!(gw.proc.count_log_lines(&["glibc memcpy"]), 0);
+}

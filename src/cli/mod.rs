@@ -82,6 +82,8 @@ USAGE:
 ENVIRONMENT:
   PORTCULLIS_DRIVER=io_uring|epoll|auto   overrides server.driver
   PORTCULLIS_LOG=<filter>                 overrides server.log_level (e.g. debug)
+  PORTCULLIS_KEEP_REP_MOVSB=1             run and echo: keep glibc's rep movsb copies on AMD CPUs
+                                          (by default they run again with it off; see README)
 ";
 
 pub fn main() -> ExitCode {
@@ -93,6 +95,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if matches!(cmd, "run" | "echo") {
+        // The commands that move bulk data; returns only when no re-execution
+        // was needed (or it failed).
+        crate::copy_tuning::reexec_if_needed();
+    }
     let result = match cmd {
         "run" => cmd_run(rest),
         "echo" => cmd_echo(rest),

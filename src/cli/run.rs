@@ -19,10 +19,12 @@ pub(super) fn cmd_run(args: &[String]) -> Result<(), Failure> {
             match config::load_node(Path::new(path)).map_err(|e| Failure::Config(e.to_string()))? {
                 config::NodeConfig::File(cfg) => {
                     logging::init(cfg.server.log_format, &cfg.server.log_level);
+                    log_copy_tuning();
                     *cfg
                 }
                 config::NodeConfig::Cluster(bootstrap) => {
                     logging::init(bootstrap.server.log_format, &bootstrap.server.log_level);
+                    log_copy_tuning();
                     return crate::cluster::run_node(*bootstrap, takeover)
                         .map_err(Failure::Runtime);
                 }
@@ -30,11 +32,20 @@ pub(super) fn cmd_run(args: &[String]) -> Result<(), Failure> {
         }
         None => {
             logging::init(LogFormat::Text, "info");
+            log_copy_tuning();
             dev_default(listen)?
         }
     };
     let prepared = gateway::prepare(config, takeover).map_err(Failure::Runtime)?;
     gateway::run(prepared).map_err(Failure::Runtime)
+}
+
+/// Says at start when glibc's `rep movsb` is off for this process (see
+/// `copy_tuning`): a process-wide choice the operator should be able to see.
+fn log_copy_tuning() {
+    if let Some(line) = crate::copy_tuning::describe() {
+        tracing::info!("{line}");
+    }
 }
 
 /// Where `run` without a config keeps its dev certificates and config:
