@@ -32,6 +32,9 @@ const THRESHOLD: u64 = 1 << 40;
 /// Set (to anything) to keep glibc's own choice: no re-execution.
 pub const OPT_OUT_ENV: &str = "PORTCULLIS_KEEP_REP_MOVSB";
 
+/// Set by the re-execution itself, so it happens at most once.
+const REEXECUTED_ENV: &str = "PORTCULLIS_REP_MOVSB_REEXECUTED";
+
 /// What to do about `rep movsb` at start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -85,6 +88,13 @@ pub fn reexec_if_needed() {
     #[cfg(all(target_os = "linux", target_arch = "x86_64", target_env = "gnu"))]
     {
         use std::os::unix::process::CommandExt;
+        // Once only: glibc may rewrite GLIBC_TUNABLES in the environment as
+        // it parses it (seen in /proc/PID/environ when other tunables come
+        // first), so the second start might not find the setting there and
+        // would execute itself again and again.
+        if std::env::var_os(REEXECUTED_ENV).is_some() {
+            return;
+        }
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let tunables = std::env::var("GLIBC_TUNABLES").ok();
         let opted_out = std::env::var_os(OPT_OUT_ENV).is_some();
@@ -93,12 +103,16 @@ pub fn reexec_if_needed() {
         };
         let mut args = std::env::args_os();
         let arg0 = args.next().unwrap_or_default();
-        // /proc/self/exe, not argv[0] or a path: exactly the file now running,
-        // even if the path has since been given a new binary.
-        let _ = std::process::Command::new("/proc/self/exe")
+        // The path of the file now running (the kernel's, not argv[0]), so
+        // the process keeps its name: executed as /proc/self/exe, `ps`,
+        // `pgrep portcullis` and systemd would see it as "exe".
+        let exe =
+            std::env::current_exe().unwrap_or_else(|_| std::path::PathBuf::from("/proc/self/exe"));
+        let _ = std::process::Command::new(exe)
             .arg0(arg0)
             .args(args)
             .env("GLIBC_TUNABLES", value)
+            .env(REEXECUTED_ENV, "1")
             .exec();
     }
 }

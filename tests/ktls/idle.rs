@@ -72,8 +72,18 @@ fn per_connection(
         .arg("-TERM")
         .arg(gw.id().to_string())
         .status();
-    let _ = wait_exit(&mut gw, Duration::from_secs(15));
-    measured
+    let exit = wait_exit(&mut gw, Duration::from_secs(15));
+    // On a failure, what the gateway said: the log is overwritten by the
+    // next measurement's gateway.
+    measured.map_err(|e: String| {
+        let log = std::fs::read_to_string(work.join("idle-gw.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(12).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(
+            "{e}; gateway exit {exit:?}, its log:\n    {}",
+            tail.join("\n    ")
+        )
+    })
 }
 
 pub fn checks(
