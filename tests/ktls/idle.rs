@@ -73,6 +73,12 @@ fn per_connection(
         .arg(gw.id().to_string())
         .status();
     let exit = wait_exit(&mut gw, Duration::from_secs(15));
+    if exit.is_none() {
+        // Killed: reap it, so the next measurement's gateway does not meet
+        // this one's listener still in the port's SO_REUSEPORT group.
+        println!("  NOTE: the idle-memory gateway did not exit within 15 s of SIGTERM (killed)");
+        let _ = gw.wait();
+    }
     // On a failure, what the gateway said: the log is overwritten by the
     // next measurement's gateway.
     measured.map_err(|e: String| {
