@@ -13,6 +13,7 @@ pub mod client_verifier;
 pub mod key_usage;
 pub mod ktls;
 pub mod material;
+mod outcome;
 pub mod poll;
 pub mod reason;
 pub mod resumption;
@@ -22,4 +23,5 @@ pub mod staple;
 mod steps;
 pub mod stream;
 
-pub use stream::{HandshakeFailure, HandshakeReads, PeerIdentity, TlsStream};
+pub use outcome::{HandshakeFailure, HandshakeReads, PeerIdentity};
+pub use stream::TlsStream;
