@@ -402,6 +402,20 @@ fn pushed_revision(o: &Out) -> i64 {
         .unwrap_or_else(|| panic!("no revision in {text:?}"))
 }
 
+/// `count` nodes bootstrapped on `etcd`, `config` pushed through the first,
+/// every node started and converged on it; the nodes and that revision.
+fn start_nodes(td: &TempDir, etcd: &Etcd, count: usize, config: &Path) -> (Vec<Node>, i64) {
+    let mut nodes: Vec<Node> = (0..count)
+        .map(|i| Node::bootstrap(td, &format!("node{i}"), etcd))
+        .collect();
+    let first = pushed_revision(&push(&nodes[0], config));
+    for n in &mut nodes {
+        n.start();
+    }
+    converge(&nodes.iter().collect::<Vec<_>>(), first, Instant::now());
+    (nodes, first)
+}
+
 /// Waits until every node serves `revision`; the time from `since` to the last.
 fn converge(nodes: &[&Node], revision: i64, since: Instant) -> Duration {
     let ok = wait_until(Duration::from_secs(20), || {
@@ -451,16 +465,8 @@ fn push_reaches_every_node_and_broken_configs_are_refused() {
     let etcd = Etcd::start(&td, Some(EtcdTls::new(&td)));
     let echo = Echo::start(&td);
     let shared = Shared::new(&td, &certs, &echo);
-    let mut nodes: Vec<Node> = (0..3)
-        .map(|i| Node::bootstrap(&td, &format!("node{i}"), &etcd))
-        .collect();
-
-    let first = pushed_revision(&push(&nodes[0], &shared.write(&["ca.pem"], &["/api"])));
-    for n in &mut nodes {
-        n.start();
-    }
+    let (nodes, _) = start_nodes(&td, &etcd, 3, &shared.write(&["ca.pem"], &["/api"]));
     let all: Vec<&Node> = nodes.iter().collect();
-    converge(&all, first, Instant::now());
     let cfg = default_client(&certs);
     for n in &nodes {
         assert_eq!(n.get(&cfg, "/api/x").unwrap(), (200, "/api".into()));
@@ -613,15 +619,8 @@ fn certificate_and_ca_rotation_under_load_fails_no_request() {
     let echo = Echo::start(&td);
     let shared = Shared::new(&td, &old, &echo);
     fs::copy(new.ca(), shared.dir.join("certs/ca-new.pem")).unwrap();
-    let mut nodes: Vec<Node> = (0..2)
-        .map(|i| Node::bootstrap(&td, &format!("node{i}"), &etcd))
-        .collect();
-    let first = pushed_revision(&push(&nodes[0], &shared.write(&["ca.pem"], &["/"])));
-    for n in &mut nodes {
-        n.start();
-    }
+    let (nodes, _) = start_nodes(&td, &etcd, 2, &shared.write(&["ca.pem"], &["/"]));
     let all: Vec<&Node> = nodes.iter().collect();
-    converge(&all, first, Instant::now());
 
     // Clients trust both CAs (the new one was distributed first, as it must
     // be); which client certificate they present follows the rotation.
@@ -733,14 +732,7 @@ fn etcd_down_snapshot_restart_then_compaction_and_convergence() {
     let mut etcd = Etcd::start(&td, None);
     let echo = Echo::start(&td);
     let shared = Shared::new(&td, &certs, &echo);
-    let mut nodes: Vec<Node> = (0..2)
-        .map(|i| Node::bootstrap(&td, &format!("node{i}"), &etcd))
-        .collect();
-    let first = pushed_revision(&push(&nodes[0], &shared.write(&["ca.pem"], &["/before"])));
-    for n in &mut nodes {
-        n.start();
-    }
-    converge(&nodes.iter().collect::<Vec<_>>(), first, Instant::now());
+    let (mut nodes, first) = start_nodes(&td, &etcd, 2, &shared.write(&["ca.pem"], &["/before"]));
     let cfg = default_client(&certs);
 
     // etcd goes away: both nodes keep serving.
